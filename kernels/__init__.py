@@ -1,0 +1,71 @@
+"""The WKV-7 operator behind one entry point, `wkv7`.
+
+Implementations (same signature and semantics, see `reference.py` for the exact recurrence):
+    "reference"  sequential float32 loop (ground truth; the T = 1 decode path on CPU)
+    "chunk"      exact chunkwise-parallel PyTorch form (CPU prefill, autograd for training)
+    "triton"     fused Triton kernels (CUDA; also runs under TRITON_INTERPRET=1 on CPU tensors)
+
+`impl=None` picks: Triton for CUDA tensors when Triton is importable, otherwise the chunked form for
+T > 1 and the reference loop for T = 1. The environment variable RWKV7_WKV_IMPL overrides the choice
+(useful for tests and benchmarks). Triton is imported lazily: nothing here needs it on CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from .reference import wkv7_reference
+
+IMPLS = ("reference", "chunk", "triton")
+
+
+def triton_available() -> bool:
+    """True when the `triton` package can be imported (never imports it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def pick_impl(r: torch.Tensor, impl: str | None = None) -> str:
+    """Resolve which implementation `wkv7` will run for input `r`."""
+    impl = impl or os.environ.get("RWKV7_WKV_IMPL") or None
+    if impl is not None:
+        if impl not in IMPLS:
+            raise ValueError(f"unknown WKV implementation {impl!r}; expected one of {IMPLS}")
+        return impl
+    if r.is_cuda and triton_available():
+        return "triton"
+    return "chunk" if r.shape[1] > 1 else "reference"
+
+
+def wkv7(
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor | None = None,
+    *,
+    impl: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV-7 over a sequence: inputs [B, T, H, N] (w = log decay), state [B, H, N, N] fp32 (value x key).
+
+    Returns (y [B, T, H, N] in r's dtype, new state). The input state is never modified.
+    """
+    if r.dim() != 4:
+        raise ValueError(f"wkv7 expects [B, T, H, N] inputs, got shape {tuple(r.shape)}")
+    which = pick_impl(r, impl)
+    if which == "reference":
+        return wkv7_reference(r, w, k, v, a, b, state)
+    if which == "chunk":
+        from .chunk import wkv7_chunk
+
+        return wkv7_chunk(r, w, k, v, a, b, state)
+    from .triton_ops import wkv7_triton
+
+    return wkv7_triton(r, w, k, v, a, b, state)
+
+
+__all__ = ["wkv7", "wkv7_reference", "pick_impl", "triton_available", "IMPLS"]

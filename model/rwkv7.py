@@ -1,0 +1,206 @@
+"""RWKV-7 ("Goose", x070) in PyTorch: one readable file, parameter names identical to BlinkDL's checkpoints.
+
+The equations are in docs (RWKV7_SPEC.md). Shapes: B batch, T tokens, C = n_embd, H heads of N = 64.
+The WKV recurrence itself lives in `rwkv7_provider.kernels.wkv7` (sequential, chunked or Triton).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels import wkv7
+from .config import RWKV7Config
+from .state import RWKV7State
+
+# log of the decay is -exp(-0.5) * sigmoid(d): the decay stays in (exp(-exp(-0.5)), 1) = (0.545, 1).
+LOG_DECAY_SCALE = -math.exp(-0.5)
+
+
+def token_shift(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+    """x[t-1] - x[t] along T, with x_prev [B, C] standing in for x[-1]."""
+    return torch.cat([x_prev.unsqueeze(1), x[:, :-1]], dim=1) - x
+
+
+class TimeMix(nn.Module):
+    """The attention-like half of a block: token shift, LoRA-modulated r/w/k/v/a/g, WKV-7, gated output."""
+
+    def __init__(self, config: RWKV7Config, layer_id: int) -> None:
+        super().__init__()
+        C, H, N = config.n_embd, config.n_head, config.head_size
+        self.layer_id, self.n_head, self.head_size = layer_id, H, N
+
+        def vec() -> nn.Parameter:
+            return nn.Parameter(torch.zeros(1, 1, C))
+
+        self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g = (vec() for _ in range(6))
+        self.w0, self.w1, self.w2 = vec(), nn.Parameter(torch.zeros(C, config.dim_w)), nn.Parameter(torch.zeros(config.dim_w, C))
+        self.a0, self.a1, self.a2 = vec(), nn.Parameter(torch.zeros(C, config.dim_a)), nn.Parameter(torch.zeros(config.dim_a, C))
+        if layer_id > 0:  # layer 0 defines v_first and has no value residual
+            self.v0, self.v1, self.v2 = vec(), nn.Parameter(torch.zeros(C, config.dim_v)), nn.Parameter(torch.zeros(config.dim_v, C))
+        self.g1, self.g2 = nn.Parameter(torch.zeros(C, config.dim_g)), nn.Parameter(torch.zeros(config.dim_g, C))
+        self.k_k, self.k_a = vec(), vec()
+        self.r_k = nn.Parameter(torch.zeros(H, N))
+        self.receptance = nn.Linear(C, C, bias=False)
+        self.key = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(C, C, bias=False)
+        self.output = nn.Linear(C, C, bias=False)
+        self.ln_x = nn.GroupNorm(H, C, eps=64e-5)
+
+    def forward(
+        self, x: torch.Tensor, x_prev: torch.Tensor, wkv_state: torch.Tensor, v_first: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: LN1 output [B, T, C]. Returns (output [B, T, C], new WKV state, v_first)."""
+        B, T, C = x.shape
+        H, N = self.n_head, self.head_size
+        dx = token_shift(x, x_prev)
+        xr, xw, xk, xv, xa, xg = (x + dx * m for m in (self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g))
+
+        r = self.receptance(xr)
+        k = self.key(xk)
+        v = self.value(xv)
+        d = self.w0 + torch.tanh(xw @ self.w1) @ self.w2
+        log_w = LOG_DECAY_SCALE * torch.sigmoid(d.float())
+        iclr = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)
+        g = torch.sigmoid(xg @ self.g1) @ self.g2
+
+        kk = F.normalize((k * self.k_k).float().view(B, T, H, N), dim=-1, eps=1e-12)
+        k = k * (1 + (iclr - 1) * self.k_a)
+        if self.layer_id == 0:
+            v_first = v
+        else:
+            v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
+
+        heads = (B, T, H, N)
+        iclr_f = iclr.float().view(heads)
+        y, wkv_state = wkv7(
+            r.view(heads), log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f, wkv_state
+        )
+        y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
+        bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True) * v.view(heads)
+        y = y + bonus.view(B, T, C)
+        return self.output(y * g), wkv_state, v_first
+
+
+class ChannelMix(nn.Module):
+    """The feed-forward half: token shift, then relu(.)^2 through a 4C hidden layer."""
+
+    def __init__(self, config: RWKV7Config) -> None:
+        super().__init__()
+        self.x_k = nn.Parameter(torch.zeros(1, 1, config.n_embd))
+        self.key = nn.Linear(config.n_embd, config.ffn_dim, bias=False)
+        self.value = nn.Linear(config.ffn_dim, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+        k = x + token_shift(x, x_prev) * self.x_k
+        return self.value(torch.relu(self.key(k)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: RWKV7Config, layer_id: int) -> None:
+        super().__init__()
+        C = config.n_embd
+        if layer_id == 0:
+            self.ln0 = nn.LayerNorm(C)
+        self.ln1 = nn.LayerNorm(C)
+        self.ln2 = nn.LayerNorm(C)
+        self.att = TimeMix(config, layer_id)
+        self.ffn = ChannelMix(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        v_first: torch.Tensor | None,
+        att_x_prev: torch.Tensor,
+        wkv_state: torch.Tensor,
+        ffn_x_prev: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Returns (x, v_first, (att_x_prev, wkv, ffn_x_prev) after the last token)."""
+        xa = self.ln1(x)
+        dx, wkv_state, v_first = self.att(xa, att_x_prev, wkv_state, v_first)
+        x = x + dx
+        xf = self.ln2(x)
+        x = x + self.ffn(xf, ffn_x_prev)
+        return x, v_first, (xa[:, -1], wkv_state, xf[:, -1])
+
+
+class RWKV7(nn.Module):
+    """The language model. `forward(input_ids, state) -> (logits, new_state)`; the input state is never mutated."""
+
+    def __init__(self, config: RWKV7Config) -> None:
+        super().__init__()
+        self.config = config
+        self.emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_out = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.emb.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.emb.weight.device
+
+    def zero_state(self, batch: int = 1) -> RWKV7State:
+        return RWKV7State.zeros(self.config, batch, dtype=self.dtype, device=self.device)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> RWKV7:
+        """Load a BlinkDL `.pth` (suffix optional), a `.safetensors` file or a Hugging Face / fla directory.
+
+        dtype None means float32 on CPU (this class of CPU has no fast bf16/fp16 matmul) and the
+        checkpoint's own dtype elsewhere.
+        """
+        from .checkpoint import load_model
+
+        return load_model(path, dtype=dtype, device=device)
+
+    def save_pretrained(self, directory, **kwargs) -> None:
+        """Write a Hugging Face / fla style directory: config.json + model.safetensors."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory, **kwargs)
+
+    def check_input(self, input_ids: torch.Tensor, state: RWKV7State | None) -> None:
+        """Clear errors for the mistakes a caller can make, before anything reaches torch internals."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError("input_ids must be an integer tensor of shape [B, T]")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape [B, T], got {tuple(input_ids.shape)}")
+        if input_ids.numel() == 0:
+            raise ValueError("empty input: input_ids has no tokens")
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"token id out of range: ids must lie in [0, {self.config.vocab_size}), got {lo}..{hi}")
+        if state is not None and state.batch_size != input_ids.shape[0]:
+            raise ValueError(f"state has batch {state.batch_size} but input_ids has batch {input_ids.shape[0]}")
+
+    def forward_hidden(
+        self, input_ids: torch.Tensor, state: RWKV7State | None = None
+    ) -> tuple[torch.Tensor, RWKV7State]:
+        """Final hidden states after ln_out ([B, T, C]) and the new state; the head is left to the caller."""
+        self.check_input(input_ids, state)
+        if state is None:
+            state = self.zero_state(input_ids.shape[0])
+        x = self.blocks[0].ln0(self.emb(input_ids))
+        v_first = None
+        new = []
+        for i, block in enumerate(self.blocks):
+            x, v_first, layer_state = block(x, v_first, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i])
+            new.append(layer_state)
+        att, wkv, ffn = (torch.stack(parts) for parts in zip(*new))
+        return self.ln_out(x), RWKV7State(att, wkv, ffn)
+
+    def forward(
+        self, input_ids: torch.Tensor, state: RWKV7State | None = None, *, last_only: bool = False
+    ) -> tuple[torch.Tensor, RWKV7State]:
+        """Logits float32 [B, T, V] (or [B, 1, V] with last_only, so a long prefill skips T x V of head work)."""
+        hidden, state = self.forward_hidden(input_ids, state)
+        if last_only:
+            hidden = hidden[:, -1:]
+        return self.head(hidden).float(), state
