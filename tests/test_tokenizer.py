@@ -1,0 +1,104 @@
+"""Tokenizers: the spec's exact ids, agreement with BlinkDL's own trie, round trips, streaming decode."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rwkv7_provider.model.tokenizer import HFTokenizer, TokenizerError, WorldTokenizer, load_tokenizer, world_vocab
+
+
+@pytest.fixture(scope="module")
+def world():
+    return load_tokenizer("world")
+
+
+def random_text(rng: random.Random, n: int) -> str:
+    """Mixed scripts, emoji, whitespace runs and rare code points: the cases a trie gets wrong."""
+    pools = [
+        "abcdefghijklmnopqrstuvwxyz ABCXYZ 0123456789 .,;:!?'\"\n\n\t  ",
+        "éüßøñçàè", "日本語中文字漢字", "Привет мир", "مرحبا", "😀🚀👍🏽", "\u200b\u00a0\U0001f9ea\U00010348",
+    ]
+    return "".join(rng.choice(rng.choice(pools)) for _ in range(n))
+
+
+def test_spec_examples(world):
+    assert world.encode("User: hi\n\nAssistant:") == [24281, 59, 4571, 261, 5585, 41693, 59]
+    assert world.encode("\n\n") == [261]
+    assert world.vocab_size == 65536
+
+
+def test_matches_blinkdl_trie_on_random_text(world):
+    from rwkv.rwkv_tokenizer import TRIE_TOKENIZER
+
+    trie = TRIE_TOKENIZER(str(world_vocab()[0]))
+    rng = random.Random(0)
+    for _ in range(200):
+        text = random_text(rng, rng.randint(1, 80))
+        assert world.encode(text) == trie.encode(text), text
+
+
+def test_round_trip_random_unicode(world):
+    rng = random.Random(1)
+    for _ in range(200):
+        text = random_text(rng, rng.randint(0, 100))
+        assert world.decode(world.encode(text)) == text
+
+
+def stream(tok, ids):
+    dec = tok.stream_decoder()
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    return pieces
+
+
+@pytest.mark.parametrize("text", ["日本語 and emoji 😀🚀", "naïve café", "\U0001f9ea\U00010348 x"])
+def test_streaming_never_emits_half_characters(world, text):
+    ids = world.encode(text)
+    # split every multi-byte character across tokens: feed single-byte tokens for the UTF-8 bytes
+    byte_ids = [world_vocab()[1].index(bytes([b])) for b in text.encode("utf-8")]
+    for seq in (ids, byte_ids):
+        pieces = stream(world, seq)
+        assert "".join(pieces) == text
+        assert all("\ufffd" not in p for p in pieces)
+
+
+def test_hf_tokenizer_json(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["hello world", "héllo wörld 日本"] * 20, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    hf = load_tokenizer(tmp_path)
+    assert isinstance(hf, HFTokenizer)
+    text = "héllo 日本 world"
+    assert hf.decode(hf.encode(text)) == text
+    pieces = stream(hf, hf.encode(text))
+    assert "".join(pieces) == text and all("\ufffd" not in p for p in pieces)
+    # found automatically beside a model directory
+    assert isinstance(load_tokenizer(model_path=tmp_path, vocab_size=hf.vocab_size), HFTokenizer)
+
+
+def test_world_chosen_for_world_vocab_size(tmp_path):
+    assert isinstance(load_tokenizer(model_path=tmp_path / "x.pth", vocab_size=65536), WorldTokenizer)
+
+
+def test_missing_tokenizer_is_named(tmp_path):
+    with pytest.raises(TokenizerError, match="missing tokenizer"):
+        load_tokenizer(model_path=tmp_path / "pile.pth", vocab_size=50304)
+    with pytest.raises(TokenizerError, match="not found"):
+        load_tokenizer(tmp_path / "nope.json")
+
+
+def test_vocabulary_that_does_not_fit_the_model(world):
+    with pytest.raises(TokenizerError, match="do not belong together"):
+        load_tokenizer(world, vocab_size=50304)
+
+
+def test_unreadable_tokenizer_file(tmp_path):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    with pytest.raises(TokenizerError, match="cannot read"):
+        load_tokenizer(bad)
