@@ -8,6 +8,7 @@ Implementations (same signature and semantics, see `reference.py` for the exact 
 `impl=None` picks: Triton for CUDA tensors when Triton is importable, otherwise the chunked form for
 T > 1 and the reference loop for T = 1. The environment variable RWKV7_WKV_IMPL overrides the choice
 (useful for tests and benchmarks). Triton is imported lazily: nothing here needs it on CPU.
+`wkv7_decode_` is the single-token decode step, in place on a caller-owned state, behind the same choice.
 """
 
 from __future__ import annotations
@@ -68,4 +69,30 @@ def wkv7(
     return wkv7_triton(r, w, k, v, a, b, state)
 
 
-__all__ = ["wkv7", "wkv7_reference", "pick_impl", "triton_available", "IMPLS"]
+def wkv7_decode_(
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor,
+    *,
+    impl: str | None = None,
+) -> torch.Tensor:
+    """One token for a batch: inputs [B, H, N] or [B, 1, H, N]; `state` [B, H, N, N] fp32 is updated IN PLACE.
+
+    Returns y shaped like r, in r's dtype. The caller owns the state buffer: clone it first to keep an
+    untouched copy. Triton's fused kernel when `pick_impl` says "triton", otherwise the reference step.
+    """
+    if pick_impl(r, impl) == "triton":
+        from .triton_ops import wkv7_decode_ as decode_triton_
+
+        return decode_triton_(r, w, k, v, a, b, state)
+    B, H, N, _ = state.shape
+    y, new = wkv7_reference(*(t.reshape(B, 1, H, N) for t in (r, w, k, v, a, b)), state)
+    state.copy_(new)
+    return y.view(r.shape)
+
+
+__all__ = ["IMPLS", "pick_impl", "triton_available", "wkv7", "wkv7_decode_", "wkv7_reference"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+# Triton reads this when a kernel is decorated, so it must be set before anything imports triton
+# (torch._dynamo does): the Triton kernels then run on CPU tensors in the interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch

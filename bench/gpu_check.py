@@ -1,0 +1,535 @@
+"""One prepared GPU run for the fused WKV-7 kernels: correctness against the reference first, then timings.
+
+    python bench/gpu_check.py              # the whole check on a CUDA GPU (a few minutes on an H100)
+    python bench/gpu_check.py --cpu-smoke  # the same code paths at tiny sizes, Triton interpreted on CPU
+
+Correctness (exit status 1 if any check fails): the chunked forward (y, final state, input state untouched),
+the chunked backward (gradients of r, w, k, v, a, b and the initial state) and the in-place decode step,
+against the float32 sequential reference on the same device, bf16 and fp32 inputs, T up to 4096, B up to 8;
+then the model's logits with the Triton WKV against the reference WKV.
+Timings (CUDA events, warm-up, median): chunked prefill at T = 1024 and 4096 for the 0.1B (H = 12) and 1.5B
+(H = 32) head counts at B = 1 and 8, forward and forward + backward, next to fla's `chunk_rwkv7` on the same
+inputs when fla is importable; the decode step at batch 1 and 64 with GB/s against the card's peak HBM
+bandwidth; the 0.1B model's prefill and decode tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("gpu_check")
+
+N = 64  # head size of every released RWKV-7 model
+# Peak HBM bandwidth in GB/s by device-name substring, first match wins ("NVIDIA H100 80GB HBM3" is the SXM).
+PEAK_GBPS = (("H200", 4800.0), ("H100 PCIe", 2000.0), ("H100", 3350.0))
+L2_FLUSH_BYTES = 256 << 20  # decode timing cycles through this many bytes of state so L2 cannot hold it
+MODEL_0_1B = {"n_layer": 12, "n_embd": 768, "vocab_size": 65536, "head_size": 64}
+MODEL_0_1B.update(dim_w=64, dim_a=64, dim_v=32, dim_g=128)
+MODEL_TINY = {"n_layer": 2, "n_embd": 128, "vocab_size": 300, "head_size": 64}
+MODEL_TINY.update(dim_w=16, dim_a=8, dim_v=8, dim_g=32)
+FP32_TOL = 1e-4  # max |error| / max(1, max |reference|); observed ~1e-6 in fp32 (3-pass TF32 products)
+HALF_TOL = 2e-2  # bf16 inputs: y and the gradients are rounded to bf16 (2^-8), products in TF32 (2^-11)
+
+
+@dataclass
+class Plan:
+    """What to check and time; the GPU plan follows the issue, the smoke plan only exercises the code."""
+
+    device: torch.device
+    checks: list[tuple[int, int, int, bool, bool]]  # (B, T, H, with initial state, backward too)
+    decode_checks: list[tuple[int, int]]  # (B, H)
+    prefill: list[tuple[int, int, int]]  # (H, T, B)
+    sweep: list[tuple[int, int, int]]  # (H, T, B)
+    decode: list[tuple[int, int]]  # (B, H)
+    model: dict
+    model_prefill: list[tuple[int, int]]  # (B, T)
+    model_decode: list[int]  # batch sizes
+    warmup: int = 3
+    reps: int = 20
+    failures: list[str] = field(default_factory=list)
+
+
+def gpu_plan(reps: int) -> Plan:
+    return Plan(
+        device=torch.device("cuda"),
+        checks=[
+            (1, 1, 4, True, True),
+            (2, 17, 4, True, True),
+            (2, 64, 4, False, True),
+            (8, 130, 4, True, True),
+            (2, 1000, 4, True, True),
+            (1, 4096, 4, True, True),
+            (8, 4096, 2, True, True),
+            (1, 1024, 12, True, False),
+            (8, 4096, 32, False, False),
+        ],
+        decode_checks=[(1, 12), (64, 12), (8, 32)],
+        prefill=[(h, t, b) for h in (12, 32) for t in (1024, 4096) for b in (1, 8)],
+        sweep=[(12, 4096, 1), (32, 4096, 8)],
+        decode=[(b, h) for b in (1, 64) for h in (12, 32)],
+        model=MODEL_0_1B,
+        model_prefill=[(1, 1024), (1, 4096), (8, 1024)],
+        model_decode=[1, 64],
+        reps=reps,
+    )
+
+
+def smoke_plan() -> Plan:
+    return Plan(
+        device=torch.device("cpu"),
+        checks=[(1, 1, 2, True, True), (2, 17, 2, False, True), (1, 40, 2, True, False)],
+        decode_checks=[(2, 2)],
+        prefill=[(2, 32, 1)],
+        sweep=[(2, 32, 1)],
+        decode=[(1, 2), (2, 2)],
+        model=MODEL_TINY,
+        model_prefill=[(1, 16)],
+        model_decode=[1, 2],
+        warmup=1,
+        reps=1,
+    )
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def import_package() -> None:
+    """Make `rwkv7_provider.kernels` / `.model` importable from a bare checkout (no `pip install -e .`)."""
+    if importlib.util.find_spec("rwkv7_provider") is not None:
+        return
+    root = Path(__file__).resolve().parents[1]
+    package = types.ModuleType("rwkv7_provider")
+    package.__path__ = [str(root / "rwkv7_provider")]
+    sys.modules["rwkv7_provider"] = package
+    for name in ("kernels", "model"):  # the package-dir mapping of pyproject.toml
+        spec = importlib.util.spec_from_file_location(
+            f"rwkv7_provider.{name}",
+            root / name / "__init__.py",
+            submodule_search_locations=[str(root / name)],
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        except ImportError:  # the model may need packages a GPU box lacks; the kernel checks do not
+            del sys.modules[spec.name]
+
+
+def make_inputs(B, T, H, dtype, device, with_state=True, seed=0):
+    """Inputs shaped like the model builds them: log decay in [-0.6065, 0], a = -kk, b = kk * iclr."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    shape = (B, T, H, N)
+
+    def randn(*s):
+        return torch.randn(*s, generator=g)
+
+    w = -0.6065 * torch.sigmoid(randn(*shape))
+    kk = F.normalize(randn(*shape), dim=-1)
+    a, b = -kk, kk * torch.sigmoid(randn(*shape))
+    r, k, v = (randn(*shape) * 0.5 for _ in range(3))
+    state = randn(B, H, N, N).mul(0.5).to(device) if with_state else None
+    return [t.to(device=device, dtype=dtype) for t in (r, w, k, v, a, b)], state
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return (x.float() - ref.float()).abs().max().item() / max(1.0, ref.abs().max().item())
+
+
+def gradients(fn, inputs, state, dy, dS):
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    s = state.detach().clone().requires_grad_() if state is not None else None
+    y, new = fn(*leaves, s)
+    outputs, grads = [y], [dy]
+    if dS is not None:
+        outputs.append(new)
+        grads.append(dS)
+    return torch.autograd.grad(outputs, leaves + ([s] if s is not None else []), grads)
+
+
+def make_timer(plan: Plan) -> Callable[[Callable[[], object]], float]:
+    """Median milliseconds of `fn()`: CUDA events on a GPU, wall clock on CPU."""
+
+    def measure(fn: Callable[[], object]) -> float:
+        for _ in range(plan.warmup):
+            fn()
+        times = []
+        for _ in range(plan.reps):
+            if plan.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    return measure
+
+
+def peak_gbps(plan: Plan) -> float | None:
+    if plan.device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(plan.device)
+    return next((gbps for key, gbps in PEAK_GBPS if key in name), None)
+
+
+def guarded(plan: Plan, what: str, counts: bool):
+    """Run a section; an exception is logged and, when `counts`, recorded as a failure."""
+
+    def wrap(fn):
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - log it, record it, and go on with the other sections
+            log.error("%s raised:\n%s", what, traceback.format_exc())
+            if counts:
+                plan.failures.append(f"{what} raised")
+
+    return wrap
+
+
+# ---- correctness -----------------------------------------------------------------------------------------
+
+
+def check_kernels(plan: Plan) -> None:
+    from rwkv7_provider.kernels import wkv7_decode_, wkv7_reference
+    from rwkv7_provider.kernels.triton_ops import wkv7_triton
+
+    log.info(
+        "\n== correctness against the fp32 sequential reference (error = max|x - ref| / max(1, max|ref|))"
+    )
+    log.info(
+        f"{'dtype':<9}{'B':>3}{'T':>6}{'H':>4}  {'h0':<4}{'what':<9}{'worst':>10}  {'where':<7}{'tol':>8}"
+        "  result"
+    )
+    for dtype, tol in ((torch.float32, FP32_TOL), (torch.bfloat16, HALF_TOL)):
+        for i, (B, T, H, with_state, backward) in enumerate(plan.checks):
+            inputs, state = make_inputs(B, T, H, dtype, plan.device, with_state, seed=i)
+            kept = state.clone() if with_state else None
+            with torch.no_grad():
+                y, new = wkv7_triton(*inputs, state)
+                y_ref, new_ref = wkv7_reference(*inputs, state)
+            errors = {"y": rel_err(y, y_ref), "state": rel_err(new, new_ref)}
+            if with_state and not torch.equal(state, kept):
+                errors["h0 kept"] = math.inf
+            del y, new, y_ref, new_ref
+            report(plan, dtype, B, T, H, with_state, "forward", errors, tol)
+            if backward:
+                g = torch.Generator(device="cpu").manual_seed(100 + i)
+                dy = torch.randn(B, T, H, N, generator=g).to(plan.device)
+                dS = torch.randn(B, H, N, N, generator=g).to(plan.device) if with_state else None
+                got = gradients(wkv7_triton, inputs, state, dy, dS)
+                ref = gradients(wkv7_reference, inputs, state, dy, dS)
+                names = ["dr", "dw", "dk", "dv", "da", "db", "dh0"]
+                errors = {name: rel_err(x, x_ref) for name, x, x_ref in zip(names, got, ref)}
+                del got, ref
+                report(plan, dtype, B, T, H, with_state, "backward", errors, tol)
+
+        for B, H in plan.decode_checks:
+            inputs, state = make_inputs(B, 1, H, dtype, plan.device, seed=B * H)
+            y_ref, new_ref = wkv7_reference(*inputs, state)
+            buffer = state.clone()
+            address = buffer.data_ptr()
+            y = wkv7_decode_(*(t[:, 0] for t in inputs), buffer)
+            errors = {"y": rel_err(y, y_ref[:, 0]), "state": rel_err(buffer, new_ref)}
+            if buffer.data_ptr() != address:
+                errors["in place"] = math.inf
+            report(plan, dtype, B, 1, H, True, "decode", errors, tol)
+    if plan.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def report(plan, dtype, B, T, H, with_state, what, errors, tol) -> None:
+    where, worst = max(errors.items(), key=lambda item: item[1])
+    ok = worst <= tol
+    name = str(dtype).removeprefix("torch.")
+    h0 = "yes" if with_state else "no"
+    log.info(
+        f"{name:<9}{B:>3}{T:>6}{H:>4}  {h0:<4}{what:<9}{worst:>10.2e}  {where:<7}{tol:>8.0e}"
+        f"  {'ok' if ok else 'FAIL'}"
+    )
+    if not ok:
+        plan.failures.append(f"{what} {name} B={B} T={T} H={H}: {where} error {worst:.2e} > {tol:.0e}")
+
+
+# ---- kernel timings --------------------------------------------------------------------------------------
+
+
+def load_fla(plan: Plan):
+    if plan.device.type != "cuda":
+        return None
+    try:
+        from fla.ops.rwkv7 import chunk_rwkv7
+    except Exception as exc:  # noqa: BLE001 - not installed, or built for another torch / triton
+        log.info("fla not importable (%s): fla columns left empty", exc.__class__.__name__)
+        return None
+    return chunk_rwkv7
+
+
+def train_step(op, leaves: list[torch.Tensor], dy: torch.Tensor):
+    """Forward and backward of y only (what a training step asks of the WKV)."""
+    return torch.autograd.grad(op(*leaves)[0], leaves, dy)
+
+
+def fla_op(fla, r, w, k, v, a, b):
+    """fla's chunk_rwkv7 on our layout: [B, T, H, N] inputs, w the log decay, a = -kk, b = kk * iclr."""
+    return fla(r=r, w=w, k=k, v=v, a=a, b=b, scale=1.0, initial_state=None, output_final_state=True)
+
+
+def time_prefill(plan: Plan) -> None:
+    from rwkv7_provider.kernels.triton_ops import wkv7_triton
+
+    measure = make_timer(plan)
+    fla = load_fla(plan)
+    dtype = torch.bfloat16 if plan.device.type == "cuda" else torch.float32
+    log.info(
+        f"\n== chunked prefill, {str(dtype).removeprefix('torch.')} inputs, no initial state (ms, median)"
+    )
+    log.info(
+        f"{'H':>3}{'T':>6}{'B':>3}  {'fwd':>8}{'Mtok/s':>8}{'fla fwd':>9}{'ours/fla':>9}"
+        f"  {'fwd+bwd':>8}{'fla':>8}{'ours/fla':>9}"
+    )
+    for H, T, B in plan.prefill:
+        inputs, _ = make_inputs(B, T, H, dtype, plan.device, with_state=False)
+        dy = torch.randn_like(inputs[0])
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        with torch.no_grad():
+            fwd = measure(partial(wkv7_triton, *inputs))
+        both = measure(partial(train_step, wkv7_triton, leaves, dy))
+        fla_fwd = fla_both = None
+        if fla is not None:
+            theirs = partial(fla_op, fla)
+            with torch.no_grad():
+                if (H, T, B) == plan.prefill[0]:  # the same recurrence: fla's y should match ours
+                    err = rel_err(theirs(*inputs)[0], wkv7_triton(*inputs)[0])
+                    log.info("   fla's y against ours on this shape: error %.2e", err)
+                fla_fwd = measure(partial(theirs, *inputs))
+            fla_both = measure(partial(train_step, theirs, leaves, dy))
+        log.info(
+            f"{H:>3}{T:>6}{B:>3}  {fwd:>8.3f}{B * T / fwd / 1e3:>8.1f}"
+            f"{fmt(fla_fwd, 9, '.3f')}{fmt(ratio(fwd, fla_fwd), 9, '.2f')}"
+            f"  {both:>8.3f}{fmt(fla_both, 8, '.3f')}{fmt(ratio(both, fla_both), 9, '.2f')}"
+        )
+    if plan.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def time_sweep(plan: Plan) -> None:
+    """Forward time for every chunk size and value-block size, to tune the defaults."""
+    from rwkv7_provider.kernels.triton_chunk import chunk_fwd
+
+    measure = make_timer(plan)
+    log.info("\n== forward sweep (ms): rows chunk size, columns value rows per program")
+    for H, T, B in plan.sweep:
+        inputs, _ = make_inputs(B, T, H, torch.bfloat16, plan.device, with_state=False)
+        log.info(f"H={H} T={T} B={B}{'':>4}{'bv=16':>9}{'bv=32':>9}{'bv=64':>9}")
+        for chunk in (16, 32):
+            row = [measure(partial(chunk_fwd, *inputs, None, chunk=chunk, block_v=bv)) for bv in (16, 32, 64)]
+            log.info(f"{'chunk=' + str(chunk):>18}" + "".join(f"{ms:>9.3f}" for ms in row))
+
+
+def decode_cycle(decode_, step: list[torch.Tensor], states: list[torch.Tensor]) -> None:
+    for s in states:
+        decode_(*step, s)
+
+
+def time_decode(plan: Plan) -> None:
+    from rwkv7_provider.kernels import wkv7_reference
+    from rwkv7_provider.kernels.triton_ops import wkv7_decode_
+
+    measure = make_timer(plan)
+    peak = peak_gbps(plan)
+    name = torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else "cpu"
+    dtype = torch.bfloat16 if plan.device.type == "cuda" else torch.float32
+    log.info(
+        f"\n== decode step, {str(dtype).removeprefix('torch.')} inputs, fp32 state in place; {name}, "
+        f"peak HBM {fmt(peak, 0, '.0f')} GB/s"
+    )
+    log.info(
+        "   us per step over a cycle of state buffers larger than L2; 'graph' = replayed as a CUDA graph\n"
+        "   (no launch overhead); bytes = state read + write + inputs + y"
+    )
+    log.info(
+        f"{'B':>4}{'H':>4}  {'eager us':>9}{'graph us':>9}{'GB/s':>8}{'% peak':>8}  {'torch step us':>13}"
+    )
+    for B, H in plan.decode:
+        inputs, _ = make_inputs(B, 1, H, dtype, plan.device, with_state=False)
+        step = [t[:, 0].contiguous() for t in inputs]
+        state_bytes = B * H * N * N * 4
+        n_buf = max(1, min(256, L2_FLUSH_BYTES // state_bytes)) if plan.device.type == "cuda" else 2
+        states = [torch.randn(B, H, N, N, device=plan.device) * 0.1 for _ in range(n_buf)]
+        cycle = partial(decode_cycle, wkv7_decode_, step, states)
+        eager = measure(cycle) / n_buf * 1e3
+        graph = None
+        if plan.device.type == "cuda":
+            cycle()  # compiled and warm before the capture
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                cycle()
+            graph = measure(g.replay) / n_buf * 1e3
+        moved = 2 * state_bytes + 7 * B * H * N * step[0].element_size()
+        gbps = moved / ((graph or eager) * 1e-6) / 1e9
+        torch_us = measure(partial(wkv7_reference, *inputs, states[0])) * 1e3
+        log.info(
+            f"{B:>4}{H:>4}  {eager:>9.2f}{fmt(graph, 9, '.2f')}{gbps:>8.0f}"
+            f"{fmt(100 * gbps / peak if peak else None, 8, '.0f')}  {torch_us:>13.1f}"
+        )
+
+
+def fmt(x: float | None, width: int, spec: str) -> str:
+    return f"{'-':>{width}}" if x is None else f"{x:>{width}{spec}}"
+
+
+def ratio(ours: float, theirs: float | None) -> float | None:
+    return None if theirs is None else ours / theirs
+
+
+# ---- the whole model -------------------------------------------------------------------------------------
+
+
+def model_section(plan: Plan) -> None:
+    """The model with the Triton WKV: logits against the reference WKV (a check), then tokens/s."""
+    try:
+        from rwkv7_provider.model import RWKV7, RWKV7Config
+    except Exception as exc:  # noqa: BLE001 - another agent's module may not be there yet
+        log.info("\n== model skipped: rwkv7_provider.model not importable (%s)", exc)
+        return
+    measure = make_timer(plan)
+    torch.manual_seed(0)
+    model = RWKV7(RWKV7Config(**plan.model))
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():  # zero-initialised mixing / LoRA parameters: give the WKV inputs some life
+                p.normal_(0.0, 0.1)
+    model = model.to(plan.device).eval()
+    vocab = plan.model["vocab_size"]
+    log.info("\n== model %s", plan.model)
+
+    ids = torch.randint(0, vocab, (2, 40), device=plan.device)
+    with torch.no_grad():
+        logits = {impl: with_impl(impl, lambda: model(ids)[0]) for impl in ("reference", "triton")}
+    err = rel_err(logits["triton"], logits["reference"])
+    ok = err <= 1e-3
+    log.info(
+        f"fp32 logits, Triton WKV vs reference WKV (B=2, T=40): error {err:.2e} (tol 1e-3)"
+        f" {'ok' if ok else 'FAIL'}"
+    )
+    if not ok:
+        plan.failures.append(f"model logits: error {err:.2e} > 1e-3")
+
+    if plan.device.type == "cuda":
+        model = model.to(torch.bfloat16)
+    dtype = str(model.dtype).removeprefix("torch.")
+    with torch.no_grad():
+        for B, T in plan.model_prefill:
+            prefill = partial(model, torch.randint(0, vocab, (B, T), device=plan.device), last_only=True)
+            ms = measure(prefill)
+            ms_chunk = optional(partial(with_impl, "chunk", partial(measure, prefill)))
+            log.info(
+                f"prefill {dtype} B={B:<3}T={T:<5} {B * T / ms * 1e3:>10.0f} tok/s  ({ms:.2f} ms; "
+                f"with the PyTorch chunked WKV: {fmt(ms_chunk and B * T / ms_chunk * 1e3, 0, '.0f')} tok/s)"
+            )
+        for B in plan.model_decode:
+            _, state = model(torch.randint(0, vocab, (B, 8), device=plan.device), last_only=True)
+            step = partial(model, torch.randint(0, vocab, (B, 1), device=plan.device), state, last_only=True)
+            ms = measure(step)
+            ms_ref = optional(partial(with_impl, "reference", partial(measure, step)))
+            log.info(
+                f"decode  {dtype} B={B:<3}        {B / ms * 1e3:>10.0f} tok/s  ({ms:.2f} ms per step; "
+                f"with the PyTorch WKV step: {fmt(ms_ref and B / ms_ref * 1e3, 0, '.0f')} tok/s)"
+            )
+
+
+def optional(fn):
+    """A comparison number that may be unavailable (another implementation failing must not stop ours)."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001
+        log.info("   (comparison failed: %s: %s)", exc.__class__.__name__, exc)
+        return None
+
+
+def with_impl(impl: str, fn):
+    """Run `fn` with RWKV7_WKV_IMPL forced to `impl` (the dispatcher's override)."""
+    before = os.environ.get("RWKV7_WKV_IMPL")
+    os.environ["RWKV7_WKV_IMPL"] = impl
+    try:
+        return fn()
+    finally:
+        if before is None:
+            del os.environ["RWKV7_WKV_IMPL"]
+        else:
+            os.environ["RWKV7_WKV_IMPL"] = before
+
+
+# ---- main ------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on CPU with TRITON_INTERPRET=1")
+    parser.add_argument("--skip-timing", action="store_true", help="correctness checks only")
+    parser.add_argument("--skip-model", action="store_true", help="leave out the whole-model section")
+    parser.add_argument("--sweep", action="store_true", help="also time every chunk size / value block")
+    parser.add_argument("--reps", type=int, default=20, help="timed repetitions per measurement (median)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.cpu_smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # before the kernel modules are imported
+        os.environ.setdefault("RWKV7_WKV_IMPL", "triton")  # CPU tensors would otherwise take the PyTorch path
+        plan = smoke_plan()
+    elif torch.cuda.is_available():
+        plan = gpu_plan(args.reps)
+    else:
+        log.error("no CUDA device; use --cpu-smoke to exercise this script on CPU")
+        return 2
+    import_package()
+    import triton
+
+    if plan.device.type == "cuda":
+        props = torch.cuda.get_device_properties(plan.device)
+        device = f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB"
+    else:
+        device = "CPU, Triton interpreter"
+    log.info(f"torch {torch.__version__}, triton {triton.__version__}, {device}")
+
+    guarded(plan, "kernel correctness", counts=True)(lambda: check_kernels(plan))
+    if not args.skip_timing:
+        guarded(plan, "prefill timing", counts=True)(lambda: time_prefill(plan))
+        if args.sweep:
+            guarded(plan, "forward sweep", counts=True)(lambda: time_sweep(plan))
+        guarded(plan, "decode timing", counts=True)(lambda: time_decode(plan))
+    if not args.skip_model:
+        guarded(plan, "model section", counts=False)(lambda: model_section(plan))
+
+    if plan.failures:
+        log.error("\nFAILED (%d):\n  %s", len(plan.failures), "\n  ".join(plan.failures))
+        return 1
+    log.info("\nall correctness checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
