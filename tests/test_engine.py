@@ -1,0 +1,458 @@
+"""Engine: the cache never changes results, generation options, scoring, concurrency, pre-warm, registry."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from conftest import random_state_dict
+from rwkv7_provider.model import RWKV7, RWKV7Config
+from rwkv7_provider.model.tokenizer import ByteStreamDecoder, Tokenizer
+
+from rwkv7_provider import engine as engine_module
+from rwkv7_provider.engine import Engine, get_engine, resolve_model_path, stable_prefix, template_prefix
+from rwkv7_provider.sampling import Sampler, SamplingParams
+
+
+class MergeTokenizer(Tokenizer):
+    """Stand-in tokenizer: one token per byte (id = byte + 1) plus a few multi-byte tokens, greedy longest
+    match; the merges make tokens straddle a template's end ('"H' joins the quote and the user's text)."""
+
+    name = "test-merge"
+    MERGES = ('"H', "He", "ell", "llo", ": ", "\n\n", "Answer", "User")
+
+    def __init__(self) -> None:
+        self.table = [b""] + [bytes([b]) for b in range(256)] + [m.encode() for m in self.MERGES]
+        self.vocab_size = len(self.table)
+        self.ids = {t: i for i, t in enumerate(self.table) if t}
+        self.longest = max(map(len, self.table))
+
+    def encode(self, text: str) -> list[int]:
+        data, out, i = text.encode(), [], 0
+        while i < len(data):
+            n = next(n for n in range(min(self.longest, len(data) - i), 0, -1) if data[i : i + n] in self.ids)
+            out.append(self.ids[data[i : i + n]])
+            i += n
+        return out
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.table[token_id]
+
+    def decode(self, ids: list[int]) -> str:
+        return b"".join(self.table[i] for i in ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> ByteStreamDecoder:
+        return ByteStreamDecoder(self.token_bytes)
+
+
+TOK = MergeTokenizer()
+TINY = RWKV7Config(
+    n_layer=2, n_embd=64, vocab_size=TOK.vocab_size, head_size=16, dim_w=8, dim_a=8, dim_v=8, dim_g=16
+)
+TEMPLATE = 'User: check this message.\n\nMessage: "'
+TAIL = '"\nAnswer:'
+
+
+def tiny_model(seed: int = 0) -> RWKV7:
+    model = RWKV7(TINY)
+    model.load_state_dict(random_state_dict(TINY, seed=seed))
+    return model.eval().requires_grad_(False)
+
+
+def scripted_model(prompt: str, script: str) -> RWKV7:
+    """A model whose greedy continuation of `prompt` is exactly `script`, then end-of-text.
+
+    The blocks' output projections are zero, so the logits depend on the current token only; head row
+    `next` is the final hidden vector of the token before it in the script (self-similarity dominates).
+    """
+    torch.manual_seed(0)
+    model = RWKV7(TINY).eval().requires_grad_(False)
+    chain = TOK.encode(prompt)[-1:] + TOK.encode(script) + [0]
+    assert len(set(chain[:-1])) == len(chain) - 1, "script tokens must not repeat"
+    for block in model.blocks:
+        block.att.output.weight.zero_()
+        block.ffn.value.weight.zero_()
+    hidden = model.ln_out(model.blocks[0].ln0(model.emb.weight))
+    model.head.weight.zero_()
+    for cur, nxt in itertools.pairwise(chain):
+        model.head.weight[nxt] = hidden[cur]
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> RWKV7:
+    return tiny_model()
+
+
+def uncached(model: RWKV7) -> Engine:
+    return Engine(model, TOK, cache_bytes=0)
+
+
+def snapshot_bytes(engine: Engine) -> int:
+    state = engine.model.zero_state()
+    return state.nbytes + engine.model.config.n_embd * 4
+
+
+def assert_same(cached: Engine, plain: Engine, prompt: str) -> None:
+    ids = TOK.encode(prompt)
+    _, got = cached.prefill(ids)
+    _, want = plain.prefill(ids)
+    assert (got - want).abs().max().item() <= 1e-5
+    a = cached.generate(prompt, max_tokens=5, temperature=0)
+    b = plain.generate(prompt, max_tokens=5, temperature=0)
+    assert (a.text, a.completion_tokens) == (b.text, b.completion_tokens)
+
+
+SCENARIOS = {
+    "exact repeat": ["Hello world", "Hello world", "Hello world"],
+    "shared template": [TEMPLATE + u + TAIL for u in ("apples are red", "bananas", "cherry pie", "dates")],
+    "prefix of a cached prompt": [TEMPLATE + "apples" + TAIL, TEMPLATE, TEMPLATE + "ap", TEMPLATE + "apples"],
+    "straddling token": ['Say "Hello"', 'Say "Bye"', 'Say "Hi"', 'Say "Hey"', 'Say "H', 'Say "'],
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_cache_gives_the_same_logits_and_greedy_outputs(model, name):
+    cached, plain = Engine(model, TOK, min_junction_tokens=1), uncached(model)
+    for prompt in SCENARIOS[name]:
+        assert_same(cached, plain, prompt)
+    assert cached.cache_stats()["hits"] > 0
+
+
+def test_tiny_budget_evicts_and_stays_exact(model):
+    plain = uncached(model)
+    cached = Engine(model, TOK, cache_bytes=int(1.5 * snapshot_bytes(plain)), min_junction_tokens=1)
+    prompts = [TEMPLATE + u + TAIL for u in ("one", "two", "three")] + ["Hello", TEMPLATE + "one" + TAIL]
+    for prompt in prompts:
+        assert_same(cached, plain, prompt)
+    stats = cached.cache_stats()
+    assert stats["evictions"] > 0 and stats["snapshots"] <= 1 and stats["bytes"] <= stats["budget_bytes"]
+
+
+def test_third_prompt_prefills_only_after_the_divergence_point(model):
+    engine = Engine(model, TOK)
+    first, second, third = (TOK.encode(TEMPLATE + u + TAIL) for u in ("apples", "bananas", "cherries"))
+    junction = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    engine.prefill(first)
+    engine.prefill(second)
+    before = engine.cache_stats()
+    gen = engine.generate(third, max_tokens=1, temperature=0)
+    after = engine.cache_stats()
+    assert gen.cached_tokens == junction
+    assert after["tokens_computed"] - before["tokens_computed"] == len(third) - junction
+    assert after["hits"] == before["hits"] + 1
+
+
+def test_short_divergences_do_not_split_the_prefill(model):
+    engine = Engine(model, TOK)
+    for user in ("the cat", "the dog", "the cow"):
+        engine.prefill(TOK.encode(TEMPLATE + user))
+    assert engine.cache_stats()["snapshots"] == 4  # one junction after the template, plus the three ends
+
+
+def test_periodic_snapshots_serve_long_prompts(model):
+    plain = uncached(model)
+    engine = Engine(model, TOK, snapshot_every=8)
+    long = "The quick brown fox jumps over the lazy dog, twice."
+    engine.prefill(TOK.encode(long))
+    other = long[:21] + " cat."
+    assert engine.generate(other, max_tokens=1).cached_tokens == 16
+    assert_same(engine, plain, other)
+
+
+def test_snapshots_are_never_modified(model):
+    engine = Engine(model, TOK)
+    ids = TOK.encode(TEMPLATE + "apples" + TAIL)
+    state, logits = engine.prefill(ids)
+    saved = [t.clone() for t in (*state.tensors(), logits)]
+    engine.generate(ids, max_tokens=4, temperature=1.0, presence_penalty=0.5, seed=1)
+    engine.score(TEMPLATE + "apples" + TAIL, ["Yes", "No", "Maybe not"])
+    engine.generate(TEMPLATE + "apples and pears" + TAIL, max_tokens=4)
+    state2, logits2 = engine.prefill(ids)
+    assert state2 is state
+    assert all(torch.equal(a, b) for a, b in zip(saved, (*state2.tensors(), logits2)))
+
+
+PROMPTS = [TEMPLATE + u + TAIL for u in ("one", "two", "three", "four")] + ["Hello", 'Say "Hi"']
+
+
+def serial_answers(model: RWKV7) -> dict[str, tuple[str, str]]:
+    engine = uncached(model)
+    return {
+        p: (engine.generate(p, max_tokens=4, temperature=0).text, engine.score(p, ["Yes", "No"]).best)
+        for p in PROMPTS
+    }
+
+
+def test_threads_match_serial_runs(model):
+    want = serial_answers(model)
+    engine = Engine(model, TOK)
+
+    def run(prompt: str) -> tuple[str, tuple[str, str]]:
+        return prompt, (
+            engine.generate(prompt, max_tokens=4, temperature=0).text,
+            engine.score(prompt, ["Yes", "No"]).best,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(run, PROMPTS * 2))
+    assert all(want[p] == answer for p, answer in got)
+
+
+def test_asyncio_tasks_match_serial_runs(model):
+    want = serial_answers(model)
+    engine = Engine(model, TOK)
+
+    async def streamed(prompt: str) -> str:
+        stream = engine.astream(prompt, max_tokens=4, temperature=0)
+        text = "".join([d async for d in stream])
+        assert text == stream.generation.text
+        return text
+
+    async def one(prompt: str) -> tuple[str, str]:
+        gen, text, score = await asyncio.gather(
+            engine.agenerate(prompt, max_tokens=4, temperature=0),
+            streamed(prompt),
+            engine.ascore(prompt, ["Yes", "No"]),
+        )
+        assert gen.text == text
+        return gen.text, score.best
+
+    async def main() -> list[tuple[str, str]]:
+        return await asyncio.gather(*(one(p) for p in PROMPTS * 2))
+
+    assert asyncio.run(main()) == [want[p] for p in PROMPTS * 2]
+
+
+def test_async_calls_leave_the_event_loop_free(model):
+    engine = Engine(model, TOK)
+
+    async def main() -> int:
+        ticks = 0
+        task = asyncio.create_task(engine.agenerate("Hello", max_tokens=10, temperature=0))
+        while not task.done():
+            ticks += 1
+            await asyncio.sleep(0)
+        await task
+        return ticks
+
+    assert asyncio.run(main()) > 1
+
+
+# ---------------------------------------------------------------- generation options
+
+SCRIPT = "Hé你б.\n"
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Engine:
+    return Engine(scripted_model("Q:", SCRIPT), TOK)
+
+
+def test_scripted_model_ends_with_eos(scripted):
+    gen = scripted.generate("Q:", temperature=0)
+    assert (gen.text, gen.finish_reason, gen.completion_tokens) == (SCRIPT, "eos", len(TOK.encode(SCRIPT)))
+
+
+def test_streaming_never_splits_a_utf8_character(scripted):
+    stream = scripted.stream("Q:", temperature=0)
+    deltas = list(stream)
+    assert deltas == ["H", "é", "你", "б", ".", "\n"]
+    assert stream.generation.text == SCRIPT
+
+
+@pytest.mark.parametrize(
+    "stop, text, stop_sequence",
+    [
+        (["你"], "Hé", "你"),
+        (["é你"], "H", "é你"),
+        ([".", "你"], "Hé", "你"),
+        ("б.", "Hé你", "б."),
+        (["zz"], SCRIPT, None),
+    ],
+)
+def test_stop_strings_cut_the_output_before_them(scripted, stop, text, stop_sequence):
+    stream = scripted.stream("Q:", temperature=0, stop=stop)
+    deltas = list(stream)
+    gen = stream.generation
+    assert (gen.text, gen.stop_sequence, "".join(deltas)) == (text, stop_sequence, text)
+    assert gen.finish_reason == ("stop" if stop_sequence else "eos")
+
+
+def test_stop_ends_generation_as_soon_as_it_appears(scripted):
+    gen = scripted.generate("Q:", temperature=0, stop=["é"])
+    assert gen.completion_tokens == 3  # "H", then the two bytes of "é"
+
+
+@pytest.mark.parametrize("max_tokens, text", [(1, "H"), (2, "H\ufffd"), (3, "Hé"), (6, "Hé你")])
+def test_max_tokens(scripted, max_tokens, text):
+    gen = scripted.generate("Q:", temperature=0, max_tokens=max_tokens)
+    assert (gen.text, gen.finish_reason, gen.completion_tokens) == (text, "length", max_tokens)
+
+
+def test_seeded_sampling_is_reproducible(model):
+    engine = Engine(model, TOK)
+    options = {"max_tokens": 8, "temperature": 1.5, "top_p": 0.95, "top_k": 50}
+    options |= {"presence_penalty": 0.3, "frequency_penalty": 0.3}
+    runs = {engine.generate("Hello", seed=s, **options).text for s in (7, 7, 7)}
+    assert len(runs) == 1
+    assert len({engine.generate("Hello", seed=s, **options).text for s in range(4)}) > 1
+
+
+def test_tiny_temperature_is_greedy(model):
+    engine = Engine(model, TOK)
+    greedy = engine.generate("Hello", max_tokens=10, temperature=0).text
+    assert engine.generate("Hello", max_tokens=10, temperature=0.001).text == greedy
+    assert engine.generate("Hello", max_tokens=10, temperature=0.7, top_k=1, seed=3).text == greedy
+
+
+def test_token_zero_is_never_sampled():
+    logits = torch.tensor([5.0, 5.1, 0.0, -1.0])
+    sampler = Sampler(SamplingParams(temperature=2.0, seed=0), vocab_size=4)
+    assert 0 not in {sampler.next_token(logits) for _ in range(300)}
+    assert Sampler(SamplingParams(temperature=0), 4).next_token(torch.tensor([9.0, 1.0, 0.0, 0.0])) is None
+
+
+def test_penalties_decay_like_rwkv():
+    params = SamplingParams(temperature=0, presence_penalty=0.5, frequency_penalty=0.25, penalty_decay=0.5)
+    sampler = Sampler(params, vocab_size=4)
+    logits = torch.tensor([-9.0, 1.0, 0.8, 0.0])
+    assert sampler.next_token(logits) == 1  # then token 1 carries 0.5 + 0.25 * 1
+    assert sampler.next_token(logits) == 2  # 1 - 0.75 < 0.8
+    assert torch.allclose(sampler.counts, torch.tensor([0.0, 0.5, 1.0, 0.0]))
+
+
+def test_top_p_keeps_the_nucleus_only():
+    logits = torch.log(torch.tensor([1e-9, 0.6, 0.3, 0.1]))
+    sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.5, seed=0), vocab_size=4)
+    assert {sampler.next_token(logits) for _ in range(100)} == {1}
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def brute_force_logprob(model: RWKV7, prompt_ids: list[int], choice_ids: list[int]) -> float:
+    ids = torch.tensor([prompt_ids + choice_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids)[0][0], dim=-1)
+    n = len(prompt_ids)
+    return sum(logp[n - 1 + i, t].item() for i, t in enumerate(choice_ids))
+
+
+def test_score_matches_brute_force(model):
+    engine = Engine(model, TOK)
+    prompt = TEMPLATE + "apples" + TAIL
+    choices = ["Yes", "No", "Yup", "Maybe not"]
+    result = engine.score(prompt, choices)
+    ids = TOK.encode(prompt)
+    want = {c: brute_force_logprob(model, ids, TOK.encode(" " + c)) for c in choices}
+    assert result.logprobs == pytest.approx(want, abs=1e-4)
+    norm = torch.logsumexp(torch.tensor(list(want.values()), dtype=torch.float64), 0).item()
+    assert result.best == max(want, key=want.get)
+    assert result.probability == pytest.approx(torch.tensor(want[result.best] - norm).exp().item(), abs=1e-4)
+    assert (result.prompt_tokens, result.cached_tokens) == (len(ids), 0)
+    assert engine.score(prompt, choices).cached_tokens == len(ids)
+
+
+def test_score_adds_no_space_after_whitespace_and_handles_single_tokens(model):
+    engine = Engine(model, TOK)
+    prompt = "Answer: "
+    result = engine.score(prompt, ["Y", "N"])
+    ids = TOK.encode(prompt)
+    want = {c: brute_force_logprob(model, ids, TOK.encode(c)) for c in "YN"}
+    assert result.logprobs == pytest.approx(want, abs=1e-4)
+
+
+def test_score_falls_back_when_the_prompt_tokens_are_not_a_prefix(model):
+    engine = Engine(model, TOK)
+    assert TOK.encode("Answer: Yes")[:2] != TOK.encode("Answer:")  # ": " is one token
+    result = engine.score("Answer:", ["Yes"])
+    want = brute_force_logprob(model, TOK.encode("Answer:"), TOK.encode(" Yes"))
+    assert result.logprobs["Yes"] == pytest.approx(want, abs=1e-4)
+    assert result.probability == 1.0
+
+
+# ---------------------------------------------------------------- pre-warm
+
+
+def test_prewarm_templates_serve_the_first_request(model):
+    engine = Engine(model, TOK)
+    template = 'User: is this ok?\n\nMessage: "{{ user_input }}"' + TAIL
+    (warmed,) = engine.prewarm_templates([template])
+    prompt = template.replace("{{ user_input }}", "Hello there")
+    assert warmed == len(TOK.encode("User: is this ok?\n\nMessage: "))  # the quote may merge with "H"
+    assert engine.generate(prompt, max_tokens=1).cached_tokens == warmed
+
+
+def test_template_prefix_and_stable_prefix(caplog):
+    assert template_prefix("Check {{ user_input }} now") == "Check "
+    assert template_prefix("No variables") == "No variables"
+    assert template_prefix("A {{ bot_response }} B {{ user_input }}") == "A "
+    assert template_prefix("Rules: {{ general_instructions }} {{ user_input }}") == "Rules: "
+    assert "general_instructions" in caplog.text
+    assert stable_prefix(TOK, 'Say "') == TOK.encode("Say ")
+
+
+# ---------------------------------------------------------------- errors and registry
+
+
+def test_clear_errors(model):
+    engine = Engine(model, TOK)
+    with pytest.raises(ValueError, match="empty prompt"):
+        engine.generate("")
+    with pytest.raises(ValueError, match="empty prompt"):
+        engine.prefill([])
+    with pytest.raises(TypeError, match="'temprature'"):
+        engine.generate("hi", temprature=0)
+    with pytest.raises(TypeError, match="'foo'"):
+        engine.astream("hi", foo=1)
+    with pytest.raises(ValueError, match="top_p"):
+        engine.generate("hi", top_p=0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        engine.generate("hi", max_tokens=0)
+    with pytest.raises(ValueError, match="stop"):
+        engine.generate("hi", stop=[""])
+    with pytest.raises(ValueError, match="duplicate"):
+        engine.score("hi", ["a", "a"])
+    with pytest.raises(ValueError, match="out of range"):
+        engine.prefill([1, TOK.vocab_size])
+    stream = engine.stream("hi", max_tokens=2)
+    with pytest.raises(RuntimeError, match="not finished"):
+        _ = stream.generation
+
+
+def test_none_options_mean_defaults(scripted):
+    gen = scripted.generate("Q:", max_tokens=None, temperature=None, stop=None, seed=None, top_k=None)
+    assert (gen.text, gen.finish_reason) == (SCRIPT, "eos")
+
+
+def test_get_engine_shares_one_engine(tmp_path, model):
+    model.save_pretrained(tmp_path / "tiny")
+    engines = []
+    barrier = threading.Barrier(4)
+
+    def load() -> None:
+        barrier.wait()
+        engines.append(get_engine(tmp_path / "tiny", tokenizer=TOK, cache_bytes=1 << 20))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(e) for e in engines}) == 1
+    assert get_engine(str(tmp_path / "tiny"), dtype="fp32", tokenizer=TOK, cache_bytes=1 << 20) is engines[0]
+    assert (
+        engines[0].generate("Hello", max_tokens=3, temperature=0).text
+        == uncached(model).generate("Hello", max_tokens=3, temperature=0).text
+    )
+
+
+def test_default_model_missing_names_the_path(monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_module, "DEFAULT_MODEL_DIR", tmp_path / "guard")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "guard")):
+        resolve_model_path("default")
