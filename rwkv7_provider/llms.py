@@ -1,0 +1,134 @@
+"""`RWKV7LLM`: a local RWKV-7 checkpoint as a LangChain text LLM.
+
+A thin class over the process-wide engine: instances on one checkpoint share weights and the
+recurrent-state prefix cache with each other, with `ChatRWKV7` and with the guardrails provider, so a
+prompt template reused across calls is prefilled once. Stop strings end generation as soon as they
+appear, and call-time `temperature` / `max_tokens` / ... override the instance defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import ConfigDict
+
+from .params import SAMPLING_FIELDS, Completion, RWKV7Params
+
+
+def generation_info(done: Completion) -> dict[str, Any]:
+    """Finish reason, usage and (for `choices`) the score, as LangChain metadata; shared with `ChatRWKV7`."""
+    info: dict[str, Any] = {
+        "finish_reason": done.finish_reason,
+        "stop_sequence": done.stop_sequence,
+        "usage": done.usage,
+    }
+    if done.probability is not None:
+        info |= {"probability": done.probability, "scores": done.scores}
+    return info
+
+
+def identifying_params(params: RWKV7Params) -> dict[str, Any]:
+    return {"model": params.model, "choices": params.choices} | {
+        k: getattr(params, k) for k in SAMPLING_FIELDS
+    }
+
+
+class RWKV7LLM(LLM, RWKV7Params):
+    """Text completion with RWKV-7: the prompt goes to the model verbatim (no chat format).
+
+    Example: `RWKV7LLM(model="path/to/checkpoint", temperature=0, max_tokens=64).invoke("The capital of France is")`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @property
+    def _llm_type(self) -> str:
+        return "rwkv7"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return identifying_params(self)
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return self.complete(prompt, stop, **kwargs).text
+
+    async def _acall(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return (await self.acomplete(prompt, stop, **kwargs)).text
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        """Like `LLM._generate`, plus finish reason and token usage, which `_call`'s plain string cannot carry."""
+        return _result([self.complete(p, stop, **kwargs) for p in prompts])
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        return _result([await self.acomplete(p, stop, **kwargs) for p in prompts])
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        for item in self.complete_stream(prompt, stop, **kwargs):
+            chunk = _chunk(item)
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        async for item in self.acomplete_stream(prompt, stop, **kwargs):
+            chunk = _chunk(item)
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+def _chunk(item: str | Completion) -> GenerationChunk:
+    if isinstance(item, str):
+        return GenerationChunk(text=item)
+    return GenerationChunk(text="", generation_info=generation_info(item))
+
+
+def _result(completions: list[Completion]) -> LLMResult:
+    usage = {
+        key: sum(c.usage[key] for c in completions)
+        for key in ("input_tokens", "output_tokens", "total_tokens")
+    }
+    return LLMResult(
+        generations=[[Generation(text=c.text, generation_info=generation_info(c))] for c in completions],
+        llm_output={"token_usage": usage},
+    )

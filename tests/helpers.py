@@ -1,0 +1,82 @@
+"""Tiny self-contained RWKV-7 checkpoints for the provider tests (and the examples' smoke tests).
+
+A checkpoint directory = config.json + model.safetensors (random weights) + tokenizer.json (a byte-level BPE
+trained here on the guard prompts and a few sentences). Nothing is downloaded.
+
+`favour="No"` (or any text) rigs the model so those tokens win at every position: `ln_out` gets a constant
+unit along one channel and only the favoured tokens' head rows read that channel. A guard built that way
+deterministically allows (favour "No") or blocks (favour "Yes") whatever the message.
+
+Run as a script (`python tests/helpers.py DIR [--favour No]`) it writes one checkpoint, for CI smoke runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import random_state_dict
+from rwkv7_provider.model import RWKV7, RWKV7Config
+
+from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
+
+VOCAB = 320
+TINY = RWKV7Config(n_layer=2, n_embd=64, vocab_size=VOCAB, head_size=64, dim_w=8, dim_a=8, dim_v=8, dim_g=16)
+BIAS = 30.0
+
+CORPUS = [
+    SELF_CHECK_INPUT,
+    SELF_CHECK_OUTPUT,
+    "System: You are a helpful assistant.\n\nUser: What is the weather in Paris?\n\nAssistant: It is sunny.",
+    'Assistant: {"name": "get_weather", "arguments": {"city": "Paris"}}',
+    "Answer: Yes\nAnswer: No\nYes No yes no",
+    "The quick brown fox jumps over the lazy dog. How do I kill a Python process? Tell me a joke.",
+]
+
+
+def build_tokenizer(path: Path) -> Tokenizer:
+    """A byte-level BPE (any text encodes) with id 0 = end of text, saved as tokenizer.json."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.save(str(path))
+    return tok
+
+
+def make_checkpoint(directory: str | Path, *, favour: str | None = None, seed: int = 0) -> Path:
+    """Write a tiny random RWKV-7 model directory; with `favour`, its tokens dominate every prediction."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(d / "tokenizer.json")
+    sd = random_state_dict(TINY, seed=seed)
+    if favour is not None:
+        favoured = {i for text in (favour, " " + favour) for i in tok.encode(text).ids}
+        sd["ln_out.weight"][0], sd["ln_out.bias"][0] = 0.0, 1.0
+        sd["head.weight"][:, 0] = 0.0
+        sd["head.weight"][sorted(favoured), 0] = BIAS
+    with torch.device("meta"):
+        model = RWKV7(TINY)
+    model.load_state_dict(sd, assign=True)
+    model.save_pretrained(d)
+    return d
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory")
+    parser.add_argument("--favour", help="text whose tokens the model always prefers (e.g. No)")
+    args = parser.parse_args()
+    print(make_checkpoint(args.directory, favour=args.favour))
