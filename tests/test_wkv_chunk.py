@@ -1,0 +1,126 @@
+"""The chunkwise-parallel WKV-7 (`kernels/chunk.py`) against the sequential reference.
+
+Tolerances: both sides compute in fp32 but sum in different orders (triangular-inverse and chunk products vs. a
+token loop), so they differ by accumulated rounding, measured at <= 7e-7 of the output scale. We compare
+max|diff| / max|ref| (relative to the tensor's scale, so near-zero entries do not blow up the measure):
+1e-5 for outputs and states leaves a >10x margin while any algebra mistake shows up at 1e-3 or more;
+gradients run through a longer chain (backward of the tree products and of the chunk-to-chunk pass): 1e-4.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from rwkv7_provider.kernels import wkv7
+from rwkv7_provider.kernels.chunk import wkv7_chunk
+from rwkv7_provider.kernels.reference import wkv7_reference
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tensors here are small: one intra-op thread is as fast, and immune to a busy machine descheduling
+    one of two threads (which stalls every parallel region)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_inputs(B: int, T: int, H: int, N: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """r, w, k, v, a, b built the way the RWKV-7 time-mix block builds them (see RWKV7_SPEC.md)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(scale: float = 1.0) -> torch.Tensor:
+        return torch.randn(B, T, H, N, generator=gen) * scale
+
+    w = -0.6065306597 * torch.sigmoid(randn())  # log decay in [-0.6065, 0]
+    kk = torch.nn.functional.normalize(randn(), dim=-1)  # L2-normalised per head
+    a = -kk
+    b = kk * torch.sigmoid(randn())  # kk * in-context learning rate
+    return randn(0.5), w, randn(0.8), randn(1.0), a, b
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|x - ref| / max|ref|."""
+    return ((x - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("N", [64, 16])
+@pytest.mark.parametrize("T", [1, 15, 64, 200])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_forward_matches_reference(N: int, T: int, with_state: bool) -> None:
+    B, H = 2, 2
+    xs = make_inputs(B, T, H, N, seed=T + N)
+    state = torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(1)) * 0.5 if with_state else None
+    y_ref, s_ref = wkv7_reference(*xs, state)
+    for chunk_size in (16, 32, 64):
+        y, s = wkv7_chunk(*xs, state, chunk_size=chunk_size)
+        assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+        assert s.shape == (B, H, N, N) and s.dtype == torch.float32
+        assert rel_err(y, y_ref) < 1e-5, (chunk_size, rel_err(y, y_ref))
+        assert rel_err(s, s_ref) < 1e-5, (chunk_size, rel_err(s, s_ref))
+
+
+def test_chunk_size_not_power_of_two() -> None:
+    xs = make_inputs(1, 50, 2, 16, seed=3)
+    y_ref, s_ref = wkv7_reference(*xs)
+    for chunk_size in (17, 24, 48):
+        y, s = wkv7_chunk(*xs, chunk_size=chunk_size)
+        assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5, chunk_size
+
+
+def test_gradients_match_reference() -> None:
+    B, T, H, N = 2, 37, 2, 32
+    xs = make_inputs(B, T, H, N, seed=7)
+    state = torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(8)) * 0.5
+    gen = torch.Generator().manual_seed(9)
+    gy, gs = torch.randn(B, T, H, N, generator=gen), torch.randn(B, H, N, N, generator=gen)
+
+    def grads(fn, **kw) -> list[torch.Tensor]:
+        leaves = [x.clone().requires_grad_() for x in (*xs, state)]
+        y, s = fn(*leaves, **kw)
+        ((y * gy).sum() + (s * gs).sum()).backward()
+        return [x.grad for x in leaves]
+
+    ref = grads(wkv7_reference)
+    for chunk_size in (16, 24, 32):  # 24: base blocks of 3 tokens with pairwise decays
+        got = grads(wkv7_chunk, chunk_size=chunk_size)
+        for name, g, g_ref in zip(("r", "w", "k", "v", "a", "b", "state"), got, ref):
+            assert rel_err(g, g_ref) < 1e-4, (chunk_size, name, rel_err(g, g_ref))
+
+
+def test_input_state_unchanged() -> None:
+    xs = make_inputs(1, 40, 2, 16)
+    state = torch.randn(1, 2, 16, 16)
+    before = state.clone()
+    _, s = wkv7_chunk(*xs, state)
+    assert torch.equal(state, before)
+    assert s.data_ptr() != state.data_ptr()
+
+
+def test_strong_decay_stays_finite() -> None:
+    """Log decays far beyond RWKV-7's range: no exp overflow, so no inf/nan in values or gradients."""
+    r, w, k, v, a, b = make_inputs(1, 64, 1, 16)
+    w = (w * 60).requires_grad_()  # down to -36 per token, -2300 over a chunk
+    y, s = wkv7_chunk(r, w, k, v, a, b)
+    y_ref, s_ref = wkv7_reference(r, w, k, v, a, b)
+    assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+    (y.sum() + s.sum()).backward()
+    assert torch.isfinite(w.grad).all()
+
+
+def test_low_precision_inputs() -> None:
+    xs = [x.to(torch.bfloat16) for x in make_inputs(1, 33, 2, 16)]
+    y_ref, s_ref = wkv7_reference(*xs)
+    y, s = wkv7_chunk(*xs)
+    assert y.dtype == torch.bfloat16 and s.dtype == torch.float32
+    assert rel_err(s, s_ref) < 1e-5
+    assert rel_err(y.float(), y_ref.float()) < 1e-2  # bf16 rounding of the outputs
+
+
+def test_dispatcher_chunk_equals_reference() -> None:
+    xs = make_inputs(2, 45, 2, 16)
+    state = torch.randn(2, 2, 16, 16) * 0.5
+    y_ref, s_ref = wkv7(*xs, state, impl="reference")
+    y, s = wkv7(*xs, state, impl="chunk")
+    assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
