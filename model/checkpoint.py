@@ -262,5 +262,6 @@ def save_pretrained(model, directory: str | Path, dtype: torch.dtype | None = No
     d.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.to(dtype) if dtype else v).detach().cpu() for k, v in model.state_dict().items()}
     save_file(blink_to_hf(sd), str(d / "model.safetensors"), metadata={"format": "pt"})
+    (d / "model.safetensors").chmod(0o644)  # safetensors writes 0600; a shipped model must be readable
     config = hf_config(model.config) | (extra_config or {})
     (d / "config.json").write_text(json.dumps(config, indent=2) + "\n")

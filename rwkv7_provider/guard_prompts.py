@@ -110,6 +110,8 @@ INPUT_TEMPLATES = (SELF_CHECK_INPUT,) + tuple(_template(_INPUT_HEAD, p, _INPUT_T
 OUTPUT_TEMPLATES = (SELF_CHECK_OUTPUT,) + tuple(
     _template(_OUTPUT_HEAD, p, _OUTPUT_TAIL) for p in OUTPUT_POLICY_PARAPHRASES
 )
+# NeMo Guardrails' stock reference prompts (the benchmark's workload): the first paraphrase of each policy.
+NEMO_REFERENCE_INPUT, NEMO_REFERENCE_OUTPUT = INPUT_TEMPLATES[1], OUTPUT_TEMPLATES[1]
 
 _VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
