@@ -24,14 +24,13 @@ import torch
 
 log = logging.getLogger("bench_cpu")
 
-SHAPE = dict(n_layer=12, n_embd=768, vocab_size=65536, head_size=64, dim_w=64, dim_a=64, dim_v=32, dim_g=128)
+SHAPE = {"n_layer": 12, "n_embd": 768, "vocab_size": 65536, "head_size": 64, "dim_w": 64, "dim_a": 64, "dim_v": 32, "dim_g": 128}
 
 
 def build_checkpoint(path: Path) -> None:
     """Random weights of the 0.1B shape, written as a BlinkDL .pth (what both sides can load)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import random_state_dict  # the test suite's random-checkpoint builder
-
     from rwkv7_provider.model import RWKV7Config
 
     torch.save(random_state_dict(RWKV7Config(**SHAPE), seed=0), path)
@@ -56,7 +55,7 @@ def run_ours(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
     out = {}
     with torch.inference_mode():
         for T in lengths:
-            out[f"prefill_{T}"] = T / timed(lambda: model(ids[:T].view(1, -1), last_only=True), repeats)
+            out[f"prefill_{T}"] = T / timed(lambda T=T: model(ids[:T].view(1, -1), last_only=True), repeats)
 
         def decode():
             state = None
@@ -76,7 +75,7 @@ def run_rwkv(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
     out = {}
     with torch.inference_mode():
         for T in lengths:
-            out[f"prefill_{T}"] = T / timed(lambda: model.forward(ids[:T], None), repeats)
+            out[f"prefill_{T}"] = T / timed(lambda T=T: model.forward(ids[:T], None), repeats)
 
         def decode():
             state = None

@@ -5,4 +5,4 @@ from .config import RWKV7Config
 from .rwkv7 import RWKV7
 from .state import RWKV7State
 
-__all__ = ["RWKV7", "RWKV7Config", "RWKV7State", "CheckpointError"]
+__all__ = ["RWKV7", "CheckpointError", "RWKV7Config", "RWKV7State"]

@@ -175,7 +175,7 @@ def infer_config(sd: dict[str, torch.Tensor]) -> RWKV7Config:
         missing = "emb.weight" if "emb.weight" not in sd else "blocks.0.att.r_k"
         raise CheckpointError(f"not an RWKV-7 checkpoint: tensor {missing!r} is missing")
     try:
-        n_head, head_size = sd["blocks.0.att.r_k"].shape
+        head_size = sd["blocks.0.att.r_k"].shape[1]
         vocab_size, n_embd = sd["emb.weight"].shape
         n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
         v_key = next((f"blocks.{i}.att.v1" for i in range(1, n_layer) if f"blocks.{i}.att.v1" in sd), None)

@@ -11,7 +11,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
-
 from rwkv7_provider.model import RWKV7Config
 from rwkv7_provider.model.checkpoint import expected_shapes
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SMALL, random_state_dict
 from rwkv7_provider.model import RWKV7, CheckpointError
 

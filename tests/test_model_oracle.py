@@ -12,7 +12,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import SMALL, WIDER, random_state_dict
 from rwkv7_provider.model import RWKV7, RWKV7State
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from rwkv7_provider.model.tokenizer import HFTokenizer, TokenizerError, WorldTokenizer, load_tokenizer, world_vocab
+from rwkv7_provider.model.tokenizer import (
+    HFTokenizer,
+    TokenizerError,
+    WorldTokenizer,
+    load_tokenizer,
+    world_vocab,
+)
 
 
 @pytest.fixture(scope="module")
