@@ -36,12 +36,12 @@ def wkv7_reference(
     decay = torch.exp(w)
     ys = []
     for t in range(T):
-        sa = torch.einsum("bhij,bhj->bhi", S, a[:, t])
+        sa = S @ a[:, t, :, :, None]  # [B, H, N, 1]: S before the update
         S = (
             S * decay[:, t, :, None, :]
-            + sa[..., :, None] * b[:, t, :, None, :]
+            + sa * b[:, t, :, None, :]
             + v[:, t, :, :, None] * k[:, t, :, None, :]
         )
-        ys.append(torch.einsum("bhij,bhj->bhi", S, r[:, t]))
+        ys.append((S @ r[:, t, :, :, None]).squeeze(-1))
     y = torch.stack(ys, dim=1) if ys else r.new_zeros(B, 0, H, N)
     return y.to(out_dtype), S
