@@ -7,9 +7,6 @@ import importlib
 import logging
 import sys
 
-from .guard_data import GuardDataError
-from .model.checkpoint import CheckpointError
-
 # name -> (module, help). A module provides build_parser(parser) and run/main-style `main(argv)`.
 COMMANDS = {
     "train-guard": ("rwkv7_provider.guard_train", "train or fine-tune the embedded RWKV-7 guard"),
@@ -25,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv[:1] or ["--help"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    from .guard_data import GuardDataError  # imported late: `--help` must not pay for torch
+    from .model.checkpoint import CheckpointError
+
     try:
         return module.main(argv[1:])
     except (GuardDataError, CheckpointError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
