@@ -137,7 +137,7 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
     """Restore model, optimiser and RNG; returns (next step, extra)."""
-    data = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by save_checkpoint
+    data = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers and strings only
     model.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     torch.set_rng_state(data["torch_rng"])

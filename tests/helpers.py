@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -72,6 +73,27 @@ def make_checkpoint(directory: str | Path, *, favour: str | None = None, seed: i
     model.load_state_dict(sd, assign=True)
     model.save_pretrained(d)
     return d
+
+
+WORDS = ["kill", "murder", "bake", "cake", "invest", "stocks", "python", "process", "how", "do", "i", "a"]
+SYNONYMS = {"murder": "kill", "stocks": "invest"}  # the fake encoder gives these the same vector
+
+
+def make_encoder(path: Path, dim: int = 16) -> Path:
+    """A stand-in BERT encoder for the guard's embedding init: a WordPiece tokenizer over WORDS (+ '##s') and a
+    word-embedding table named as BERT checkpoints name it; SYNONYMS share a vector."""
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *WORDS, "##s"])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    table = torch.randn(len(vocab), dim, generator=torch.Generator().manual_seed(0))
+    for word, same in SYNONYMS.items():
+        table[vocab[word]] = table[vocab[same]]
+    path.mkdir()
+    tok.save(str(path / "tokenizer.json"))
+    save_file({"encoder.embeddings.word_embeddings.weight": table, "encoder.other": torch.zeros(2)},
+              str(path / "model.safetensors"))
+    return path
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_encoder
 from rwkv7_provider.model.rwkv7 import RWKV7
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 
-from rwkv7_provider import guard_train
+from rwkv7_provider import cli, guard_train
 from rwkv7_provider.guard_data import (
     Example,
     GuardDataError,
@@ -24,6 +26,7 @@ from rwkv7_provider.guard_data import (
 from rwkv7_provider.guard_data import (
     load_file as load_jsonl,
 )
+from rwkv7_provider.guard_embed import pretrained_embeddings
 from rwkv7_provider.guard_prompts import (
     INPUT_TEMPLATES,
     SELF_CHECK_INPUT,
@@ -108,6 +111,23 @@ def test_fine_tune_from_a_guard(tiny_data: Path, tmp_path: Path) -> None:
     tuned = train(tiny_data, tmp_path / "tuned", "--steps", "2", "--init", str(base))
     assert (tuned / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
     assert any(not torch.equal(v, weights(base)[k]) for k, v in weights(tuned).items())
+
+
+def test_embed_init_from_an_encoder(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    encoder = make_encoder(tmp_path / "encoder")
+    out = train(tiny_data, tmp_path / "g", "--steps", "1", "--lr", "1e-7", "--embed-init", str(encoder))
+    config = json.loads((out / "config.json").read_text())
+    assert config["guard"]["embed_init"] == str(encoder)
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    start = pretrained_embeddings(tokenizer, encoder, 64, seed=0)
+    assert torch.allclose(RWKV7.from_pretrained(out).emb.weight.float(), start, atol=1e-3, rtol=1e-2)  # bf16, one tiny step
+
+    with pytest.raises(SystemExit):  # fine-tuning keeps the guard's own embeddings
+        train(tiny_data, tmp_path / "h", "--init", str(out), "--embed-init", str(encoder))
+    assert "cannot be combined with --init" in capsys.readouterr().err
+    assert cli.main(["train-guard", "--data-dir", str(tiny_data), "--out", str(tmp_path / "i"), *TINY_ARGS,
+                     "--embed-init", str(tmp_path / "nothing")]) == 2
+    assert "not an encoder directory" in capsys.readouterr().err
 
 
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
