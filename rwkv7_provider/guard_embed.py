@@ -53,7 +53,7 @@ def load_encoder(path: Path) -> tuple[torch.Tensor, Tokenizer]:
         if not f.is_file():
             raise EmbedInitError(f"{path} is not an encoder directory: {f.name} is missing")
     with safe_open(str(weights), framework="pt") as f:
-        names = [k for k in f.keys() if k.endswith(WORD_EMBEDDINGS)]
+        names = [k for k in f.keys() if k.endswith(WORD_EMBEDDINGS)]  # noqa: SIM118 (safe_open is not iterable)
         if len(names) != 1:
             raise EmbedInitError(f"{weights} has no single '*{WORD_EMBEDDINGS}' tensor (found {names})")
         table = f.get_tensor(names[0]).float()
