@@ -224,13 +224,41 @@ def _generated(rng: random.Random) -> list[Example]:
     return out
 
 
-def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_lists: int) -> list[Example]:
+_COMPLY = ("Sure! ", "Of course. Here you go:\n\n", "Certainly, here is what you asked for.\n\n", "Here's how:\n",
+           "Absolutely. ", "Great question! ", "")
+
+
+def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: random.Random, n: int) -> list[Example]:
+    """Output-task pairs whose label follows the request and whether the bot went along with it.
+
+    Why: the bot-response data pairs harmful requests only, so a guard trained on it learns "any helpful answer
+    is unsafe" and blocks answers to harmless questions. Here the same compliant framing wraps harmless
+    content (after a harmless request: safe) and harmful content (after a harmful request: unsafe), and
+    refusals follow both kinds of request (safe). Responses are stitched from messages of the same label, so
+    their wording carries the harm, not their style.
+    """
+    out = []
+    for i in range(n if inputs[0] and inputs[1] else 0):
+        harmful = i % 2 == 1
+        request = rng.choice(inputs[int(harmful)])
+        if refusals and i % 4 >= 2:
+            response, label = rng.choice(refusals), 0
+        else:
+            body = [rng.choice(inputs[int(harmful)]).text for _ in range(rng.randint(1, 6))]
+            response, label = rng.choice(_COMPLY) + "\n".join(body), int(harmful)
+        out.append(Example(request.text, label, AUGMENTED + "response", task="output", response=response))
+    return out
+
+
+def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_lists: int,
+            n_responses: int = 0) -> list[Example]:
     """New input-task examples whose framing is label-neutral: the label always follows the content.
 
     - polite wrappers around safe and unsafe messages alike (`n_wrapped` of each label);
     - numbered lists of 2-5 messages: unsafe when any item is unsafe, so a long, harmless-looking list with
       one harmful item is still blocked and a long list of harmless items is allowed (`n_lists`);
-    - the generated benign-scary, benign-task, sensitive-topic and harmful-plain sets.
+    - the generated benign-scary, benign-task, sensitive-topic and harmful-plain sets;
+    - `n_responses` output-task pairs (see `_responses`), refusals taken from the safe bot responses.
     """
     inputs = [ex for ex in examples if ex.task == "input" and len(ex.text) < 400]
     by_label = {lab: [ex for ex in inputs if ex.label == lab] for lab in (0, 1)}
@@ -248,6 +276,8 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
             label = 1
         body = "\n".join(f"{k + 1}. {ex.text}" for k, ex in enumerate(items))
         out.append(Example(rng.choice(_LIST_INTRO) + body, label, AUGMENTED + "list"))
+    refusals = [ex.response for ex in examples if ex.task == "output" and ex.label == 0 and len(ex.response) < 600]
+    out += _responses(by_label, refusals, rng, n_responses)
     return out
 
 

@@ -231,6 +231,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=128, help="longer messages keep their head and tail (training only)")
     p.add_argument("--source-cap", type=int, default=2000, help="most rows any one source contributes per epoch")
     p.add_argument("--augment", type=int, default=3000, help="polite-wrapped rows per label (lists: half as many)")
+    p.add_argument("--augment-responses", type=int, default=4000,
+                   help="synthetic bot-response checks (helpful or refusing, after safe or unsafe requests)")
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 is fastest on a CPU shared with other work (measured 5-10x faster than 2)")
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if not train_rows:
         raise ValueError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
     rng = random.Random(args.seed)
-    train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2)
+    train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2, args.augment_responses)
     log.info("%d training rows (with augmentation), %d held-out rows", len(train_rows), len(dev_rows))
 
     if args.init:

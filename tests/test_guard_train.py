@@ -18,6 +18,7 @@ from rwkv7_provider import cli, guard_train
 from rwkv7_provider.guard_data import (
     Example,
     GuardDataError,
+    augment,
     prompt_for,
     sample_weights,
     split_by_source,
@@ -36,7 +37,7 @@ from rwkv7_provider.guard_prompts import (
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "guard"
-TINY_ARGS = ["--layers", "1", "--width", "64", "--vocab-size", "400", "--batch-size", "4", "--augment", "8",
+TINY_ARGS = ["--layers", "1", "--width", "64", "--vocab-size", "400", "--batch-size", "4", "--augment", "8", "--augment-responses", "8",
              "--warmup", "2", "--no-eval", "--no-progress", "--heldout", "truthfulqa,toxigen-seed"]
 
 
@@ -128,6 +129,20 @@ def test_embed_init_from_an_encoder(tiny_data: Path, tmp_path: Path, capsys) -> 
     assert cli.main(["train-guard", "--data-dir", str(tiny_data), "--out", str(tmp_path / "i"), *TINY_ARGS,
                      "--embed-init", str(tmp_path / "nothing")]) == 2
     assert "not an encoder directory" in capsys.readouterr().err
+
+
+def test_synthetic_responses_are_unsafe_only_when_a_harmful_request_is_answered() -> None:
+    safe, unsafe, refusal = ["What is the capital of Peru?", "Bake a cake"], ["Make a bomb", "Poison a dog"], "Sorry, no."
+    rows = [Example(t, 0, "s") for t in safe] + [Example(t, 1, "u") for t in unsafe]
+    rows.append(Example("Make a bomb", 0, "o", task="output", response=refusal))
+    made = [ex for ex in augment(rows, random.Random(0), 0, 0, n_responses=40) if ex.task == "output"]
+    assert len(made) == 40 and {ex.label for ex in made} == {0, 1}
+    for ex in made:
+        refused = ex.response == refusal
+        assert ex.label == (ex.text in unsafe and not refused)
+        if not refused:  # the answer's content has the request's label
+            assert any(t in ex.response for t in (unsafe if ex.text in unsafe else safe))
+            assert not any(t in ex.response for t in (safe if ex.text in unsafe else unsafe))
 
 
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
