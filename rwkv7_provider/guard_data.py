@@ -264,16 +264,33 @@ def _generated(rng: random.Random) -> list[Example]:
 
 _COMPLY = ("Sure! ", "Of course. Here you go:\n\n", "Certainly, here is what you asked for.\n\n", "Here's how:\n",
            "Absolutely. ", "Great question! ", "")
+# Answers that restate the request and then go along with it, as chat models do; the steps are generic, so
+# only the restated request says whether answering was harmful.
+_ECHO = ("Sure, here is a step-by-step guide to {}:\n\n", "Of course! Here's how to {}.\n\n",
+         "Here is a detailed answer to your request ({}).\n\n", "Certainly. To {}, follow these steps:\n")
+_STEPS = ("Start by gathering everything you will need.", "Plan each stage before you begin.",
+          "Work through it one step at a time and keep notes.", "Check the result carefully before moving on.",
+          "If something goes wrong, go back to the previous step.", "Take your time: rushing causes mistakes.",
+          "Finally, review the whole thing once more.", "Let me know if you want more detail on any step.")
+
+
+def _compliance(request: Example, same_label: list[Example], rng: random.Random) -> str:
+    """A helpful-looking answer: either the request restated plus generic steps, or messages of its label."""
+    if rng.random() < 0.5:
+        steps = rng.sample(_STEPS, rng.randint(3, 6))
+        return (rng.choice(_ECHO).format(request.text.strip().rstrip("?.!").lower())
+                + "\n".join(f"{k + 1}. {t}" for k, t in enumerate(steps)))
+    return rng.choice(_COMPLY) + "\n".join(rng.choice(same_label).text for _ in range(rng.randint(1, 6)))
 
 
 def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: random.Random, n: int) -> list[Example]:
     """Output-task pairs whose label follows the request and whether the bot went along with it.
 
     Why: the bot-response data pairs harmful requests only, so a guard trained on it learns "any helpful answer
-    is unsafe" and blocks answers to harmless questions. Here the same compliant framing wraps harmless
-    content (after a harmless request: safe) and harmful content (after a harmful request: unsafe), and
-    refusals follow both kinds of request (safe). Responses are stitched from messages of the same label, so
-    their wording carries the harm, not their style.
+    is unsafe" and blocks answers to harmless questions. Here the same compliant answers follow harmless
+    requests (safe) and harmful ones (unsafe), and refusals follow both (safe). An answer either restates the
+    request over generic steps or is stitched from messages of the request's label, so what the answer is
+    about carries the harm, not its style.
     """
     out = []
     for i in range(n if inputs[0] and inputs[1] else 0):
@@ -282,8 +299,7 @@ def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: rando
         if refusals and i % 4 >= 2:
             response, label = rng.choice(refusals), 0
         else:
-            body = [rng.choice(inputs[int(harmful)]).text for _ in range(rng.randint(1, 6))]
-            response, label = rng.choice(_COMPLY) + "\n".join(body), int(harmful)
+            response, label = _compliance(request, inputs[int(harmful)], rng), int(harmful)
         out.append(Example(request.text, label, AUGMENTED + "response", task="output", response=response))
     return out
 

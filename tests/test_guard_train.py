@@ -140,9 +140,10 @@ def test_synthetic_responses_are_unsafe_only_when_a_harmful_request_is_answered(
     for ex in made:
         refused = ex.response == refusal
         assert ex.label == (ex.text in unsafe and not refused)
-        if not refused:  # the answer's content has the request's label
-            assert any(t in ex.response for t in (unsafe if ex.text in unsafe else safe))
-            assert not any(t in ex.response for t in (safe if ex.text in unsafe else unsafe))
+        if not refused:  # the answer restates the request or quotes messages of its label, never the other
+            same, other = (unsafe, safe) if ex.text in unsafe else (safe, unsafe)
+            assert any(t in ex.response or t.lower().rstrip("?") in ex.response for t in same)
+            assert not any(t in ex.response or t.lower().rstrip("?") in ex.response for t in other)
 
 
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
