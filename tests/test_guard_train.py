@@ -146,6 +146,15 @@ def test_synthetic_responses_are_unsafe_only_when_a_harmful_request_is_answered(
             assert not any(t in ex.response or t.lower().rstrip("?") in ex.response for t in other)
 
 
+def test_generated_harms_come_with_harmless_look_alikes() -> None:
+    rows = augment([], random.Random(0), 0, 0)  # only the template-generated sets
+    for subject in ("Muslims", "old people", "address", "social security number", "system prompt", "kill"):
+        labels = {ex.label for ex in rows if subject.lower() in ex.text.lower()}
+        assert labels == {0, 1}, subject  # the subject alone never decides the label
+    weights = dict(zip((ex.source for ex in rows), sample_weights(rows, source_cap=10_000)))
+    assert weights["augmented/extraction"] > weights["augmented/harmful-plain"]  # rare harms are sampled more
+
+
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
     rows = load_jsonl(tiny_data / "slice.jsonl", "input")[:6]
     tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
