@@ -16,6 +16,7 @@ check of that model costs a few milliseconds of compute (the latency in the mode
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
@@ -136,8 +137,12 @@ def answer_hidden(model: RWKV7, batch: Batch, positions: torch.Tensor) -> torch.
     return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
 
-def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens]) -> tuple[torch.Tensor, int]:
-    """Cross-entropy on the answer token (predicted at the last prompt token) and on the newline after it."""
+def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: float = 1.0) -> tuple[torch.Tensor, int]:
+    """Cross-entropy on the answer token (predicted at the last prompt token) and on the newline after it.
+
+    `unsafe_weight` > 1 counts a missed unsafe message more than a false alarm: it moves the decision boundary
+    toward blocking by about log(unsafe_weight) in logit, for messages unlike anything in the training data.
+    """
     b, toks = batch
     n = b.lengths
     pos = torch.stack([n - 2, n - 1], dim=1)
@@ -145,7 +150,9 @@ def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens]) -> tuple[torch.Te
     answer = torch.where(b.labels.bool(), toks.block, toks.allow)
     targets = torch.stack([answer, torch.full_like(answer, toks.end)], dim=1)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(-1, 2)
-    return loss[:, 0].mean() + 0.1 * loss[:, 1].mean(), int(b.lengths.sum()) + b.prefix.shape[1]
+    weight = torch.where(b.labels.bool(), unsafe_weight, 1.0)
+    answer_loss = (loss[:, 0] * weight).sum() / weight.sum()
+    return answer_loss + 0.1 * loss[:, 1].mean(), int(b.lengths.sum()) + b.prefix.shape[1]
 
 
 @torch.no_grad()
@@ -228,6 +235,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unsafe-weight", type=float, default=1.0,
+                   help="loss weight of unsafe examples (>1 leans toward blocking what the guard is unsure of)")
     p.add_argument("--max-tokens", type=int, default=128, help="longer messages keep their head and tail (training only)")
     p.add_argument("--source-cap", type=int, default=2000, help="most rows any one source contributes per epoch")
     p.add_argument("--augment", type=int, default=3000, help="polite-wrapped rows per label (lists: half as many)")
@@ -286,7 +295,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     settings = {k: str(v) for k, v in vars(args).items() if k not in ("no_progress", "no_eval", "threads", "checkpoint_every")}
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s, %.2fM parameters", model.config, n_params / 1e6)
-    losses = train(model, plan, guard_loss, cfg, args.out, extra=settings, progress=not args.no_progress)
+    loss_fn = functools.partial(guard_loss, unsafe_weight=args.unsafe_weight)
+    losses = train(model, plan, loss_fn, cfg, args.out, extra=settings, progress=not args.no_progress)
 
     info = {
         "guard": {

@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import make_encoder
 from rwkv7_provider.model.rwkv7 import RWKV7
+from rwkv7_provider.model.train import init_weights
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
@@ -87,11 +88,11 @@ def test_same_seed_same_weights_and_resume_matches(tiny_data: Path, tmp_path: Pa
     calls = {"n": 0}
     real_loss = guard_train.guard_loss
 
-    def crashing_loss(model, batch):
+    def crashing_loss(model, batch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_loss(model, batch)
+        return real_loss(model, batch, **kwargs)
 
     monkeypatch.setattr(guard_train, "guard_loss", crashing_loss)
     with pytest.raises(KeyboardInterrupt):
@@ -164,6 +165,22 @@ def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> No
         ids = batch.prefix[0].tolist() + batch.suffix[i, : batch.lengths[i]].tolist()
         answer = " Yes" if ex.label else " No"
         assert tok.decode(ids) == prompt_for(ex, SELF_CHECK_INPUT) + answer
+
+
+def test_unsafe_weight_only_reweights_unsafe_rows(tiny_data: Path) -> None:
+    rows = load_jsonl(tiny_data / "slice.jsonl", "input")
+    mixed = [next(r for r in rows if r.label), *[r for r in rows if not r.label][:3]]
+    tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
+    toks = guard_train.GuardTokens(tok)
+    model = RWKV7(guard_train.small_config(1, 64, tok.get_vocab_size()))
+    init_weights(model, 0)
+
+    def loss(examples, weight):
+        return guard_train.guard_loss(model, (guard_train.encode_checks(examples, SELF_CHECK_INPUT, toks, 64, True),
+                                              toks), unsafe_weight=weight)[0].item()
+
+    assert loss(mixed, 3.0) != pytest.approx(loss(mixed, 1.0))
+    assert loss(mixed[1:], 3.0) == pytest.approx(loss(mixed[1:], 1.0))  # no unsafe row: nothing changes
 
 
 def test_bad_data_is_reported_with_its_line(tmp_path: Path) -> None:
