@@ -9,7 +9,7 @@ import pytest
 
 from rwkv7_provider import guard_eval, guard_train
 from rwkv7_provider.guard_data import Example
-from rwkv7_provider.guard_eval import DEFAULT_GUARD, auroc, metrics
+from rwkv7_provider.guard_eval import auroc, metrics
 from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT, render
 
 ROWS = [
@@ -58,7 +58,6 @@ def test_eval_guard_cli_reports_guard_and_baseline(tmp_path: Path, capsys) -> No
     assert "Mean latency per warm check" in out
 
 
-@pytest.mark.skipif(not (DEFAULT_GUARD / "model.safetensors").is_file(), reason="embedded guard not built yet")
 def test_shipped_guard_answers_unambiguous_cases() -> None:
     """The embedded guard, through the provider's engine, on messages no policy could disagree about."""
     from rwkv7_provider.engine import get_engine
