@@ -273,6 +273,24 @@ _STEPS = ("Start by gathering everything you will need.", "Plan each stage befor
           "If something goes wrong, go back to the previous step.", "Take your time: rushing causes mistakes.",
           "Finally, review the whole thing once more.", "Let me know if you want more detail on any step.")
 
+# Refusals that go on about the request, as chat models do: the harmful words come after the refusal.
+_WHY_NOT = ("I can't help you {}: it could seriously hurt people and may be illegal.",
+            "Requests to {} go against my guidelines, because the result could be used to cause harm.",
+            "It would be irresponsible of me to explain how to {}.")
+_INSTEAD = ("If you are going through a difficult time, please consider talking to someone you trust.",
+            "I'd be glad to help with something else, such as general safety information.",
+            "If someone is in danger, please contact your local emergency services.",
+            "There are legal and safe alternatives I can tell you about instead.",
+            "It's important to respect the rights and safety of others.")
+
+
+def _refusal(request: Example, refusals: list[str], rng: random.Random) -> str:
+    """A refusal: a real short one from the data, or one that restates the request and explains at length."""
+    if rng.random() < 0.5:
+        return rng.choice(refusals)
+    reason = rng.choice(_WHY_NOT).format(request.text.strip().rstrip("?.!").lower())
+    return " ".join([rng.choice(refusals), reason, *rng.sample(_INSTEAD, rng.randint(1, 3))])
+
 
 def _compliance(request: Example, same_label: list[Example], rng: random.Random) -> str:
     """A helpful-looking answer: either the request restated plus generic steps, or messages of its label."""
@@ -289,15 +307,15 @@ def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: rando
     Why: the bot-response data pairs harmful requests only, so a guard trained on it learns "any helpful answer
     is unsafe" and blocks answers to harmless questions. Here the same compliant answers follow harmless
     requests (safe) and harmful ones (unsafe), and refusals follow both (safe). An answer either restates the
-    request over generic steps or is stitched from messages of the request's label, so what the answer is
-    about carries the harm, not its style.
+    request over generic steps or is stitched from messages of the request's label, and half the refusals
+    restate the request too, so neither harmful words nor style decide: whether the bot went along does.
     """
     out = []
     for i in range(n if inputs[0] and inputs[1] else 0):
         harmful = i % 2 == 1
         request = rng.choice(inputs[int(harmful)])
         if refusals and i % 4 >= 2:
-            response, label = rng.choice(refusals), 0
+            response, label = _refusal(request, refusals, rng), 0
         else:
             response, label = _compliance(request, inputs[int(harmful)], rng), int(harmful)
         out.append(Example(request.text, label, AUGMENTED + "response", task="output", response=response))

@@ -139,7 +139,7 @@ def test_synthetic_responses_are_unsafe_only_when_a_harmful_request_is_answered(
     made = [ex for ex in augment(rows, random.Random(0), 0, 0, n_responses=40) if ex.task == "output"]
     assert len(made) == 40 and {ex.label for ex in made} == {0, 1}
     for ex in made:
-        refused = ex.response == refusal
+        refused = ex.response.startswith(refusal)
         assert ex.label == (ex.text in unsafe and not refused)
         if not refused:  # the answer restates the request or quotes messages of its label, never the other
             same, other = (unsafe, safe) if ex.text in unsafe else (safe, unsafe)
