@@ -31,7 +31,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 log = logging.getLogger("gpu_check")
 
@@ -132,19 +131,9 @@ def import_package() -> None:
 
 
 def make_inputs(B, T, H, dtype, device, with_state=True, seed=0):
-    """Inputs shaped like the model builds them: log decay in [-0.6065, 0], a = -kk, b = kk * iclr."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    shape = (B, T, H, N)
+    from rwkv7_provider.kernels.testing import wkv7_inputs
 
-    def randn(*s):
-        return torch.randn(*s, generator=g)
-
-    w = -0.6065 * torch.sigmoid(randn(*shape))
-    kk = F.normalize(randn(*shape), dim=-1)
-    a, b = -kk, kk * torch.sigmoid(randn(*shape))
-    r, k, v = (randn(*shape) * 0.5 for _ in range(3))
-    state = randn(B, H, N, N).mul(0.5).to(device) if with_state else None
-    return [t.to(device=device, dtype=dtype) for t in (r, w, k, v, a, b)], state
+    return wkv7_inputs(B, T, H, N, dtype=dtype, device=device, with_state=with_state, seed=seed)
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -14,6 +14,7 @@ import torch
 from rwkv7_provider.kernels import wkv7
 from rwkv7_provider.kernels.chunk import wkv7_chunk
 from rwkv7_provider.kernels.reference import wkv7_reference
+from rwkv7_provider.kernels.testing import wkv7_inputs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,18 +27,8 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def make_inputs(B: int, T: int, H: int, N: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """r, w, k, v, a, b built the way the RWKV-7 time-mix block builds them (see RWKV7_SPEC.md)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def randn(scale: float = 1.0) -> torch.Tensor:
-        return torch.randn(B, T, H, N, generator=gen) * scale
-
-    w = -0.6065306597 * torch.sigmoid(randn())  # log decay in [-0.6065, 0]
-    kk = torch.nn.functional.normalize(randn(), dim=-1)  # L2-normalised per head
-    a = -kk
-    b = kk * torch.sigmoid(randn())  # kk * in-context learning rate
-    return randn(0.5), w, randn(0.8), randn(1.0), a, b
+def make_inputs(B: int, T: int, H: int, N: int, seed: int = 0) -> list[torch.Tensor]:
+    return wkv7_inputs(B, T, H, N, seed=seed, with_state=False)[0]
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:

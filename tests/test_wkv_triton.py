@@ -20,7 +20,6 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 triton = pytest.importorskip("triton", reason="triton is not installed; the Triton WKV kernels cannot run")
 from triton.runtime.interpreter import InterpretedFunction
@@ -32,6 +31,7 @@ if not isinstance(triton.language.cdiv, InterpretedFunction):
     )
 
 from rwkv7_provider.kernels import triton_chunk, triton_ops, wkv7, wkv7_decode_, wkv7_reference
+from rwkv7_provider.kernels.testing import wkv7_inputs
 
 H, N = 2, 64
 FP32_TOL = 2e-5
@@ -39,19 +39,7 @@ BF16_TOL = 1e-2
 
 
 def make_inputs(B, T, *, dtype=torch.float32, with_state=True, seed=0, heads=H):
-    """Inputs shaped like the model builds them: log decay in [-0.6065, 0], a = -kk, b = kk * iclr."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (B, T, heads, N)
-
-    def randn(*s):
-        return torch.randn(*s, generator=g)
-
-    w = -0.6065 * torch.sigmoid(randn(*shape))
-    kk = F.normalize(randn(*shape), dim=-1)
-    a, b = -kk, kk * torch.sigmoid(randn(*shape))
-    r, k, v = (randn(*shape) * 0.5 for _ in range(3))
-    state = randn(B, heads, N, N) * 0.5 if with_state else None
-    return [t.to(dtype) for t in (r, w, k, v, a, b)], state
+    return wkv7_inputs(B, T, heads, N, dtype=dtype, with_state=with_state, seed=seed)
 
 
 def assert_close(actual, expected, tol, what=""):
