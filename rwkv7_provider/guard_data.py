@@ -284,11 +284,16 @@ _INSTEAD = ("If you are going through a difficult time, please consider talking 
             "It's important to respect the rights and safety of others.")
 
 
+def _restated(request: Example) -> str:
+    """The request as an answer quotes it: "how do I X?" -> "how do i x"."""
+    return request.text.strip().rstrip("?.!").lower()
+
+
 def _refusal(request: Example, refusals: list[str], rng: random.Random) -> str:
     """A refusal: a real short one from the data, or one that restates the request and explains at length."""
     if rng.random() < 0.5:
         return rng.choice(refusals)
-    reason = rng.choice(_WHY_NOT).format(request.text.strip().rstrip("?.!").lower())
+    reason = rng.choice(_WHY_NOT).format(_restated(request))
     return " ".join([rng.choice(refusals), reason, *rng.sample(_INSTEAD, rng.randint(1, 3))])
 
 
@@ -296,8 +301,7 @@ def _compliance(request: Example, same_label: list[Example], rng: random.Random)
     """A helpful-looking answer: either the request restated plus generic steps, or messages of its label."""
     if rng.random() < 0.5:
         steps = rng.sample(_STEPS, rng.randint(3, 6))
-        return (rng.choice(_ECHO).format(request.text.strip().rstrip("?.!").lower())
-                + "\n".join(f"{k + 1}. {t}" for k, t in enumerate(steps)))
+        return rng.choice(_ECHO).format(_restated(request)) + "\n".join(f"{k + 1}. {t}" for k, t in enumerate(steps))
     return rng.choice(_COMPLY) + "\n".join(rng.choice(same_label).text for _ in range(rng.randint(1, 6)))
 
 
@@ -324,7 +328,7 @@ def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: rando
 
 def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_lists: int,
             n_responses: int = 0) -> list[Example]:
-    """New input-task examples whose framing is label-neutral: the label always follows the content.
+    """New examples whose framing is label-neutral: the label always follows the content.
 
     - polite wrappers around safe and unsafe messages alike (`n_wrapped` of each label);
     - numbered lists of 2-5 messages: unsafe when any item is unsafe, so a long, harmless-looking list with
@@ -378,9 +382,8 @@ def length_bin(ex: Example) -> int:
 def sample_weights(examples: Sequence[Example], source_cap: int, max_upweight: float = 4.0) -> list[float]:
     """Per-row sampling weight: each (source, label) contributes at most `source_cap` rows in expectation (safe
     and offensive tweets alike, so tweet style does not predict the label), safe hard negatives and rare harms
-    are boosted,
-    then the two labels get equal weight inside every (task, length bin), upweighting a rare label at most
-    `max_upweight`x."""
+    are boosted, then the two labels get equal weight inside every (task, length bin), upweighting a rare
+    label at most `max_upweight`x."""
     per_source = defaultdict(int)
     for ex in examples:
         per_source[(ex.source, ex.label)] += 1
