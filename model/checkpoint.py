@@ -81,7 +81,7 @@ def hf_to_blink(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         lora = re.fullmatch(r"([wavg])_lora\.(.+)", rest)
         if lora and lora.group(2) in HF_LORA:
             idx = HF_LORA[lora.group(2)]
-            rest, t = f"{lora.group(1)}{idx}", (t if idx == "0" else t.t())
+            rest, t = f"{lora.group(1)}{idx}", (t if idx == "0" else t.t().contiguous())
         elif part == "att":
             head, _, tail = rest.partition(".")
             rest = f"{HF_PROJ.get(head, head)}{'.' + tail if tail else ''}"
