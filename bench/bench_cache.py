@@ -21,11 +21,9 @@ import argparse
 import logging
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from rwkv7_provider.model import RWKV7, RWKV7Config
@@ -66,8 +64,7 @@ def messages(n: int, seed: int) -> list[str]:
 
 def random_model(seed: int = 0) -> RWKV7:
     """The 0.1B World shape with the test suite's random weights (lively activations, no NaNs)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import random_state_dict
+    from rwkv7_provider.testing import random_state_dict
 
     config = RWKV7Config(**SHAPE)
     with torch.device("meta"):

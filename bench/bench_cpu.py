@@ -29,9 +29,9 @@ SHAPE = {"n_layer": 12, "n_embd": 768, "vocab_size": 65536, "head_size": 64, "di
 
 def build_checkpoint(path: Path) -> None:
     """Random weights of the 0.1B shape, written as a BlinkDL .pth (what both sides can load)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import random_state_dict  # the test suite's random-checkpoint builder
     from rwkv7_provider.model import RWKV7Config
+
+    from rwkv7_provider.testing import random_state_dict
 
     torch.save(random_state_dict(RWKV7Config(**SHAPE), seed=0), path)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL, random_state_dict
 from rwkv7_provider.model import RWKV7, CheckpointError
+
+from rwkv7_provider.testing import SMALL, random_state_dict
 
 
 def test_rwkv6_checkpoint_is_refused(tmp_path):

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import random_state_dict
 from rwkv7_provider.model import RWKV7, RWKV7Config
 from rwkv7_provider.model.tokenizer import ByteStreamDecoder, Tokenizer
 
 from rwkv7_provider import engine as engine_module
 from rwkv7_provider.engine import Engine, get_engine, resolve_model_path, stable_prefix, template_prefix
 from rwkv7_provider.sampling import Sampler, SamplingParams
+from rwkv7_provider.testing import random_state_dict
 
 
 class MergeTokenizer(Tokenizer):

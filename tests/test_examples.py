@@ -1,6 +1,6 @@
 """Every example runs as written (as a subprocess), on tiny checkpoints passed with --model.
 
-`allow` / `block` are guards rigged to answer "No" / "Yes" (helpers.py), so the printed verdicts are known.
+`allow` / `block` are guards rigged to answer "No" / "Yes" (rwkv7_provider.testing), so the printed verdicts are known.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_checkpoint
+
+from rwkv7_provider.testing import make_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SYNONYMS, make_encoder
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from rwkv7_provider import guard_embed
 from rwkv7_provider.guard_embed import EmbedInitError, encoder_dir, pretrained_embeddings
 from rwkv7_provider.guard_train import train_tokenizer
+from rwkv7_provider.testing import SYNONYMS, make_encoder
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_encoder
 from rwkv7_provider.model.rwkv7 import RWKV7
 from rwkv7_provider.model.train import init_weights
 from safetensors.torch import load_file
@@ -36,6 +35,7 @@ from rwkv7_provider.guard_prompts import (
     render,
     split_template,
 )
+from rwkv7_provider.testing import make_encoder
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "guard"
 TINY_ARGS = ["--layers", "1", "--width", "64", "--vocab-size", "400", "--batch-size", "4", "--augment", "8", "--augment-responses", "8",

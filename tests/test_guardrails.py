@@ -1,6 +1,6 @@
 """The `rwkv7` NeMo Guardrails provider with the real nemoguardrails package, offline, on tiny checkpoints.
 
-`allow` / `block` are guards rigged to answer "No" / "Yes" whatever the message (see helpers.py), so the
+`allow` / `block` are guards rigged to answer "No" / "Yes" whatever the message (see rwkv7_provider.testing), so the
 rail outcomes are deterministic; `chat` is a plain random model for the main LLM.
 """
 
@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import make_checkpoint
 from nemoguardrails import LLMRails, RailsConfig
 from nemoguardrails.integrations.langchain.llm_adapter import LangChainLLMAdapter
 from nemoguardrails.llm.frameworks import get_framework
@@ -32,6 +31,7 @@ from rwkv7_provider.engine import get_engine
 from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT, render
 from rwkv7_provider.guardrails import RWKV7Model, register
 from rwkv7_provider.params import ParameterError, parse_provider_parameters
+from rwkv7_provider.testing import make_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REFUSAL = "I'm sorry, I can't respond to that."

@@ -1,6 +1,6 @@
 """`RWKV7LLM` and `ChatRWKV7` with langchain-core 1.x: standard suites, consistency, chains, tools, agents.
 
-Real runs use tiny random checkpoints (helpers.py): their text is noise, but greedy decoding makes it
+Real runs use tiny random checkpoints (rwkv7_provider.testing): their text is noise, but greedy decoding makes it
 deterministic, so invoke / stream / batch / async must agree exactly. Tool-calling logic is tested with a
 scripted engine (fixed completions), since random weights cannot follow the tool protocol.
 """
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_checkpoint
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -33,6 +32,7 @@ from rwkv7_provider import RWKV7LLM, ChatRWKV7
 from rwkv7_provider.chat_format import render_chat
 from rwkv7_provider.engine import Generation, get_engine
 from rwkv7_provider.params import ParameterError
+from rwkv7_provider.testing import make_checkpoint
 
 
 @functools.cache

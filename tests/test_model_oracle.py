@@ -12,8 +12,9 @@ import os
 
 import pytest
 import torch
-from conftest import SMALL, WIDER, random_state_dict
 from rwkv7_provider.model import RWKV7, RWKV7State
+
+from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
 
 os.environ["RWKV_V7_ON"] = "1"
 os.environ["RWKV_CUDA_ON"] = "0"

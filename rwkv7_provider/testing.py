@@ -1,31 +1,78 @@
-"""Tiny self-contained RWKV-7 checkpoints for the provider tests (and the examples' smoke tests).
+"""Tiny self-contained RWKV-7 checkpoints for tests, benchmarks and smoke runs: nothing is downloaded.
 
-A checkpoint directory = config.json + model.safetensors (random weights) + tokenizer.json (a byte-level BPE
-trained here on the guard prompts and a few sentences). Nothing is downloaded.
+`random_state_dict` gives BlinkDL-named random weights for any config. `make_checkpoint` writes a model directory
+(config.json + model.safetensors + a byte-level BPE tokenizer.json trained here on the guard prompts).
+`favour="No"` (or any text) rigs the model so those tokens win at every position: `ln_out` gets a constant unit
+along one channel and only the favoured tokens' head rows read that channel. A guard built that way
+deterministically allows (favour "No") or blocks (favour "Yes") whatever the message. `make_encoder` writes a
+stand-in BERT encoder for the guard's embedding init.
 
-`favour="No"` (or any text) rigs the model so those tokens win at every position: `ln_out` gets a constant
-unit along one channel and only the favoured tokens' head rows read that channel. A guard built that way
-deterministically allows (favour "No") or blocks (favour "Yes") whatever the message.
-
-Run as a script (`python tests/helpers.py DIR [--favour No]`) it writes one checkpoint, for CI smoke runs.
+Run as a module (`python -m rwkv7_provider.testing DIR [--favour No]`) it writes one checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from .guard_prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
+from .model import RWKV7, RWKV7Config
+from .model.checkpoint import expected_shapes
 
-from conftest import random_state_dict
-from rwkv7_provider.model import RWKV7, RWKV7Config
+SMALL = RWKV7Config(n_layer=2, n_embd=128, vocab_size=300, head_size=64, dim_w=16, dim_a=8, dim_v=8, dim_g=32)
+WIDER = RWKV7Config(n_layer=3, n_embd=192, vocab_size=500, head_size=64, dim_w=24, dim_a=16, dim_v=12, dim_g=48)
 
-from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
+
+def random_state_dict(config: RWKV7Config, seed: int = 0, layer0_v: bool = False) -> dict[str, torch.Tensor]:
+    """BlinkDL-named random weights with scales that keep activations lively (no trained model needed).
+
+    `layer0_v` adds the unused layer-0 v0/v1/v2 tensors that some released files carry.
+    """
+    g = torch.Generator().manual_seed(seed)
+    C = config.n_embd
+
+    def rand(shape, scale=1.0, offset=0.0):
+        return torch.randn(shape, generator=g) * scale + offset
+
+    sd: dict[str, torch.Tensor] = {}
+    for name, shape in expected_shapes(config).items():
+        leaf = name.rsplit(".", 1)[-1] if not name.endswith((".weight", ".bias")) else name.split(".")[-2]
+        if name.endswith(".bias"):
+            t = rand(shape, 0.1)
+        elif leaf in ("ln0", "ln1", "ln2", "ln_x", "ln_out"):
+            t = rand(shape, 0.1, 1.0)
+        elif leaf.startswith("x_"):
+            t = torch.rand(shape, generator=g)
+        elif leaf in ("w0", "a0", "v0"):
+            t = rand(shape, 0.5)
+        elif leaf in ("w1", "a1", "v1", "g1", "w2", "a2", "v2", "g2"):
+            t = rand(shape, 0.1)
+        elif leaf == "k_k":
+            t = rand(shape, 0.1, 0.85)
+        elif leaf == "k_a":
+            t = rand(shape, 0.1, 1.0)
+        elif leaf == "r_k":
+            t = rand(shape, 0.3)
+        elif leaf == "emb":
+            t = rand(shape, 1.0)
+        else:  # square and FFN matrices, head
+            t = rand(shape, 1.0 / shape[1] ** 0.5)
+        sd[name] = t.float()
+    if layer0_v:
+        D = config.dim_v
+        sd["blocks.0.att.v0"] = rand((1, 1, C), 0.5)
+        sd["blocks.0.att.v1"] = rand((C, D), 0.1)
+        sd["blocks.0.att.v2"] = rand((D, C), 0.1)
+    return sd
+
+
+SMALL = RWKV7Config(n_layer=2, n_embd=128, vocab_size=300, head_size=64, dim_w=16, dim_a=8, dim_v=8, dim_g=32)
+WIDER = RWKV7Config(n_layer=3, n_embd=192, vocab_size=500, head_size=64, dim_w=24, dim_a=16, dim_v=12, dim_g=48)
+
 
 VOCAB = 320
 TINY = RWKV7Config(n_layer=2, n_embd=64, vocab_size=VOCAB, head_size=64, dim_w=8, dim_a=8, dim_v=8, dim_g=16)
