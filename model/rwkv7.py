@@ -53,9 +53,16 @@ class TimeMix(nn.Module):
         self.ln_x = nn.GroupNorm(H, C, eps=64e-5)
 
     def forward(
-        self, x: torch.Tensor, x_prev: torch.Tensor, wkv_state: torch.Tensor, v_first: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        x_prev: torch.Tensor,
+        wkv_state: torch.Tensor,
+        v_first: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: LN1 output [B, T, C]. Returns (output [B, T, C], new WKV state, v_first)."""
+        """x: LN1 output [B, T, C]; mask [B, T] (True = real token) or None. Returns (output [B, T, C],
+        new WKV state, v_first). Masked positions feed the WKV identity tokens (log decay 0, k = v = a = b = 0),
+        which leave the state exactly as it was: right padding never changes a row's result."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
         dx = token_shift(x, x_prev)
@@ -80,9 +87,11 @@ class TimeMix(nn.Module):
 
         heads = (B, T, H, N)
         iclr_f = iclr.float().view(heads)
-        y, wkv_state = wkv7(
-            r.view(heads), log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f, wkv_state
-        )
+        w_in, k_in, v_in, a_in, b_in = log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f
+        if mask is not None:
+            keep = mask.view(B, T, 1, 1)
+            w_in, k_in, v_in, a_in, b_in = (t * keep for t in (w_in, k_in, v_in, a_in, b_in))
+        y, wkv_state = wkv7(r.view(heads), w_in, k_in, v_in, a_in, b_in, wkv_state)
         y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
         bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True) * v.view(heads)
         y = y + bonus.view(B, T, C)
@@ -121,14 +130,26 @@ class Block(nn.Module):
         att_x_prev: torch.Tensor,
         wkv_state: torch.Tensor,
         ffn_x_prev: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Returns (x, v_first, (att_x_prev, wkv, ffn_x_prev) after the last token)."""
+        """Returns (x, v_first, (att_x_prev, wkv, ffn_x_prev) after each row's last real token).
+
+        mask [B, T] and last [B] (index of each row's last real token) describe right padding; None = none.
+        """
         xa = self.ln1(x)
-        dx, wkv_state, v_first = self.att(xa, att_x_prev, wkv_state, v_first)
+        dx, wkv_state, v_first = self.att(xa, att_x_prev, wkv_state, v_first, mask)
         x = x + dx
         xf = self.ln2(x)
         x = x + self.ffn(xf, ffn_x_prev)
-        return x, v_first, (xa[:, -1], wkv_state, xf[:, -1])
+        return x, v_first, (_at(xa, last), wkv_state, _at(xf, last))
+
+
+def _at(x: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+    """x[b, last[b]] for every row ([B, C]); the final position when `last` is None."""
+    if last is None:
+        return x[:, -1]
+    return x[torch.arange(x.shape[0], device=x.device), last]
 
 
 class RWKV7(nn.Module):
@@ -170,7 +191,9 @@ class RWKV7(nn.Module):
 
         save_pretrained(self, directory, **kwargs)
 
-    def check_input(self, input_ids: torch.Tensor, state: RWKV7State | None) -> None:
+    def check_input(
+        self, input_ids: torch.Tensor, state: RWKV7State | None, lengths: torch.Tensor | None = None
+    ) -> None:
         """Clear errors for the mistakes a caller can make, before anything reaches torch internals."""
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError("input_ids must be an integer tensor of shape [B, T]")
@@ -183,22 +206,54 @@ class RWKV7(nn.Module):
             raise ValueError(f"token id out of range: ids must lie in [0, {self.config.vocab_size}), got {lo}..{hi}")
         if state is not None and state.batch_size != input_ids.shape[0]:
             raise ValueError(f"state has batch {state.batch_size} but input_ids has batch {input_ids.shape[0]}")
+        if lengths is not None:
+            B, T = input_ids.shape
+            if lengths.shape != (B,) or lengths.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"lengths must be an integer tensor of shape [{B}], got {tuple(lengths.shape)}")
+            if int(lengths.min()) < 1 or int(lengths.max()) > T:
+                raise ValueError(f"lengths must lie in [1, {T}] (the padded length), got {lengths.tolist()}")
 
     def forward_hidden(
-        self, input_ids: torch.Tensor, state: RWKV7State | None = None
+        self, input_ids: torch.Tensor, state: RWKV7State | None = None, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, RWKV7State]:
-        """Final hidden states after ln_out ([B, T, C]) and the new state; the head is left to the caller."""
-        self.check_input(input_ids, state)
+        """Final hidden states after ln_out ([B, T, C]) and the new state; the head is left to the caller.
+
+        `lengths` [B]: rows are right-padded to T and row b has lengths[b] real tokens. Each row's new state is
+        exactly the state after its own tokens, and positions past a row's length hold meaningless values.
+        """
+        self.check_input(input_ids, state, lengths)
         if state is None:
             state = self.zero_state(input_ids.shape[0])
+        mask = last = None
+        if lengths is not None and int(lengths.min()) < input_ids.shape[1]:
+            lengths = lengths.to(input_ids.device)
+            mask = torch.arange(input_ids.shape[1], device=input_ids.device) < lengths[:, None]
+            last = lengths - 1
         x = self.blocks[0].ln0(self.emb(input_ids))
         v_first = None
         new = []
         for i, block in enumerate(self.blocks):
-            x, v_first, layer_state = block(x, v_first, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i])
+            x, v_first, layer_state = block(
+                x, v_first, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], mask, last
+            )
             new.append(layer_state)
         att, wkv, ffn = (torch.stack(parts) for parts in zip(*new))
         return self.ln_out(x), RWKV7State(att, wkv, ffn)
+
+    def decode_step(self, input_ids: torch.Tensor, state: RWKV7State) -> torch.Tensor:
+        """One token per row (input_ids [B]), updating `state` IN PLACE; returns the hidden states [B, C].
+
+        The serving hot path: no input checks and no host synchronisation, so it can run back to back on an
+        accelerator (and be captured as a CUDA graph). The caller owns `state` (never a cached snapshot) and
+        validates the ids.
+        """
+        x = self.blocks[0].ln0(self.emb(input_ids.view(-1, 1)))
+        v_first = None
+        for i, block in enumerate(self.blocks):
+            x, v_first, layer_state = block(x, v_first, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i])
+            for buffer, value in zip((state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i]), layer_state):
+                buffer.copy_(value)
+        return self.ln_out(x)[:, 0]
 
     def forward(
         self, input_ids: torch.Tensor, state: RWKV7State | None = None, *, last_only: bool = False

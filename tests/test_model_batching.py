@@ -1,0 +1,56 @@
+"""Batched model calls equal per-row calls: right-padded prefill with `lengths`, and the in-place decode step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rwkv7_provider.model import RWKV7
+from rwkv7_provider.testing import SMALL, random_state_dict
+
+
+@pytest.fixture(scope="module")
+def model() -> RWKV7:
+    with torch.device("meta"):
+        m = RWKV7(SMALL)
+    m.load_state_dict(random_state_dict(SMALL, seed=3), assign=True)
+    return m.eval().requires_grad_(False)
+
+
+def _ids(n: int, seed: int) -> list[int]:
+    return torch.randint(1, SMALL.vocab_size, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@pytest.mark.parametrize("impl", ["chunk", "reference"])
+def test_right_padding_leaves_each_row_exact(model, impl, monkeypatch) -> None:
+    monkeypatch.setenv("RWKV7_WKV_IMPL", impl)
+    rows = [_ids(n, seed) for seed, n in enumerate((7, 40, 1, 33))]
+    _, start = model.forward_hidden(torch.tensor([_ids(5, 9)] * len(rows)))  # a non-zero starting state
+    T = max(map(len, rows))
+    padded = torch.tensor([r + [0] * (T - len(r)) for r in rows])
+    hidden, state = model.forward_hidden(padded, start, lengths=torch.tensor([len(r) for r in rows]))
+    for b, r in enumerate(rows):
+        want_hidden, want = model.forward_hidden(torch.tensor([r]), start.select(b))
+        torch.testing.assert_close(hidden[b, : len(r)], want_hidden[0], atol=1e-5, rtol=1e-5)
+        for got_t, want_t in zip(state.select(b).tensors(), want.tensors()):
+            torch.testing.assert_close(got_t, want_t, atol=1e-5, rtol=1e-5)
+
+
+def test_lengths_are_checked(model) -> None:
+    ids = torch.tensor([_ids(4, 0), _ids(4, 1)])
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        model.forward_hidden(ids, lengths=torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="lengths must be an integer tensor"):
+        model.forward_hidden(ids, lengths=torch.tensor([4]))
+
+
+def test_decode_step_updates_state_in_place(model) -> None:
+    prompt = torch.tensor([_ids(12, 4), _ids(12, 5)])
+    _, state = model.forward_hidden(prompt)
+    buffers = state.clone()
+    next_ids = torch.tensor([17, 250])
+    want_hidden, want = model.forward_hidden(next_ids.view(2, 1), state)
+    got = model.decode_step(next_ids, buffers)
+    torch.testing.assert_close(got, want_hidden[:, 0], atol=1e-6, rtol=1e-6)
+    for got_t, want_t in zip(buffers.tensors(), want.tensors()):
+        torch.testing.assert_close(got_t, want_t, atol=1e-6, rtol=1e-6)
