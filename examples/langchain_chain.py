@@ -18,7 +18,7 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 from rwkv7_provider import RWKV7LLM, ChatRWKV7
-from rwkv7_provider.guard_prompts import ANSWER_BLOCK, SELF_CHECK_INPUT
+from rwkv7_provider.guard.prompts import ANSWER_BLOCK, SELF_CHECK_INPUT
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     guard = RWKV7LLM(model=args.model, choices=["Yes", "No"])
-    guard.engine.prewarm_templates([SELF_CHECK_INPUT])  # prefill the fixed policy text once, up front
+    guard.client.engine.prewarm_templates([SELF_CHECK_INPUT])  # prefill the fixed policy text once, up front
     check = (
         PromptTemplate.from_template(SELF_CHECK_INPUT.replace("{{ user_input }}", "{user_input}"))
         | guard
@@ -54,7 +54,7 @@ def main() -> None:
     for delta in chat.stream({"question": questions[0]}):
         print(delta, end="", flush=True)
     print()
-    stats = guard.engine.cache_stats()
+    stats = guard.client.engine.cache_stats()
     print(
         f"[cache] {stats['hits']} hits, {stats['tokens_reused']} prompt tokens reused, {stats['tokens_computed']} computed"
     )

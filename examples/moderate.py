@@ -19,7 +19,7 @@ os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")  # everything stays
 
 from nemoguardrails import LLMRails, RailsConfig
 
-from rwkv7_provider.engine import get_engine
+from rwkv7_provider.runtime.registry import get_engine
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "moderation"
 MESSAGES = [

@@ -19,7 +19,7 @@ from nemoguardrails import LLMRails, RailsConfig
 from nemoguardrails.llm.providers import get_provider_names
 
 import rwkv7_provider.guardrails  # noqa: F401  (registers `rwkv7`)
-from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT
+from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
 
 CONFIG_YAML = """
 models:

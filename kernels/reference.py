@@ -6,7 +6,7 @@ Shapes (all implementations share them):
 Per token, per head (row vectors, S before the update on the right-hand side):
     S = S * exp(w)[None, :] + (S @ a)[:, None] * b[None, :] + v[:, None] * k[None, :]
     y = S @ r
-In RWKV-7, a = -kk and b = kk * iclr (see RWKV7_SPEC.md).
+In RWKV-7, a = -kk and b = kk * iclr (see docs/rwkv7.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Random WKV-7 inputs shaped and scaled the way the RWKV-7 time-mix block builds them (see RWKV7_SPEC.md).
+"""Random WKV-7 inputs shaped and scaled the way the RWKV-7 time-mix block builds them (docs/rwkv7.md).
 
 Shared by the kernel tests and `bench/gpu_check.py`, so every kernel is checked on the same kind of input.
 """

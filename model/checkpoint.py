@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import CheckpointError
 from .config import RWKV7Config
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ HF_TOP = {
     "lm_head.weight": "head.weight",
 }
 HF_LORA = {"lora.0.weight": "1", "lora.2.weight": "2", "lora.2.bias": "0"}
-
-
-class CheckpointError(ValueError):
-    """The file is not a usable RWKV-7 checkpoint; the message says why."""
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

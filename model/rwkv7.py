@@ -1,6 +1,6 @@
 """RWKV-7 ("Goose", x070) in PyTorch: one readable file, parameter names identical to BlinkDL's checkpoints.
 
-The equations are in docs (RWKV7_SPEC.md). Shapes: B batch, T tokens, C = n_embd, H heads of N = 64.
+The equations are in docs/rwkv7.md. Shapes: B batch, T tokens, C = n_embd, H heads of N = 64.
 The WKV recurrence itself lives in `rwkv7_provider.kernels.wkv7` (sequential, chunked or Triton).
 """
 
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from ..kernels import wkv7
 from .config import RWKV7Config
 from .state import RWKV7State
@@ -196,22 +197,22 @@ class RWKV7(nn.Module):
     ) -> None:
         """Clear errors for the mistakes a caller can make, before anything reaches torch internals."""
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError("input_ids must be an integer tensor of shape [B, T]")
+            raise InputError("input_ids must be an integer tensor of shape [B, T]")
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape [B, T], got {tuple(input_ids.shape)}")
+            raise InputError(f"input_ids must have shape [B, T], got {tuple(input_ids.shape)}")
         if input_ids.numel() == 0:
-            raise ValueError("empty input: input_ids has no tokens")
+            raise InputError("empty input: input_ids has no tokens")
         lo, hi = int(input_ids.min()), int(input_ids.max())
         if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"token id out of range: ids must lie in [0, {self.config.vocab_size}), got {lo}..{hi}")
+            raise InputError(f"token id out of range: ids must lie in [0, {self.config.vocab_size}), got {lo}..{hi}")
         if state is not None and state.batch_size != input_ids.shape[0]:
-            raise ValueError(f"state has batch {state.batch_size} but input_ids has batch {input_ids.shape[0]}")
+            raise InputError(f"state has batch {state.batch_size} but input_ids has batch {input_ids.shape[0]}")
         if lengths is not None:
             B, T = input_ids.shape
             if lengths.shape != (B,) or lengths.dtype not in (torch.int64, torch.int32):
-                raise ValueError(f"lengths must be an integer tensor of shape [{B}], got {tuple(lengths.shape)}")
+                raise InputError(f"lengths must be an integer tensor of shape [{B}], got {tuple(lengths.shape)}")
             if int(lengths.min()) < 1 or int(lengths.max()) > T:
-                raise ValueError(f"lengths must lie in [1, {T}] (the padded length), got {lengths.tolist()}")
+                raise InputError(f"lengths must lie in [1, {T}] (the padded length), got {lengths.tolist()}")
 
     def forward_hidden(
         self, input_ids: torch.Tensor, state: RWKV7State | None = None, lengths: torch.Tensor | None = None

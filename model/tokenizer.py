@@ -14,11 +14,9 @@ import codecs
 import functools
 from pathlib import Path
 
+from ..errors import TokenizerError
+
 WORLD_VOCAB_SIZE = 65536
-
-
-class TokenizerError(ValueError):
-    """A tokenizer is missing, unreadable or does not fit the model."""
 
 
 class Tokenizer:

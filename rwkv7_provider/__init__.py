@@ -1,5 +1,10 @@
 """RWKV-7 as a local NeMo Guardrails provider (`rwkv7`) and a LangChain LLM / chat model.
 
+Layers (each folder one layer, imports point down only): `integrations/` (NeMo Guardrails, LangChain) over
+`runtime/` (engine, prefix state cache, options), with `guard/` (the embedded guard's training pipeline and
+weights) beside them; `model/` (RWKV-7 in PyTorch) and `kernels/` (the WKV-7 operator) below; `errors.py`
+holds the one base class `RWKV7Error` of every error the package raises for bad input.
+
 `import rwkv7_provider` is cheap: the public names below are imported on first access, so LangChain-only
 users never pay for nemoguardrails' import (seconds) and nobody pays for torch until a model is used.
 Registering the guardrails provider = `import rwkv7_provider.guardrails` (or `rwkv7_provider.register()`).
@@ -14,33 +19,45 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _EXPORTS = {
-    "Engine": "engine",
-    "get_engine": "engine",
+    "Engine": "runtime.engine",
+    "GenerationOptions": "runtime.options",
+    "get_engine": "runtime.registry",
     "RWKV7Model": "guardrails",
     "register": "guardrails",
     "prewarm_config": "guardrails",
-    "RWKV7LLM": "llms",
-    "ChatRWKV7": "chat_models",
-    "ParameterError": "params",
+    "RWKV7LLM": "integrations.langchain.llms",
+    "ChatRWKV7": "integrations.langchain.chat_models",
+    "RWKV7Error": "errors",
+    "ParameterError": "errors",
+    "CheckpointError": "errors",
+    "TokenizerError": "errors",
+    "InputError": "errors",
 }
 
 __all__ = [
     "RWKV7LLM",
     "ChatRWKV7",
+    "CheckpointError",
     "Engine",
+    "GenerationOptions",
+    "InputError",
     "ParameterError",
+    "RWKV7Error",
     "RWKV7Model",
+    "TokenizerError",
     "get_engine",
     "prewarm_config",
     "register",
 ]
 
 if TYPE_CHECKING:
-    from .chat_models import ChatRWKV7
-    from .engine import Engine, get_engine
+    from .errors import CheckpointError, InputError, ParameterError, RWKV7Error, TokenizerError
     from .guardrails import RWKV7Model, prewarm_config, register
-    from .llms import RWKV7LLM
-    from .params import ParameterError
+    from .integrations.langchain.chat_models import ChatRWKV7
+    from .integrations.langchain.llms import RWKV7LLM
+    from .runtime.engine import Engine
+    from .runtime.options import GenerationOptions
+    from .runtime.registry import get_engine
 
 
 def __getattr__(name: str) -> Any:

@@ -7,10 +7,12 @@ import importlib
 import logging
 import sys
 
+from .errors import RWKV7Error
+
 # name -> (module, help). A module provides build_parser(parser) and run/main-style `main(argv)`.
 COMMANDS = {
-    "train-guard": ("rwkv7_provider.guard_train", "train or fine-tune the embedded RWKV-7 guard"),
-    "eval-guard": ("rwkv7_provider.guard_eval", "evaluate a guard on labeled JSONL next to a TF-IDF baseline"),
+    "train-guard": ("rwkv7_provider.guard.train", "train or fine-tune the embedded RWKV-7 guard"),
+    "eval-guard": ("rwkv7_provider.guard.evaluate", "evaluate a guard on labeled JSONL next to a TF-IDF baseline"),
 }
 
 
@@ -22,13 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv[:1] or ["--help"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    from .guard_data import GuardDataError  # imported late: `--help` must not pay for torch
-    from .guard_embed import EmbedInitError
-    from .model.checkpoint import CheckpointError
-
     try:
         return module.main(argv[1:])
-    except (GuardDataError, EmbedInitError, CheckpointError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+    except (RWKV7Error, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f"rwkv7-provider {argv[0]}: error: {e}", file=sys.stderr)
         return 2
 

@@ -5,7 +5,8 @@
 `favour="No"` (or any text) rigs the model so those tokens win at every position: `ln_out` gets a constant unit
 along one channel and only the favoured tokens' head rows read that channel. A guard built that way
 deterministically allows (favour "No") or blocks (favour "Yes") whatever the message. `make_encoder` writes a
-stand-in BERT encoder for the guard's embedding init.
+stand-in BERT encoder for the guard's embedding init. `MergeTokenizer` and `merge_model` make a byte-level
+tokenizer whose merges straddle a template's end, and a tiny model for it (engine and cache tests).
 
 Run as a module (`python -m rwkv7_provider.testing DIR [--favour No]`) it writes one checkpoint.
 """
@@ -14,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-from .guard_prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
+from .guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
 from .model import RWKV7, RWKV7Config
 from .model.checkpoint import expected_shapes
+from .model.tokenizer import ByteStreamDecoder, Tokenizer
 
 SMALL = RWKV7Config(n_layer=2, n_embd=128, vocab_size=300, head_size=64, dim_w=16, dim_a=8, dim_v=8, dim_g=32)
 WIDER = RWKV7Config(n_layer=3, n_embd=192, vocab_size=500, head_size=64, dim_w=24, dim_a=16, dim_v=12, dim_g=48)
@@ -88,9 +92,9 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(path: Path) -> Tokenizer:
+def build_tokenizer(path: Path) -> HFTokenizer:
     """A byte-level BPE (any text encodes) with id 0 = end of text, saved as tokenizer.json."""
-    tok = Tokenizer(models.BPE())
+    tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -130,7 +134,7 @@ def make_encoder(path: Path, dim: int = 16) -> Path:
     """A stand-in BERT encoder for the guard's embedding init: a WordPiece tokenizer over WORDS (+ '##s') and a
     word-embedding table named as BERT checkpoints name it; SYNONYMS share a vector."""
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *WORDS, "##s"])}
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     table = torch.randn(len(vocab), dim, generator=torch.Generator().manual_seed(0))
@@ -141,6 +145,51 @@ def make_encoder(path: Path, dim: int = 16) -> Path:
     save_file({"encoder.embeddings.word_embeddings.weight": table, "encoder.other": torch.zeros(2)},
               str(path / "model.safetensors"))
     return path
+
+
+class MergeTokenizer(Tokenizer):
+    """Stand-in tokenizer: one token per byte (id = byte + 1) plus a few multi-byte tokens, greedy longest
+    match; the merges make tokens straddle a template's end ('"H' joins the quote and the user's text)."""
+
+    name = "test-merge"
+    MERGES = ('"H', "He", "ell", "llo", ": ", "\n\n", "Answer", "User")
+    table: ClassVar[list[bytes]] = [b"", *(bytes([b]) for b in range(256)), *(m.encode() for m in MERGES)]
+    vocab_size = len(table)
+
+    def __init__(self) -> None:
+        self.ids = {t: i for i, t in enumerate(self.table) if t}
+        self.longest = max(map(len, self.table))
+
+    def encode(self, text: str) -> list[int]:
+        data, out, i = text.encode(), [], 0
+        while i < len(data):
+            n = next(n for n in range(min(self.longest, len(data) - i), 0, -1) if data[i : i + n] in self.ids)
+            out.append(self.ids[data[i : i + n]])
+            i += n
+        return out
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.table[token_id]
+
+    def decode(self, ids: list[int]) -> str:
+        return b"".join(self.table[i] for i in ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> ByteStreamDecoder:
+        return ByteStreamDecoder(self.token_bytes)
+
+
+MERGE_TINY = RWKV7Config(
+    n_layer=2, n_embd=64, vocab_size=MergeTokenizer.vocab_size, head_size=16, dim_w=8, dim_a=8, dim_v=8, dim_g=16
+)
+MERGE_TEMPLATE = 'User: check this message.\n\nMessage: "'
+MERGE_TAIL = '"\nAnswer:'
+
+
+def merge_model(seed: int = 0) -> RWKV7:
+    """A random model of the MERGE_TINY shape (head size 16), for engine and cache tests with `MergeTokenizer`."""
+    model = RWKV7(MERGE_TINY)
+    model.load_state_dict(random_state_dict(MERGE_TINY, seed=seed))
+    return model.eval().requires_grad_(False)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,19 @@ import torch
 from rwkv7_provider.model import RWKV7State
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_engine import TAIL, TEMPLATE, TOK, tiny_model
 
-from rwkv7_provider.cache import TOKEN_BYTES, PrefixCache, Snapshot
-from rwkv7_provider.engine import Engine
+from rwkv7_provider.runtime.cache import TOKEN_BYTES, PrefixCache, Snapshot
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.testing import MERGE_TAIL as TAIL
+from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
+from rwkv7_provider.testing import MergeTokenizer
+from rwkv7_provider.testing import merge_model as tiny_model
 
 L, C, H, N = 1, 4, 1, 4
 SPEC = {"att_x_prev": ((L, 1, C), torch.float32), "wkv": ((L, 1, H, N, N), torch.float32)}
 SPEC |= {"ffn_x_prev": ((L, 1, C), torch.float32), "hidden": ((C,), torch.float32)}
+
+TOK = MergeTokenizer()
 
 
 def snap(value: float) -> Snapshot:
@@ -194,7 +199,7 @@ def _metadata(path) -> dict[str, str]:
 @pytest.mark.parametrize("damage", [corrupt_truncate, corrupt_values, corrupt_tokens, corrupt_shape])
 def test_corrupt_files_are_ignored_with_a_warning(tmp_path, caplog, damage):
     damage(warm_dir(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.cache"):
+    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
         engine = Engine(tiny_model(), TOK, cache_dir=tmp_path)
     assert "ignoring" in caplog.text
     assert engine.cache_stats()["snapshots"] == 0
@@ -208,6 +213,6 @@ def test_files_of_another_model_are_never_loaded(tmp_path, caplog):
     moved = other.cache.directory / path.name
     moved.parent.mkdir(parents=True, exist_ok=True)
     path.rename(moved)
-    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.cache"):
+    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
         again = Engine(tiny_model(seed=1), TOK, cache_dir=tmp_path)
     assert again.cache_stats()["snapshots"] == 0 and "another model" in caplog.text

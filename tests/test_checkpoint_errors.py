@@ -6,6 +6,7 @@ import pytest
 import torch
 from rwkv7_provider.model import RWKV7, CheckpointError
 
+from rwkv7_provider.errors import InputError
 from rwkv7_provider.testing import SMALL, random_state_dict
 
 
@@ -89,7 +90,7 @@ def test_empty_input(model):
 
 
 def test_wrong_input_type_and_state_batch(model):
-    with pytest.raises(TypeError):
+    with pytest.raises(InputError, match="integer tensor"):
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="batch"):
         model(torch.zeros(2, 3, dtype=torch.long), model.zero_state(1))

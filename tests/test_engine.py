@@ -9,58 +9,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from rwkv7_provider.model import RWKV7, RWKV7Config
-from rwkv7_provider.model.tokenizer import ByteStreamDecoder, Tokenizer
+from rwkv7_provider.model import RWKV7
 
-from rwkv7_provider import engine as engine_module
-from rwkv7_provider.engine import Engine, get_engine, resolve_model_path, stable_prefix, template_prefix
-from rwkv7_provider.sampling import Sampler, SamplingParams
-from rwkv7_provider.testing import random_state_dict
-
-
-class MergeTokenizer(Tokenizer):
-    """Stand-in tokenizer: one token per byte (id = byte + 1) plus a few multi-byte tokens, greedy longest
-    match; the merges make tokens straddle a template's end ('"H' joins the quote and the user's text)."""
-
-    name = "test-merge"
-    MERGES = ('"H', "He", "ell", "llo", ": ", "\n\n", "Answer", "User")
-
-    def __init__(self) -> None:
-        self.table = [b""] + [bytes([b]) for b in range(256)] + [m.encode() for m in self.MERGES]
-        self.vocab_size = len(self.table)
-        self.ids = {t: i for i, t in enumerate(self.table) if t}
-        self.longest = max(map(len, self.table))
-
-    def encode(self, text: str) -> list[int]:
-        data, out, i = text.encode(), [], 0
-        while i < len(data):
-            n = next(n for n in range(min(self.longest, len(data) - i), 0, -1) if data[i : i + n] in self.ids)
-            out.append(self.ids[data[i : i + n]])
-            i += n
-        return out
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.table[token_id]
-
-    def decode(self, ids: list[int]) -> str:
-        return b"".join(self.table[i] for i in ids).decode("utf-8", errors="replace")
-
-    def stream_decoder(self) -> ByteStreamDecoder:
-        return ByteStreamDecoder(self.token_bytes)
-
+from rwkv7_provider.errors import CheckpointError, ParameterError
+from rwkv7_provider.runtime import registry
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.runtime.options import GenerationOptions
+from rwkv7_provider.runtime.registry import get_engine, resolve_model_path
+from rwkv7_provider.runtime.sampling import Sampler
+from rwkv7_provider.runtime.templates import stable_prefix, template_prefix
+from rwkv7_provider.testing import MERGE_TAIL as TAIL
+from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
+from rwkv7_provider.testing import MERGE_TINY as TINY
+from rwkv7_provider.testing import MergeTokenizer
+from rwkv7_provider.testing import merge_model as tiny_model
 
 TOK = MergeTokenizer()
-TINY = RWKV7Config(
-    n_layer=2, n_embd=64, vocab_size=TOK.vocab_size, head_size=16, dim_w=8, dim_a=8, dim_v=8, dim_g=16
-)
-TEMPLATE = 'User: check this message.\n\nMessage: "'
-TAIL = '"\nAnswer:'
-
-
-def tiny_model(seed: int = 0) -> RWKV7:
-    model = RWKV7(TINY)
-    model.load_state_dict(random_state_dict(TINY, seed=seed))
-    return model.eval().requires_grad_(False)
 
 
 def scripted_model(prompt: str, script: str) -> RWKV7:
@@ -312,13 +276,13 @@ def test_tiny_temperature_is_greedy(model):
 
 def test_token_zero_is_never_sampled():
     logits = torch.tensor([5.0, 5.1, 0.0, -1.0])
-    sampler = Sampler(SamplingParams(temperature=2.0, seed=0), vocab_size=4)
+    sampler = Sampler(GenerationOptions(temperature=2.0, seed=0), vocab_size=4)
     assert 0 not in {sampler.next_token(logits) for _ in range(300)}
-    assert Sampler(SamplingParams(temperature=0), 4).next_token(torch.tensor([9.0, 1.0, 0.0, 0.0])) is None
+    assert Sampler(GenerationOptions(temperature=0), 4).next_token(torch.tensor([9.0, 1.0, 0.0, 0.0])) is None
 
 
 def test_penalties_decay_like_rwkv():
-    params = SamplingParams(temperature=0, presence_penalty=0.5, frequency_penalty=0.25, penalty_decay=0.5)
+    params = GenerationOptions(temperature=0, presence_penalty=0.5, frequency_penalty=0.25, penalty_decay=0.5)
     sampler = Sampler(params, vocab_size=4)
     logits = torch.tensor([-9.0, 1.0, 0.8, 0.0])
     assert sampler.next_token(logits) == 1  # then token 1 carries 0.5 + 0.25 * 1
@@ -328,7 +292,7 @@ def test_penalties_decay_like_rwkv():
 
 def test_top_p_keeps_the_nucleus_only():
     logits = torch.log(torch.tensor([1e-9, 0.6, 0.3, 0.1]))
-    sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.5, seed=0), vocab_size=4)
+    sampler = Sampler(GenerationOptions(temperature=1.0, top_p=0.5, seed=0), vocab_size=4)
     assert {sampler.next_token(logits) for _ in range(100)} == {1}
 
 
@@ -406,9 +370,9 @@ def test_clear_errors(model):
         engine.generate("")
     with pytest.raises(ValueError, match="empty prompt"):
         engine.prefill([])
-    with pytest.raises(TypeError, match="'temprature'"):
+    with pytest.raises(ParameterError, match="'temprature' \\(did you mean 'temperature'\\?\\)"):
         engine.generate("hi", temprature=0)
-    with pytest.raises(TypeError, match="'foo'"):
+    with pytest.raises(ParameterError, match="'foo'"):
         engine.astream("hi", foo=1)
     with pytest.raises(ValueError, match="top_p"):
         engine.generate("hi", top_p=0)
@@ -453,6 +417,6 @@ def test_get_engine_shares_one_engine(tmp_path, model):
 
 
 def test_default_model_missing_names_the_path(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_module, "DEFAULT_MODEL_DIR", tmp_path / "guard")
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "guard")):
+    monkeypatch.setattr(registry, "DEFAULT_MODEL_DIR", tmp_path / "guard")
+    with pytest.raises(CheckpointError, match=str(tmp_path / "guard")):
         resolve_model_path("default")

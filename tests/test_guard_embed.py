@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
-from rwkv7_provider import guard_embed
-from rwkv7_provider.guard_embed import EmbedInitError, encoder_dir, pretrained_embeddings
-from rwkv7_provider.guard_train import train_tokenizer
+from rwkv7_provider.errors import EmbedInitError
+from rwkv7_provider.guard import embed_init as guard_embed
+from rwkv7_provider.guard.embed_init import encoder_dir, pretrained_embeddings
+from rwkv7_provider.guard.train import train_tokenizer
 from rwkv7_provider.testing import SYNONYMS, make_encoder
 
 

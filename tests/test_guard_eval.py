@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from rwkv7_provider import guard_eval, guard_train
-from rwkv7_provider.guard_data import Example
-from rwkv7_provider.guard_eval import auroc, metrics
-from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT, render
+from rwkv7_provider.guard import evaluate as guard_eval
+from rwkv7_provider.guard import train as guard_train
+from rwkv7_provider.guard.data import Example
+from rwkv7_provider.guard.evaluate import auroc, metrics
+from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
+from rwkv7_provider.runtime.templates import render
 
 ROWS = [
     {"text": "What is the capital of France?", "label": "safe", "source": "qa"},
@@ -60,7 +62,7 @@ def test_eval_guard_cli_reports_guard_and_baseline(tmp_path: Path, capsys) -> No
 
 def test_shipped_guard_answers_unambiguous_cases() -> None:
     """The embedded guard, through the provider's engine, on messages no policy could disagree about."""
-    from rwkv7_provider.engine import get_engine
+    from rwkv7_provider.runtime.registry import get_engine
 
     engine = get_engine("default")
     cases = {

@@ -14,30 +14,19 @@ from rwkv7_provider.model.train import init_weights
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from rwkv7_provider import cli, guard_train
-from rwkv7_provider.guard_data import (
-    Example,
-    GuardDataError,
-    augment,
-    prompt_for,
-    sample_weights,
-    split_by_source,
-    truncate_middle,
-)
-from rwkv7_provider.guard_data import (
-    load_file as load_jsonl,
-)
-from rwkv7_provider.guard_embed import pretrained_embeddings
-from rwkv7_provider.guard_prompts import (
-    INPUT_TEMPLATES,
-    SELF_CHECK_INPUT,
-    SELF_CHECK_OUTPUT,
-    render,
-    split_template,
-)
+from rwkv7_provider import cli
+from rwkv7_provider.errors import GuardDataError
+from rwkv7_provider.guard import scoring
+from rwkv7_provider.guard import train as guard_train
+from rwkv7_provider.guard.augment import augment
+from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
+from rwkv7_provider.guard.data import Example, prompt_for, sample_weights, split_by_source, truncate_middle
+from rwkv7_provider.guard.data import load_file as load_jsonl
+from rwkv7_provider.guard.embed_init import pretrained_embeddings
+from rwkv7_provider.guard.prompts import INPUT_TEMPLATES, SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
+from rwkv7_provider.runtime.templates import render, split_template
 from rwkv7_provider.testing import make_encoder
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "guard"
 TINY_ARGS = ["--layers", "1", "--width", "64", "--vocab-size", "400", "--batch-size", "4", "--augment", "8", "--augment-responses", "8",
              "--warmup", "2", "--no-eval", "--no-progress", "--heldout", "truthfulqa,toxigen-seed"]
 
@@ -159,8 +148,8 @@ def test_generated_harms_come_with_harmless_look_alikes() -> None:
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
     rows = load_jsonl(tiny_data / "slice.jsonl", "input")[:6]
     tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
-    toks = guard_train.GuardTokens(tok)
-    batch = guard_train.encode_checks(rows, SELF_CHECK_INPUT, toks, 10_000, answers=True)
+    toks = scoring.GuardTokens(tok)
+    batch = scoring.encode_checks(rows, SELF_CHECK_INPUT, toks, 10_000, answers=True)
     for i, ex in enumerate(rows):
         ids = batch.prefix[0].tolist() + batch.suffix[i, : batch.lengths[i]].tolist()
         answer = " Yes" if ex.label else " No"
@@ -171,12 +160,12 @@ def test_unsafe_weight_only_reweights_unsafe_rows(tiny_data: Path) -> None:
     rows = load_jsonl(tiny_data / "slice.jsonl", "input")
     mixed = [next(r for r in rows if r.label), *[r for r in rows if not r.label][:3]]
     tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
-    toks = guard_train.GuardTokens(tok)
+    toks = scoring.GuardTokens(tok)
     model = RWKV7(guard_train.small_config(1, 64, tok.get_vocab_size()))
     init_weights(model, 0)
 
     def loss(examples, weight):
-        return guard_train.guard_loss(model, (guard_train.encode_checks(examples, SELF_CHECK_INPUT, toks, 64, True),
+        return guard_train.guard_loss(model, (scoring.encode_checks(examples, SELF_CHECK_INPUT, toks, 64, True),
                                               toks), unsafe_weight=weight)[0].item()
 
     assert loss(mixed, 3.0) != pytest.approx(loss(mixed, 1.0))

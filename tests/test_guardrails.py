@@ -25,12 +25,15 @@ from nemoguardrails.integrations.langchain.llm_adapter import LangChainLLMAdapte
 from nemoguardrails.llm.frameworks import get_framework
 from nemoguardrails.types import ChatMessage, LLMModel
 
-from rwkv7_provider import RWKV7LLM, ChatRWKV7, guardrails
-from rwkv7_provider.chat_format import render_chat
-from rwkv7_provider.engine import get_engine
-from rwkv7_provider.guard_prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT, render
+from rwkv7_provider import RWKV7LLM, ChatRWKV7
+from rwkv7_provider.errors import ParameterError
+from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
 from rwkv7_provider.guardrails import RWKV7Model, register
-from rwkv7_provider.params import ParameterError, parse_provider_parameters
+from rwkv7_provider.integrations.chat_format import render_chat
+from rwkv7_provider.integrations.guardrails import prewarm, provider
+from rwkv7_provider.integrations.guardrails.parameters import parse_provider_parameters
+from rwkv7_provider.runtime.registry import get_engine
+from rwkv7_provider.runtime.templates import render
 from rwkv7_provider.testing import make_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -91,9 +94,9 @@ def test_configs_use_rwkv7_with_valid_parameters(name):
 
 
 def test_prewarm_targets_the_model_that_receives_each_prompt():
-    grouped = guardrails._templates_by_model_type(RailsConfig.from_path(str(CONFIGS / "generation")))
+    grouped = prewarm._templates_by_model_type(RailsConfig.from_path(str(CONFIGS / "generation")))
     assert grouped == {"self_check_input": [SELF_CHECK_INPUT]}  # the main model gets messages, not text
-    grouped = guardrails._templates_by_model_type(RailsConfig.from_path(str(CONFIGS / "self_check")))
+    grouped = prewarm._templates_by_model_type(RailsConfig.from_path(str(CONFIGS / "self_check")))
     assert grouped == {"self_check_input": [SELF_CHECK_INPUT], "self_check_output": [SELF_CHECK_OUTPUT]}
 
 
@@ -118,11 +121,11 @@ def test_register_targets_the_langchain_framework_when_it_is_active(monkeypatch)
         def register_llm_provider(self, name, cls):
             calls.append((self.name, "text", name, cls.__name__))
 
-    monkeypatch.setattr(guardrails, "get_framework", Recorder)
+    monkeypatch.setattr(provider, "get_framework", Recorder)
     register()
     assert calls == [("default", "chat", "rwkv7", "RWKV7Model")]
     calls.clear()
-    monkeypatch.setattr(guardrails, "get_default_framework", lambda: "langchain")
+    monkeypatch.setattr(provider, "get_default_framework", lambda: "langchain")
     register()
     assert calls == [
         ("default", "chat", "rwkv7", "RWKV7Model"),
@@ -134,7 +137,7 @@ def test_register_targets_the_langchain_framework_when_it_is_active(monkeypatch)
 def test_guardrails_users_do_not_import_langchain():
     code = (
         "import sys, rwkv7_provider.guardrails\n"
-        "assert 'rwkv7_provider.chat_models' not in sys.modules and 'torch' not in sys.modules\n"
+        "assert 'rwkv7_provider.integrations.langchain.chat_models' not in sys.modules and 'torch' not in sys.modules\n"
     )
     subprocess.run(
         [sys.executable, "-c", code], check=True, env=os.environ | {"NEMOGUARDRAILS_LLM_FRAMEWORK": "default"}
@@ -201,7 +204,7 @@ def test_engine_parameters_reach_the_engine(tmp_path):
     path = str(make_checkpoint(tmp_path / "own", seed=9))  # a checkpoint no other test has an engine for
     cache_dir = tmp_path / "states"
     model = RWKV7Model(path, dtype="bf16", cache_bytes=1 << 20, cache_dir=str(cache_dir), max_tokens=2)
-    engine = model.params.engine
+    engine = model.client.engine
     assert engine.model.dtype == torch.bfloat16 and engine.cache_stats()["budget_bytes"] == 1 << 20
     engine.prewarm_templates([SELF_CHECK_INPUT])
     assert any(cache_dir.rglob("*")), "prewarmed states are persisted to cache_dir"
@@ -342,7 +345,7 @@ def test_stop_and_max_tokens_are_honoured(ckpt):
     stop = long.content[3:5]
     cut = asyncio.run(model.generate_async("Once upon a time", max_tokens=20, stop=[stop]))
     assert cut.content == long.content[: long.content.index(stop)] and cut.stop_sequence == stop
-    with pytest.raises(ParameterError, match="unsupported call-time option"):
+    with pytest.raises(ParameterError, match="unsupported generation option"):
         asyncio.run(model.generate_async("x", frequency=1))
 
 

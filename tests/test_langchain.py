@@ -29,9 +29,10 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import BaseModel, Field, ValidationError
 
 from rwkv7_provider import RWKV7LLM, ChatRWKV7
-from rwkv7_provider.chat_format import render_chat
-from rwkv7_provider.engine import Generation, get_engine
-from rwkv7_provider.params import ParameterError
+from rwkv7_provider.errors import ParameterError
+from rwkv7_provider.integrations.chat_format import render_chat
+from rwkv7_provider.runtime.registry import get_engine
+from rwkv7_provider.runtime.results import Generation
 from rwkv7_provider.testing import make_checkpoint
 
 
@@ -193,9 +194,9 @@ def test_llm_choices_answer_by_scoring():
 def test_same_engine_as_the_guardrails_provider():
     from rwkv7_provider.guardrails import RWKV7Model
 
-    engine = RWKV7LLM(model=tiny_model()).engine
-    assert ChatRWKV7(model=tiny_model()).engine is engine
-    assert RWKV7Model(tiny_model()).params.engine is engine is get_engine(tiny_model())
+    engine = RWKV7LLM(model=tiny_model()).client.engine
+    assert ChatRWKV7(model=tiny_model()).client.engine is engine
+    assert RWKV7Model(tiny_model()).client.engine is engine is get_engine(tiny_model())
 
 
 # Chat model
@@ -280,13 +281,13 @@ class ScriptedEngine:
         self.prompts.append(prompt)
         return Generation(self.outputs.pop(0), "stop", None, len(prompt), 5, 0)
 
-    def generate(self, prompt: str, **options: Any) -> Generation:
+    def generate(self, prompt: str, options: Any = None) -> Generation:
         return self._next(prompt)
 
-    async def agenerate(self, prompt: str, **options: Any) -> Generation:
+    async def agenerate(self, prompt: str, options: Any = None) -> Generation:
         return self._next(prompt)
 
-    def stream(self, prompt: str, **options: Any) -> Iterator[str]:
+    def stream(self, prompt: str, options: Any = None) -> Iterator[str]:
         done = self._next(prompt)
 
         class Result:
@@ -301,7 +302,7 @@ class ScriptedEngine:
 def scripted(*outputs: str, **params: Any) -> tuple[ChatRWKV7, ScriptedEngine]:
     model = ChatRWKV7(model="scripted", **params)
     engine = ScriptedEngine(*outputs)
-    model._engine = engine
+    model.client._engine = engine
     return model, engine
 
 

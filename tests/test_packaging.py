@@ -27,7 +27,10 @@ def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"rwkv7_provider", wheel.name.split("-py")[0] + ".dist-info"}
     for needed in ("model/rwkv7.py", "model/tokenizer.py", "kernels/chunk.py", "kernels/triton_ops.py",
-                   "assets/guard/model.safetensors", "assets/guard/tokenizer.json", "assets/guard/MODEL_CARD.md"):
+                   "runtime/engine.py", "integrations/guardrails/provider.py", "integrations/langchain/llms.py",
+                   "guard/assets/model.safetensors", "guard/assets/tokenizer.json", "guard/assets/MODEL_CARD.md",
+                   "guard/card_template.md", "guard/training_data/SOURCES.md",
+                   "guard/training_data/input_train.jsonl.gz"):
         assert f"rwkv7_provider/{needed}" in names
 
 
@@ -35,7 +38,7 @@ def test_installed_copy_imports_elsewhere(wheel, tmp_path):
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)  # what `pip install` lays down, without touching this venv
     code = (
-        "import rwkv7_provider.model as m, rwkv7_provider.kernels as k, rwkv7_provider.engine as e;"
+        "import rwkv7_provider.model as m, rwkv7_provider.kernels as k, rwkv7_provider.runtime.registry as e;"
         "print(m.__file__); print(k.__file__); print(e.resolve_model_path('default'))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},

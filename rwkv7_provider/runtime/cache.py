@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .model import RWKV7State
+from ..model import RWKV7State
 
 log = logging.getLogger(__name__)
 

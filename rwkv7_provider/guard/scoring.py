@@ -1,0 +1,117 @@
+"""How a guard model answers a check, shared by training and evaluation.
+
+A check is the exact prompt the self-check rails send; the guard's answer is " Yes" (block) or " No" (allow),
+read off the next-token distribution at the end of the prompt. All prompts of a batch share one template, so
+the template's fixed prefix runs once and its state is expanded over the batch; only the user-specific part
+(message + question) runs per example, right-padded (`forward_hidden(..., lengths=...)` keeps each row exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from ..model.rwkv7 import RWKV7
+from ..runtime.templates import split_template
+from .data import Example, prompt_for, truncate_middle
+from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
+
+PAD = "<|endoftext|>"  # id 0: padding only, never a target
+END = "\n"  # what the guard says after its answer, so a generating caller stops at once
+
+
+class GuardTokens:
+    """The tokenizer plus the ids the guard's task needs (answers as single tokens, newline, pad)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        ids = [tokenizer.encode(s).ids for s in (" " + ANSWER_BLOCK, " " + ANSWER_ALLOW, END)]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError("the tokenizer must encode ' Yes', ' No' and '\\n' as single tokens "
+                             "(with a trained vocabulary: is --vocab-size too small?)")
+        self.block, self.allow, self.end = (i[0] for i in ids)
+        self.pad = tokenizer.token_to_id(PAD)
+        self._prefix: dict[str, list[int]] = {}
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def prefix_ids(self, template: str) -> list[int]:
+        """Tokens of the template before the user message: the part shared by every prompt of a batch."""
+        if template not in self._prefix:
+            self._prefix[template] = self.encode([split_template(template, "user_input")[0]])[0]
+        return self._prefix[template]
+
+
+@dataclass
+class Batch:
+    prefix: torch.Tensor  # [1, P] the template's shared prefix
+    suffix: torch.Tensor  # [B, T] message + question + answer token, right-padded
+    lengths: torch.Tensor  # [B] number of real suffix tokens, answer included
+    labels: torch.Tensor  # [B] 1 = unsafe
+
+
+def encode_checks(
+    examples: list[Example], template: str, toks: GuardTokens, max_tokens: int, answers: bool
+) -> Batch:
+    """Token tensors for one template and a list of checks; with `answers` the gold answer is appended."""
+    prefix = toks.prefix_ids(template)
+    full = toks.encode([prompt_for(ex, template) for ex in examples])
+    # The prefix's last token can merge with the message's first characters; share only what all agree on.
+    shared = len(prefix)
+    for ids in full:
+        while ids[:shared] != prefix[:shared]:
+            shared -= 1
+    if shared == 0:
+        raise ValueError("template prefix is empty: the template must have text before {{ user_input }}")
+    rows = []
+    for ids, ex in zip(full, examples):
+        ids = truncate_middle(ids[shared:], max_tokens)
+        rows.append(ids + ([toks.block if ex.label else toks.allow] if answers else []))
+    lengths = torch.tensor([len(r) for r in rows])
+    suffix = torch.full((len(rows), int(lengths.max())), toks.pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        suffix[i, : len(r)] = torch.tensor(r)
+    labels = torch.tensor([ex.label for ex in examples])
+    return Batch(torch.tensor([prefix[:shared]]), suffix, lengths, labels)
+
+
+def answer_hidden(model: RWKV7, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+    """Hidden states [B, K, C] at `positions` [B, K] of each row, prefix run once and shared."""
+    _, state = model.forward_hidden(batch.prefix)
+    hidden, _ = model.forward_hidden(batch.suffix, state.expand(batch.suffix.shape[0]))
+    return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+@torch.no_grad()
+def p_unsafe(model: RWKV7, batch: Batch, toks: GuardTokens) -> torch.Tensor:
+    """P(Yes) / (P(Yes) + P(No)) at the end of each prompt: the guard's probability that the check blocks."""
+    logits = model.head(answer_hidden(model, batch, (batch.lengths - 1).unsqueeze(1))[:, 0]).float()
+    return torch.softmax(logits[:, [toks.block, toks.allow]], dim=-1)[:, 0]
+
+
+def score_examples(
+    model: RWKV7, toks: GuardTokens, examples: list[Example], template: str, max_tokens: int = 100_000,
+    batch_size: int = 16,
+) -> list[float]:
+    """P(unsafe) for every example under one template, batched by length (order preserved)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].response))
+    out = [0.0] * len(examples)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        probs = p_unsafe(model, encode_checks([examples[i] for i in idx], template, toks, max_tokens, False), toks)
+        for i, p in zip(idx, probs.tolist()):
+            out[i] = p
+    return out
+
+
+def load_guard(path: Path) -> tuple[RWKV7, GuardTokens]:
+    tok_file = Path(path) / "tokenizer.json"
+    if not tok_file.is_file():
+        raise FileNotFoundError(f"{path} is not a guard directory: no tokenizer.json")
+    return RWKV7.from_pretrained(path), GuardTokens(Tokenizer.from_file(str(tok_file)))
+
+

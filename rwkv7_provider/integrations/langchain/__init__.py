@@ -1,0 +1,3 @@
+"""LangChain integration: `RWKV7LLM` (text, llms.py) and `ChatRWKV7` (chat with prompt-based tool calling,
+chat_models.py; tools.py parses the calls). Both are thin classes over one `RWKV7Client` and share the
+process-wide engine, so instances on one checkpoint share weights and the prefix state cache."""

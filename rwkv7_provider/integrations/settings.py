@@ -1,0 +1,74 @@
+"""`ProviderSettings`: what a guardrails `models:` entry or a LangChain constructor may set.
+
+It is the runtime's `GenerationOptions` (the per-call defaults) plus the engine settings that pick the
+process-wide engine and the `choices` answer mode. A guardrails `models:` entry is built as
+`cls(model=..., **parameters)` and a typo there would otherwise surface only at the first rail check as
+"I'm sorry, an internal error has occurred", so unknown names fail at construction with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..errors import ParameterError
+from ..runtime.options import GenerationOptions, canonical_dtype, format_errors, suggest
+
+
+class ProviderSettings(GenerationOptions):
+    """Engine settings (`model`, `dtype`, `device`, `tokenizer`, `cache_bytes`, `cache_dir`) select the shared
+    engine; the generation options are this instance's defaults, overridable per call; `choices` switches
+    to answering by scoring."""
+
+    model: str = Field("default", description="checkpoint path, or 'default' for the embedded guard model")
+    dtype: str | None = Field(None, description="float32 / bfloat16 / float16; None: the model's choice")
+    device: str = "cpu"
+    tokenizer: str | None = Field(None, description="'world' or a tokenizer.json; None: the checkpoint's own")
+    cache_bytes: int | None = Field(None, ge=0, description="byte budget of the state cache (0: off; None: default)")
+    cache_dir: str | None = Field(None, description="directory that persists cached states across restarts")
+    choices: list[str] | None = Field(
+        None, description="answer by scoring these strings (e.g. ['Yes', 'No']) instead of sampling"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        """Unknown names fail with a did-you-mean instead of pydantic's bare 'extra inputs' error."""
+        if isinstance(data, dict):
+            known = sorted(ProviderSettings.model_fields)
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                details = "; ".join(f"{k!r}{suggest(k, known)}" for k in unknown)
+                raise ValueError(f"unknown rwkv7 parameter(s): {details}. Known parameters: {', '.join(known)}")
+        return data
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_name(cls, value: str | None) -> str | None:
+        return canonical_dtype(value)
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_valid(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if len(value) < 2 or any(not c.strip() for c in value) or len(set(value)) != len(value):
+            raise ValueError(f"choices must be at least two distinct non-empty strings, got {value!r}")
+        return value
+
+    def engine_settings(self) -> dict[str, Any]:
+        """Keyword arguments of `get_engine` (besides the model)."""
+        return {k: getattr(self, k) for k in ("dtype", "device", "tokenizer", "cache_bytes", "cache_dir")}
+
+    def generation_options(self) -> GenerationOptions:
+        """This instance's generation defaults."""
+        return GenerationOptions.model_validate({k: getattr(self, k) for k in GenerationOptions.names()})
+
+
+def parse_settings(data: dict[str, Any]) -> ProviderSettings:
+    """Validate settings with errors that name the fix (a `ParameterError`, never a raw pydantic error)."""
+    try:
+        return ProviderSettings(**data)
+    except ValidationError as e:
+        raise ParameterError(format_errors(e)) from None
