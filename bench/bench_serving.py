@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from bench_cache import SELF_CHECK_INPUT, messages, random_model
@@ -109,31 +110,44 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     }
 
 
-LONG_PROMPT = """
-import json, resource, sys, torch
-from rwkv7_provider.runtime.registry import get_engine
-torch.set_num_threads(int(sys.argv[2]))
-engine = get_engine("default")
-n = int(sys.argv[1])
-ids = torch.randint(1, engine.vocab_size, (n,), generator=torch.Generator().manual_seed(0)).tolist()
-engine.score(ids[:64], ["Yes", "No"])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-engine.max_prompt_tokens = None
-t0 = __import__("time").perf_counter()
-engine.score(ids, ["Yes", "No"])
-seconds = __import__("time").perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_mb": peak / 1024, "growth_mb": (peak - base) / 1024, "seconds": seconds}))
-"""
+def peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM, not ru_maxrss: that one keeps the parent's peak across fork
+    and exec, so a subprocess of a big process would report the parent's size."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:")) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_worker(args: argparse.Namespace) -> None:
+    """One prompt of `--rss-worker` tokens through a fresh engine; prints its peak RSS as JSON."""
+    torch.set_num_threads(args.threads)
+    base = get_engine(args.model)
+    engine = Engine(base.model, base.tokenizer, cache_bytes=0, max_prompt_tokens=None,
+                    prefill_tokens=args.prefill_tokens)
+    ids = torch.randint(1, engine.vocab_size, (args.rss_worker,), generator=torch.Generator().manual_seed(0))
+    engine.score(ids[:64].tolist(), CHOICES)  # everything but the long prompt is allocated before the baseline
+    before = peak_rss_mb()
+    t0 = time.perf_counter()
+    engine.score(ids.tolist(), CHOICES)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"peak_mb": peak_rss_mb(), "growth_mb": peak_rss_mb() - before, "seconds": seconds}))
+
+
+def long_prompt(tokens: int, threads: int, model: str = "default", prefill_tokens: int | None = None) -> dict:
+    """`rss_worker` in a fresh process."""
+    cmd = [sys.executable, __file__, "--rss-worker", str(tokens), "--threads", str(threads), "--model", model]
+    if prefill_tokens:
+        cmd += ["--prefill-tokens", str(prefill_tokens)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def long_prompts(threads: int) -> None:
     print("\nlong prompts through the guard's engine (fresh process each; growth over a 64-token check)")
     print(f"{'tokens':>8} {'peak RSS MB':>12} {'growth MB':>10} {'seconds':>8}")
     for n in (1_000, 10_000, 100_000):
-        out = subprocess.run([sys.executable, "-c", LONG_PROMPT, str(n), str(threads)], capture_output=True,
-                             text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = long_prompt(n, threads)
         print(f"{n:>8} {r['peak_mb']:>12.0f} {r['growth_mb']:>10.1f} {r['seconds']:>8.1f}")
 
 
@@ -145,7 +159,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["0.1b", "guard"], choices=["0.1b", "guard"])
     parser.add_argument("--long-prompts", action="store_true", help="also peak RSS for 1k/10k/100k tokens")
+    parser.add_argument("--rss-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="default", help=argparse.SUPPRESS)
+    parser.add_argument("--prefill-tokens", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_worker:
+        return rss_worker(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     log.info("%d torch threads; %d checks x %d rounds per client count", args.threads, args.checks, args.rounds)
@@ -160,7 +179,7 @@ def main() -> None:
               f"{r['p99'][1]:>7.1f}ms {r['p50'][c]:>7.1f}ms {r['p99'][c]:>7.1f}ms {r['mean_rows']:>9.1f}")
     if args.long_prompts:
         long_prompts(args.threads)
-    log.info("peak RSS of this process: %.0f MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    log.info("peak RSS of this process: %.0f MB", peak_rss_mb())
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
 
 import pytest
@@ -28,7 +29,7 @@ from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.scheduler import Forward, piece_length
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
 from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
-from rwkv7_provider.testing import MergeTokenizer, merge_model
+from rwkv7_provider.testing import MergeTokenizer, make_checkpoint, merge_model
 
 TOK = MergeTokenizer()
 USERS = ["apples", "bananas are yellow", "x", "cherry pie with cream", "dates", "elderberry wine, please"]
@@ -416,31 +417,38 @@ def test_integer_like_ids_are_accepted(model):
     assert engine.generate((5, 6, 7), max_tokens=3, temperature=0).text == want
 
 
-PEAK_RSS = """
-import json, resource, sys, torch
-from rwkv7_provider.runtime.engine import Engine
-from rwkv7_provider.testing import MergeTokenizer, merge_model
-torch.set_num_threads(1)
-n, chunk = int(sys.argv[1]), int(sys.argv[2])
-engine = Engine(merge_model(), MergeTokenizer(), cache_bytes=0, max_prompt_tokens=None, prefill_tokens=chunk)
-ids = torch.randint(1, 250, (n,), generator=torch.Generator().manual_seed(0)).tolist()
-engine.prefill(ids[:64])  # everything that is not the long prompt is allocated before the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-engine.score(ids, ["Yes", "No"])
-print(json.dumps({"growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
-"""
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_serving.py"
 
 
-def peak_rss_growth(tokens: int, chunk: int) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, str(tokens), str(chunk)], capture_output=True, text=True, check=True
-    )
+def peak_rss_growth(model_dir: str, tokens: int, chunk: int) -> float:
+    """Peak RSS growth of one `tokens`-long score over a 64-token one, in a fresh process (the benchmark's
+    worker, on a tiny checkpoint)."""
+    cmd = [sys.executable, str(BENCH), "--rss-worker", str(tokens), "--model", model_dir, "--threads", "1",
+           "--prefill-tokens", str(chunk)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"]
 
 
-def test_peak_memory_stays_flat_with_prompt_length():
-    """Peak RSS growth over a 64-token baseline, in a fresh process per length: 1k and 100k tokens cost
-    the same with pieces of 512 tokens, while one forward over just 20k tokens costs far more."""
-    growth = {n: peak_rss_growth(n, 512) for n in (1_000, 100_000)}
+def test_peak_memory_stays_flat_with_prompt_length(tmp_path):
+    """1k and 100k tokens cost the same peak memory with pieces of 512 tokens, while one forward over just
+    20k tokens costs far more."""
+    model_dir = str(make_checkpoint(tmp_path / "tiny"))
+    growth = {n: peak_rss_growth(model_dir, n, 512) for n in (1_000, 100_000)}
     assert growth[100_000] < growth[1_000] + 24, growth
-    assert peak_rss_growth(20_000, 40_000) > growth[100_000] + 100  # one 20k-token forward: the check can fail
+    assert peak_rss_growth(model_dir, 20_000, 40_000) > growth[100_000] + 100  # the check above can fail
+
+
+def test_serving_settings_reach_the_engine(tmp_path):
+    from rwkv7_provider import RWKV7LLM
+    from rwkv7_provider.integrations.settings import parse_settings
+
+    path = str(make_checkpoint(tmp_path / "tiny"))
+    llm = RWKV7LLM(model=path, max_prompt_tokens=8, max_batch_size=3, max_wait=0, max_tokens=2)
+    with pytest.raises(InputError, match="max_prompt_tokens=8"):
+        llm.invoke("a prompt that is longer than eight tokens, surely")
+    engine = llm.client.engine
+    assert (engine.max_prompt_tokens, engine.scheduler.max_batch_size, engine.scheduler.max_wait) == (8, 3, 0)
+    assert llm.invoke("short") is not None
+    for bad in ({"max_prompt_tokens": 0}, {"max_batch_size": 0}, {"max_wait": 5}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            parse_settings(bad)

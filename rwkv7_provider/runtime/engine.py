@@ -29,7 +29,7 @@ from ..errors import InputError, ParameterError
 from ..model import RWKV7, RWKV7State
 from ..model.tokenizer import Tokenizer
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
-from .options import GenerationOptions
+from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, GenerationOptions
 from .results import Generation, ScoreResult
 from .sampling import Sampler
 from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SNAPSHOTS = 64  # default budget: this many snapshots of the model's state...
 MAX_DEFAULT_CACHE_BYTES = 1 << 30  # ...but never more than 1 GiB
-# A prompt costs time linear in its length (memory stays flat: prefills run in pieces); past this many
-# tokens a request is refused with an InputError rather than silently truncated, because a guard that
-# checks only part of a message can be steered by what it did not read.
-DEFAULT_MAX_PROMPT_TOKENS = 32768
-DEFAULT_MAX_WAIT = 0.002  # seconds; only when the previous step served several requests (see Scheduler)
 # Requests per batched model call, and padded tokens per prefill forward (its activation memory), by device.
 DEFAULT_MAX_BATCH_SIZE = {"cpu": 32, "cuda": 128}
 DEFAULT_PREFILL_TOKENS = {"cpu": 1024, "cuda": 16384}
