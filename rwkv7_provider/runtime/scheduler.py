@@ -1,4 +1,4 @@
-"""Continuous batching: one worker thread per engine runs every model call, for all requests at once.
+"""Continuous batching: one thread at a time runs every model call of an engine, for all requests at once.
 
 A request is a generator of steps (the engine's `_prefill_steps`, `_score_steps`, `_generate_steps`) that
 yields the model work it needs and is resumed with the result:
@@ -10,15 +10,19 @@ yields the model work it needs and is resumed with the result:
     NEXT                      feed the last token: -> the next one (return from the generator to leave)
     Emit(text)                a streamed text delta for the client: -> None at once
 
-Each iteration of the worker runs at most one batched prefill forward, one batched head for the scores
+Each iteration runs at most one batched prefill forward, one batched head for the scores
 that are ready and one decode step for every generation in flight; requests join and leave between
 iterations. Prefill rows start from different snapshots and have different lengths: they are
 right-padded (`forward_hidden(..., lengths=)` leaves each row exact) and cut into pieces so that one
 forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
 
+Who runs the iterations (the leader): a caller of `run` when no one else does, until its own request is
+done (so a lone client never hands work to another thread), otherwise a background worker thread, which
+`submit` (streams, asyncio) starts when needed and which exits after `IDLE_EXIT_S` without work.
+
 Isolation: a request that raises, is cancelled (`Ticket.cancel`, a closed stream, a cancelled asyncio
 task) or fails inside a batched forward (the rows are then retried one by one) leaves the batch; the
-others go on. The worker exits after `IDLE_EXIT_S` without work and restarts on the next request.
+others go on.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from .sampling import END, Sampler, sample_batch
 
 log = logging.getLogger(__name__)
 
-IDLE_EXIT_S = 2.0  # an idle worker thread exits after this long (an unused engine can then be collected)
+IDLE_EXIT_S = 2.0  # an idle background worker exits after this long (an unused engine can then be collected)
 # What one more forward call costs, in tokens of compute, when choosing how far to pad a prefill batch:
 # measured on CPU (2 threads) for the 0.1B and the embedded guard, a forward costs about what 20-30 extra
 # tokens do (weights read once, per-op dispatch). On a GPU a forward costs far more than any padding.
@@ -104,7 +108,7 @@ class SchedulerStats:
     requests: int = 0
     failed: int = 0
     cancelled: int = 0
-    waits: int = 0  # times an idle worker waited (up to max_wait) for a fuller batch
+    waits: int = 0  # times the leader waited (up to max_wait) for a fuller batch
 
 
 class Cancelled(Exception):
@@ -112,12 +116,12 @@ class Cancelled(Exception):
 
 
 class Ticket:
-    """One request: its steps (run by the worker only) and what its client waits on (deltas, the result)."""
+    """One request: its steps (run by the leader only) and what its client waits on (deltas, the result)."""
 
     def __init__(self, steps: Steps, stream: bool = False) -> None:
         self.steps = steps
         self.stream = stream
-        self.cancelled = False  # set by the client, acted on by the worker
+        self.cancelled = False  # set by the client, acted on by the leader
         self._cond = threading.Condition(threading.Lock())
         self._deltas: deque[str] = deque()
         self._done = False
@@ -125,7 +129,7 @@ class Ticket:
         self._error: BaseException | None = None
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
-    # ---- worker side
+    # ---- leader side
 
     def emit(self, delta: str) -> None:
         if self.stream:
@@ -156,8 +160,12 @@ class Ticket:
 
     # ---- client side
 
+    @property
+    def done(self) -> bool:
+        return self._done
+
     def cancel(self) -> None:
-        """Stop the request: it leaves the batch at the worker's next iteration (no-op once finished)."""
+        """Stop the request: it leaves the batch at the next iteration (no-op once finished)."""
         if not self._done:
             self.cancelled = True
             self.fail(Cancelled("request cancelled"))
@@ -262,9 +270,11 @@ class Scheduler:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: deque[Ticket] = deque()
-        self._thread: threading.Thread | None = None
+        self._leader: threading.Thread | None = None  # the one thread running iterations (None: nobody)
+        self._leader_idle = False  # the leader is a background worker waiting for work: a caller may take over
+        self._worker: threading.Thread | None = None  # the latest background worker
         self._closing = False
-        # owned by the worker thread
+        # owned by the leader
         self._live: set[Ticket] = set()
         self._forwards: list[_Job] = []
         self._logprobs: list[tuple[Ticket, LogProbs]] = []
@@ -277,20 +287,32 @@ class Scheduler:
     # ---------------------------------------------------------------- client side
 
     def submit(self, steps: Steps, *, stream: bool = False) -> Ticket:
+        """Queue a request; a background worker thread runs it unless some thread is running iterations."""
         ticket = Ticket(steps, stream)
         with self._lock:
-            if self._closing:
-                raise RuntimeError(f"{self.name}: the engine's scheduler is shut down")
-            self._inbox.append(ticket)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=f"{self.name}-scheduler", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+            self._enqueue(ticket)
+            if self._leader is None:
+                self._start_worker()
         return ticket
 
     def run(self, steps: Steps) -> Any:
-        """Submit and wait for the result (raises the request's error)."""
-        return self.submit(steps).result()
+        """Run a request and wait for its result (raises the request's error).
+
+        When no thread is running iterations (or only an idle background worker is), the caller runs them
+        itself until its own request is done: a lone client pays no hand-off between threads, which costs
+        two thread wake-ups per request (up to milliseconds on a loaded machine).
+        """
+        ticket = Ticket(steps)
+        me = threading.current_thread()
+        with self._lock:
+            self._enqueue(ticket)
+            lead = self._leader is None or self._leader_idle
+            if lead:
+                self._leader, self._leader_idle = me, False
+                self._wake.notify_all()  # an idle background worker sees that it no longer leads, and exits
+        if lead:
+            self._lead(ticket)
+        return ticket.result()
 
     async def arun(self, steps: Steps) -> Any:
         """Submit and await the result; cancelling the awaiting task cancels the request."""
@@ -302,59 +324,100 @@ class Scheduler:
             raise
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the worker after its current iteration; requests still in flight fail. Runs at interpreter
-        exit, so that no worker is inside a model call while the interpreter tears down."""
+        """Stop after the current iteration; requests still in flight fail. Runs at interpreter exit, so
+        that no worker is inside a model call while the interpreter tears down."""
         with self._lock:
             self._closing = True
-            thread = self._thread
-            self._wake.notify()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            worker = self._worker
+            self._wake.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
 
-    # ---------------------------------------------------------------- worker loop
+    def _enqueue(self, ticket: Ticket) -> None:
+        if self._closing:
+            raise RuntimeError(f"{self.name}: the engine's scheduler is shut down")
+        self._inbox.append(ticket)
+        self._wake.notify_all()
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._work, name=f"{self.name}-scheduler", daemon=True)
+        self._leader, self._leader_idle = self._worker, False
+        self._worker.start()
+
+    # ---------------------------------------------------------------- iterations
 
     def _work(self) -> None:
+        """The background worker: iterations until idle for `IDLE_EXIT_S` or until a caller takes over."""
+        me = threading.current_thread()
         with torch.inference_mode():
-            while (arrived := self._wait_for_work()) is not None:
-                try:
-                    self._iteration(arrived)
-                except Exception as e:  # a fault of the scheduler itself: fail every request, never hang them
-                    log.exception("%s: scheduler iteration failed; failing the requests in flight", self.name)
-                    self._reset(e)
+            while (arrived := self._arrivals(me, IDLE_EXIT_S)) is not None:
+                self._safe_iteration(arrived)
+
+    def _lead(self, ticket: Ticket) -> None:
+        """A caller's iterations, until its own request is done; then work left over goes to a worker."""
+        me = threading.current_thread()
+        try:
+            with torch.inference_mode():
+                while not ticket.done and (arrived := self._arrivals(me, 0.0)) is not None:
+                    self._safe_iteration(arrived)
+        except BaseException as e:  # e.g. KeyboardInterrupt mid-iteration: the batch state is undefined
+            self._reset(RuntimeError(f"{self.name}: the thread running the batch was interrupted ({e!r})"))
+            raise
+        finally:
+            with self._lock:
+                if self._leader is me:
+                    self._leader = None
+                    if self._inbox or self._busy():
+                        self._start_worker()
+
+    def _safe_iteration(self, arrived: list[Ticket]) -> None:
+        try:
+            self._iteration(arrived)
+        except Exception as e:  # a fault of the scheduler itself: fail every request, never hang them
+            log.exception("%s: scheduler iteration failed; failing the requests in flight", self.name)
+            self._reset(e)
 
     def _busy(self) -> bool:
         return bool(self._forwards or self._logprobs or self._joins or self._slots)
 
-    def _wait_for_work(self) -> list[Ticket] | None:
-        """New requests (possibly none while work is in flight); None when the thread should exit.
+    def _arrivals(self, me: threading.Thread, linger: float) -> list[Ticket] | None:
+        """New requests (possibly none while work is in flight) for the leader `me`; None when it should stop
+        (it no longer leads, the scheduler is shut down, or nothing arrived within `linger` seconds).
 
-        When idle after an iteration that served several requests together (concurrent clients are about
-        to come back),
-        wait up to `max_wait` for a fuller batch; a lone client never waits.
+        Right after an iteration that served several requests together (concurrent clients about to come
+        back), wait up to `max_wait` for as many to arrive again; a lone client never waits.
         """
         with self._lock:
-            if self._closing:
-                self._thread = None
-                stopped = RuntimeError(f"{self.name}: the engine's scheduler was shut down")
-                for ticket in self._inbox:
-                    ticket.fail(stopped)
-                self._inbox.clear()
-                self._reset(stopped)
+            while self._leader is me and not self._closing and not (self._inbox or self._busy()):
+                self._leader_idle = True
+                woke = self._wake.wait(linger) if linger > 0 else False
+                if self._leader is me:
+                    self._leader_idle = False
+                    if not woke and not (self._inbox or self._busy()):
+                        self._leader = None
+            if self._leader is not me:
                 return None
-            while not (self._inbox or self._busy() or self._closing):
-                if not self._wake.wait(IDLE_EXIT_S) and not (self._inbox or self._closing):
-                    self._thread = None
-                    return None
             if self._closing:
-                return []
+                self._stop()
+                return None
             if not self._busy() and self._last_served > 1 and self.max_wait > 0:
                 self.stats.waits += 1
                 deadline = time.monotonic() + self.max_wait
-                while len(self._inbox) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                expected = min(self.max_batch_size, self._last_served)  # those just served may come back
+                while len(self._inbox) < expected and (left := deadline - time.monotonic()) > 0:
                     self._wake.wait(left)
             arrived = list(self._inbox)
             self._inbox.clear()
             return arrived
+
+    def _stop(self) -> None:
+        """Shut down (lock held): every queued or running request fails."""
+        self._leader = None
+        stopped = RuntimeError(f"{self.name}: the engine's scheduler was shut down")
+        for ticket in self._inbox:
+            ticket.fail(stopped)
+        self._inbox.clear()
+        self._reset(stopped)
 
     def _iteration(self, arrived: list[Ticket]) -> None:
         for ticket in arrived:
