@@ -129,7 +129,8 @@ class DecodeBatch:
             graphs = {}
             for b in reversed(sizes):
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
+                # thread_local: other threads (other engines, clients) may use the GPU meanwhile
+                with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                     self._run(b)
                 graphs[b] = graph
             torch.cuda.synchronize(self.model.device)
