@@ -115,7 +115,7 @@ def gpu_plan(reps: int) -> Plan:
         model=MODEL_0_1B,
         model_prefill=[(1, 1024), (1, 4096), (8, 1024)],
         model_decode=[1, 64],
-        engine=EnginePlan(MODEL_0_1B, torch.bfloat16, 24, 24, 256, 64, 256, [1, 16, 256], 1024),
+        engine=EnginePlan(MODEL_0_1B, torch.bfloat16, 16, 16, 256, 64, 256, [1, 16, 256], 512),
         reps=reps,
     )
 

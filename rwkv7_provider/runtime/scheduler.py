@@ -47,9 +47,9 @@ from .sampling import END, Sampler, sample_batch
 log = logging.getLogger(__name__)
 
 IDLE_EXIT_S = 2.0  # an idle background worker exits after this long (an unused engine can then be collected)
-# What one more forward call costs, in tokens of compute, when choosing how far to pad a prefill batch:
-# measured on CPU (2 threads) for the 0.1B and the embedded guard, a forward costs about what 20-30 extra
-# tokens do (weights read once, per-op dispatch). On a GPU a forward costs far more than any padding.
+# What one more forward call costs, in tokens of one row, when choosing how far to pad a prefill batch. On
+# CPU a forward's fixed part (weights read once, per-op dispatch) costs what ~6 tokens do for the 4 x 128 guard
+# and ~30 for the 0.1B shape; 32 errs towards fewer forwards. On a GPU a forward costs far more than padding.
 FORWARD_COST_TOKENS = {"cpu": 32, "cuda": 4096}
 
 Steps = Generator[Any, Any, Any]
