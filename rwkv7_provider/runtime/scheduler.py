@@ -10,9 +10,8 @@ yields the model work it needs and is resumed with the result:
     NEXT                      feed the last token: -> the next one (return from the generator to leave)
     Emit(text)                a streamed text delta for the client: -> None at once
 
-Each iteration runs at most one batched prefill forward, one batched head for the scores
-that are ready and one decode step for every generation in flight; requests join and leave between
-iterations. Prefill rows start from different snapshots and have different lengths: they are
+Each iteration runs at most one batched prefill forward, one batched head for the scores that are ready
+and one decode step for every generation in flight; requests join and leave between iterations. Prefill rows start from different snapshots and have different lengths: they are
 right-padded (`forward_hidden(..., lengths=)` leaves each row exact) and cut into pieces so that one
 forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
 
@@ -507,7 +506,7 @@ class Scheduler:
         if len(jobs) > 1 and isinstance(results[0], Exception):  # find the rows at fault: rerun each alone
             results = [self._forward_or_error([p], [j.state])[0] for j, p in zip(jobs, pieces)]
         for job, result in zip(jobs, results):
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and job.ticket in self._live:
                 self._retire(job.ticket, result)
         self.stats.forwards += 1
         self.stats.forward_rows += len(jobs)
@@ -592,8 +591,9 @@ class Scheduler:
         if len(rows) < n:
             order = self.decode.keep(rows)
             self._slots = [self._slots[r] for r in order]
-            if order:
+            if order != list(range(len(order))):  # rows moved: their tokens move with them
                 tokens = tokens[torch.tensor(order).to(tokens.device, non_blocking=True)]
+            tokens = tokens[: len(order)]
         if self._slots:
             try:
                 self.decode.step(tokens)
