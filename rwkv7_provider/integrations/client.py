@@ -48,6 +48,13 @@ class Completion:
         }
 
 
+def check_checkpoint(model: str) -> None:
+    """Fail at construction, not at the first request, when the checkpoint cannot be used."""
+    from ..runtime.registry import resolve_model_path
+
+    resolve_model_path(model)
+
+
 class RWKV7Client:
     """Requests: sampling, or scoring when `choices` is set. `chat=True` marks a World-format prompt: the answer
     then ends with the assistant's turn and comes back without the format's surrounding whitespace."""
