@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from rwkv7_provider.model import RWKV7
+
 from rwkv7_provider.testing import SMALL, random_state_dict
 
 
