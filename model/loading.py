@@ -121,7 +121,7 @@ def check_memory(info: CheckpointInfo, estimate: MemoryEstimate) -> None:
     free = available_memory(estimate.device)
     if free is None or estimate.total_bytes <= free:
         return
-    where = "free GPU memory" if estimate.device.type == "cuda" else "available host RAM"
+    where = "free GPU memory" if estimate.device.type == "cuda" else "host RAM"
     message = (
         f"loading {info.path.name} ({info.n_params / 1e9:.2f}B parameters) as {estimate.label} on "
         f"{estimate.device} needs about {estimate.total_bytes / GIB:.1f} GiB ({estimate.weights_bytes / GIB:.1f} GiB "
