@@ -11,7 +11,8 @@ chosen at run time from the CPU's features) and the fused WKV-7 decode step (one
 The build is `torch.utils.cpp_extension` (ninja + the system C++ compiler) into a cache directory keyed by
 the source and torch version (`RWKV7_KERNEL_DIR` or ~/.cache/rwkv7_provider/kernels). Without a compiler
 `available()` is False, one warning says why, and callers fall back to plain torch: same results, slower.
-`RWKV7_CPU_KERNELS=0` disables the kernels (tests of the fallback path).
+`RWKV7_CPU_KERNELS=0` disables the kernels (tests of the fallback path); `RWKV7_CPU_ISA=avx2` or `portable`
+caps the instruction set (tests run every code path on one machine).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 FORMATS = {"bf16": cpu_kernels.BF16, "int8": cpu_kernels.INT8, "q4": cpu_kernels.Q4}
 GROUP = {"int8": 64, "q4": 32}
 # Up to this many rows (tokens x batch) the GEMV, which reads the packed weight once for all rows, beats
-# dequantising and a GEMM (measured with bench/bench_quant.py on AVX-512 and AVX2 machines).
+# dequantising and a GEMM (bench/bench_gemv.py prints the crossover on this machine).
 GEMV_MAX_ROWS = 16
 # Rows of a matrix quantised at once: bounds the float32 temporaries when loading a 7B head.
 QUANTIZE_ROWS = 4096

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -165,3 +168,27 @@ def test_format_errors(checkpoint, tmp_path):
         RWKV7.from_pretrained(path, quantize="int8", compute_dtype="float16")
     with pytest.raises(CheckpointError, match="compressed weights"):
         RWKV7.from_pretrained(path, quantize="q4").save_pretrained(tmp_path / "out")
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_every_instruction_set_path_computes_the_same(isa):
+    """The AVX2 and portable paths, forced on this machine in a subprocess (the ISA is chosen at load)."""
+    if isa == "avx2" and cpu_kernels.isa() == "portable":
+        pytest.skip("this CPU has no AVX2")
+    code = (
+        "import torch\n"
+        "from rwkv7_provider.model import cpu_kernels\n"
+        "from rwkv7_provider.model.quantize import FORMATS, pack, dequantize_reference\n"
+        "assert cpu_kernels.available() and cpu_kernels.isa() == '%s', cpu_kernels.isa()\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "w, x = torch.randn(36, 192, generator=g), torch.randn(5, 192, generator=g)\n"
+        "for fmt, code in FORMATS.items():\n"
+        "    packed = pack(w, fmt)\n"
+        "    dense = dequantize_reference(*packed, fmt, 192)\n"
+        "    assert torch.equal(cpu_kernels.dequantize(*packed, code, 192), dense), fmt\n"
+        "    for m in (1, 5):\n"
+        "        torch.testing.assert_close(cpu_kernels.gemv(x[:m], *packed, code), x[:m] @ dense.T, atol=1e-4, rtol=1e-5)\n"
+    ) % isa
+    env = {**os.environ, "RWKV7_CPU_ISA": isa}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -274,9 +275,13 @@ RWKV7_SIMD_KERNELS(kernels, AVX2_TARGET)
 
 enum class Isa { Portable, Avx2, Avx512 };
 
+// RWKV7_CPU_ISA=avx2 / portable caps the choice (tests run every path on one machine).
 Isa detect_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  const char* cap = std::getenv("RWKV7_CPU_ISA");
+  if (cap && std::strcmp(cap, "portable") == 0) return Isa::Portable;
+  const bool avx512_allowed = !(cap && std::strcmp(cap, "avx2") == 0);
+  if (avx512_allowed && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
     return Isa::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
