@@ -16,7 +16,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from rwkv7_provider.model import cpu_kernels
 from rwkv7_provider.model.cpu_features import cpu_features
 from rwkv7_provider.model.quantize import FORMATS, PackedLinear
@@ -49,14 +48,14 @@ def main() -> None:
             print(f"\n{name} [{N} x {K}]")
             for M in (1, 1024):
                 x = torch.randn(M, K)
-                fp32 = best(lambda x=x: F.linear(x, w), max(2, args.repeats // (1 + M // 64)))
+                fp32 = best(lambda x=x, w=w: F.linear(x, w), max(2, args.repeats // (1 + M // 64)))
                 wb, xb = w.bfloat16(), x.bfloat16()
                 bf16 = best(lambda xb=xb, wb=wb: F.linear(xb, wb), max(2, args.repeats // (1 + M // 64)))
                 flop = 2 * M * N * K
                 print(f"  torch GEMM M={M:<5} fp32 {flop / fp32 / 1e9:7.1f} GFLOP/s  bf16 {flop / bf16 / 1e9:7.1f} GFLOP/s"
                       f"  (bf16 {fp32 / bf16:.2f}x)")
             x = torch.randn(1, K)
-            t = best(lambda x=x: F.linear(x, w), args.repeats)
+            t = best(lambda x=x, w=w: F.linear(x, w), args.repeats)
             line = f"  GEMV M=1: torch fp32 {1e3 * t:.3f} ms ({4 * N * K / t / 1e9:.0f} GB/s)"
             layers = {fmt: PackedLinear.from_dense(w, fmt) for fmt in FORMATS}
             for fmt, layer in layers.items():
@@ -68,8 +67,8 @@ def main() -> None:
                 row = f"  {fmt:<5} M:"
                 for M in (1, 4, 16, 32, 64):
                     x = torch.randn(M, K)
-                    gemv = best(lambda x=x, layer=layer: cpu_kernels.gemv(
-                        x, layer.weight, layer.scales, layer.minimums, FORMATS[fmt]), args.repeats)
+                    gemv = best(lambda x=x, layer=layer, code=FORMATS[fmt]: cpu_kernels.gemv(
+                        x, layer.weight, layer.scales, layer.minimums, code), args.repeats)
                     dense = best(lambda x=x, layer=layer: F.linear(x, layer.dense()), args.repeats)
                     row += f"  {M}: gemv {1e3 * gemv:.2f} / dense {1e3 * dense:.2f} ms"
                 print(row)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import resource
 import time
 from pathlib import Path
@@ -58,7 +59,10 @@ def main() -> None:
             out.append(int(token))
         decode_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"prefill 8 tokens {prefill_s:.1f} s; decode {args.tokens / decode_s:.2f} tok/s; peak RSS {rss:.1f} GiB")
+    status = Path("/proc/self/status").read_text() if Path("/proc/self/status").is_file() else ""
+    anon = int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 2**20 if "RssAnon" in status else float("nan")
+    print(f"prefill 8 tokens {prefill_s:.1f} s; decode {args.tokens / decode_s:.2f} tok/s; peak RSS {rss:.1f} GiB "
+          f"(includes the checkpoint's memory-mapped pages); anonymous memory now {anon:.1f} GiB")
     print(f"generated ids: {out}")
 
 

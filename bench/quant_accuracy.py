@@ -6,15 +6,14 @@ The embedded guard (or --guard DIR: a model directory with tokenizer.json) is lo
               token by token through `decode_step` + head (the GEMV path) for --positions positions, and as one
               prefill (the dequantise + GEMM path, in the compute dtype): top-1 agreement (aim >= 98%) and
               mean KL(fp32 || format) of the next-token distributions (aim <= 0.02)
-  verdicts    P(unsafe) of every held-out eval check through the guard's batched scorer: verdict agreement at
-              0.5 (aim >= 99%) and the AUROC change (aim <= 0.005)
+  verdicts    P(unsafe) of --checks held-out eval checks (evenly spaced; 0 = all 6,888) through the guard's
+              batched scorer: verdict agreement at 0.5 (aim >= 99%) and the AUROC change (aim <= 0.005)
 Usage: python bench/quant_accuracy.py [--formats bf16 int8 q4] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 import torch
@@ -25,8 +24,6 @@ from tokenizers import Tokenizer
 from rwkv7_provider.guard_data import HELDOUT_SOURCES, load_data, prompt_for, split_by_source, templates
 from rwkv7_provider.guard_eval import DEFAULT_GUARD, auroc
 from rwkv7_provider.guard_train import DEFAULT_DATA_DIR, GuardTokens, score_examples
-
-log = logging.getLogger("quant_accuracy")
 
 
 def compare(ref: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
@@ -51,30 +48,31 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--formats", nargs="+", default=["bf16", "int8", "q4"])
     p.add_argument("--positions", type=int, default=1000)
+    p.add_argument("--checks", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     toks = GuardTokens(Tokenizer.from_file(str(args.guard / "tokenizer.json")))
     _, heldout = split_by_source(load_data(args.data), HELDOUT_SOURCES)
+    checks = heldout[:: max(1, len(heldout) // args.checks)] if args.checks else heldout
     ids: list[int] = []
     for ex in heldout:
         ids += toks.encode([prompt_for(ex, templates(ex.task)[0])])[0]
         if len(ids) >= args.positions:
             break
     ids_t = torch.tensor(ids[: args.positions])
-    log.info("%d positions of held-out prompts; %d held-out checks; prefill compute dtype %s",
-             len(ids_t), len(heldout), gemm_dtype())
+    print(f"{len(ids_t)} positions of held-out prompts; {len(checks)} held-out checks; "
+          f"prefill compute dtype {gemm_dtype()}")
 
     def verdict_scores(model: RWKV7) -> list[float]:
         scores: list[float] = []
         for task in ("input", "output"):
-            rows = [ex for ex in heldout if ex.task == task]
+            rows = [ex for ex in checks if ex.task == task]
             with torch.inference_mode():
                 scores += score_examples(model, toks, rows, templates(task)[0])
         return scores
 
-    labels = [ex.label for task in ("input", "output") for ex in heldout if ex.task == task]
+    labels = [ex.label for task in ("input", "output") for ex in checks if ex.task == task]
     ref = RWKV7.from_pretrained(args.guard)
     ref_decode, ref_prefill = next_token_logits(ref, ids_t)
     ref_scores = verdict_scores(ref)
