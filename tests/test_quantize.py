@@ -180,7 +180,7 @@ def test_every_instruction_set_path_computes_the_same(isa):
         "import torch\n"
         "from rwkv7_provider.model import cpu_kernels\n"
         "from rwkv7_provider.model.quantize import FORMATS, pack, dequantize_reference\n"
-        "assert cpu_kernels.available() and cpu_kernels.isa() == '%s', cpu_kernels.isa()\n"
+        f"assert cpu_kernels.available() and cpu_kernels.isa() == {isa!r}, cpu_kernels.isa()\n"
         "g = torch.Generator().manual_seed(0)\n"
         "w, x = torch.randn(36, 192, generator=g), torch.randn(5, 192, generator=g)\n"
         "for fmt, code in FORMATS.items():\n"
@@ -189,6 +189,6 @@ def test_every_instruction_set_path_computes_the_same(isa):
         "    assert torch.equal(cpu_kernels.dequantize(*packed, code, 192), dense), fmt\n"
         "    for m in (1, 5):\n"
         "        torch.testing.assert_close(cpu_kernels.gemv(x[:m], *packed, code), x[:m] @ dense.T, atol=1e-4, rtol=1e-5)\n"
-    ) % isa
+    )
     env = {**os.environ, "RWKV7_CPU_ISA": isa}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
