@@ -97,6 +97,17 @@ def run_rwkv(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
     return out
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (reset by exec, unlike ru_maxrss, which a worker inherits from the
+    parent that built the checkpoint); ru_maxrss where /proc is missing."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     run = (Path(args.checkpoint), args.lengths, args.decode_steps, args.repeats)
@@ -104,7 +115,7 @@ def worker(args: argparse.Namespace) -> None:
         result = run_rwkv(*run)
     else:
         result = run_ours(*run, quantize=None if args.worker == "fp32" else args.worker)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 
