@@ -86,6 +86,40 @@ def test_langchain_constructors_raise_package_errors(tmp_path):
         ChatRWKV7(model=str(tmp_path / "missing.pth"))
 
 
+def broken_checkpoints(root: Path) -> dict[str, tuple[Path, str]]:
+    """What a user may point `model:` at by mistake, and the words its error must contain."""
+    (root / "notes.pth").write_text("this is a text file, renamed")
+    (root / "empty").mkdir()
+    (root / "empty" / "config.json").write_text('{"model_type": "rwkv7"}')
+    rwkv4 = {"emb.weight": torch.zeros(8, 4), "blocks.0.att.time_decay": torch.zeros(4),
+             "blocks.0.att.time_first": torch.zeros(4), "blocks.0.att.time_mix_k": torch.zeros(1, 1, 4)}
+    torch.save(rwkv4, root / "rwkv4.pth")
+    return {
+        "text file": (root / "notes.pth", "not a readable checkpoint"),
+        "folder without weights": (root / "empty", "has no model.safetensors"),
+        "RWKV-4 file": (root / "rwkv4.pth", "RWKV-4/5/6"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["text file", "folder without weights", "RWKV-4 file"])
+def test_broken_checkpoints_fail_at_config_load(tmp_path, kind):
+    path, message = broken_checkpoints(tmp_path)[kind]
+    config = RailsConfig.from_path(str(CONFIGS / "moderation"))
+    config.models[0].model = str(path)
+    with pytest.raises(CheckpointError, match=message):
+        LLMRails(config)
+    with pytest.raises(CheckpointError, match=message):
+        RWKV7LLM(model=str(path))
+
+
+def test_a_model_too_big_for_the_machine_fails_at_config_load(ckpt, monkeypatch):
+    from rwkv7_provider.model import loading
+
+    monkeypatch.setattr(loading, "available_memory", lambda device: 1 << 20)  # 1 MiB free
+    with pytest.raises(CheckpointError, match="needs about .* GiB .* only 0.0 GiB of host RAM"):
+        RWKV7Model(ckpt)
+
+
 # ---------------------------------------------------------------- threads
 
 

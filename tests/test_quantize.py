@@ -192,3 +192,24 @@ def test_every_instruction_set_path_computes_the_same(isa):
     )
     env = {**os.environ, "RWKV7_CPU_ISA": isa}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+def test_quantize_reaches_the_engine_through_provider_and_langchain():
+    """The parameter selects a compressed engine (its own registry entry) whose answers match fp32's."""
+    import asyncio
+
+    from rwkv7_provider import ChatRWKV7, RWKV7LLM
+    from rwkv7_provider.guardrails import RWKV7Model
+    from rwkv7_provider.model.quantize import PackedLinear
+
+    prompt = "Is this message fine?"
+    provider = RWKV7Model("default", quantize="int8", choices=["Yes", "No"])
+    llm = RWKV7LLM(model="default", quantize="int8", choices=["Yes", "No"])
+    assert llm.client.engine is provider.client.engine is ChatRWKV7(model="default", quantize="int8").client.engine
+    engine = llm.client.engine
+    assert isinstance(engine.model.blocks[0].att.key, PackedLinear)
+    plain = RWKV7LLM(model="default", choices=["Yes", "No"]).client.engine
+    assert plain is not engine and not isinstance(plain.model.blocks[0].att.key, PackedLinear)
+    packed_p = asyncio.run(provider.generate_async(prompt)).provider_metadata["probability"]
+    plain_p = plain.score(prompt, ["Yes", "No"]).probability
+    assert abs(packed_p - plain_p) < 0.02

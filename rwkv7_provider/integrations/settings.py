@@ -43,6 +43,8 @@ class ProviderSettings(GenerationOptions):
     model: str = Field("default", description="checkpoint path, or 'default' for the embedded guard model")
     dtype: str | None = Field(None, description="float32 / bfloat16 / float16; None: the model's choice")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    quantize: str | None = Field(None, description="CPU weight format for fast decoding: bf16, int8 or q4")
+    compute_dtype: str | None = Field(None, description="prefill GEMM dtype of a quantized model; None: measured")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (process-wide); None: half the usable cores")
     tokenizer: str | None = Field(None, description="'world' or a tokenizer.json; None: the checkpoint's own")
     cache_bytes: int | None = Field(None, ge=0, description="byte budget of the state cache (0: off; None: default)")
@@ -63,10 +65,19 @@ class ProviderSettings(GenerationOptions):
                 raise ValueError(f"unknown rwkv7 parameter(s): {details}. Known parameters: {', '.join(known)}")
         return data
 
-    @field_validator("dtype")
+    @field_validator("dtype", "compute_dtype")
     @classmethod
     def _dtype_name(cls, value: str | None) -> str | None:
         return canonical_dtype(value)
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from ..model.quantize import check_format  # torch only when a format is asked for
+
+        return check_format(value)
 
     @field_validator("device")
     @classmethod
@@ -94,7 +105,8 @@ class ProviderSettings(GenerationOptions):
 
     def engine_settings(self) -> dict[str, Any]:
         """Keyword arguments of `get_engine` (besides the model)."""
-        return {k: getattr(self, k) for k in ("dtype", "device", "threads", "tokenizer", "cache_bytes", "cache_dir")}
+        names = ("dtype", "device", "quantize", "compute_dtype", "threads", "tokenizer", "cache_bytes", "cache_dir")
+        return {k: getattr(self, k) for k in names}
 
     def generation_options(self) -> GenerationOptions:
         """This instance's generation defaults."""

@@ -27,7 +27,7 @@ DEFAULT_MODEL = "default"
 # The embedded guard model, shipped with the guard pipeline that trains it.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "guard" / "assets"
 
-_ENGINES: dict[tuple[str, str, str], tuple[Engine, tuple]] = {}
+_ENGINES: dict[tuple, tuple[Engine, tuple]] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -68,14 +68,18 @@ def get_engine(
     *,
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
+    quantize: str | None = None,
+    compute_dtype: str | torch.dtype | None = None,
     threads: int | None = None,
     tokenizer: str | Path | Tokenizer | None = None,
     cache_bytes: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> Engine:
-    """The process-wide engine for (checkpoint, dtype, device), loading the weights on first use only.
+    """The process-wide engine for (checkpoint, dtype, device, quantize, compute_dtype), loaded on first use only.
 
-    dtype None is the model's default for the device (see `RWKV7.from_pretrained`). Later calls for the same key return the
+    dtype None is the model's default for the device; `quantize` (CPU: None, "bf16", "int8", "q4") and
+    `compute_dtype` (prefill GEMMs of a quantized model; None: measured at load) as in `RWKV7.from_pretrained`,
+    which also refuses, before reading any weight, a model the device has no memory for. Later calls for the same key return the
     same engine whatever their tokenizer / cache arguments (a differing value is logged): one copy of the
     weights and one cache per checkpoint. `threads` sets torch's CPU thread count for the whole process (see
     `set_threads`) when given, and when the first engine is built.
@@ -83,7 +87,8 @@ def get_engine(
     path = resolve_model_path(model)
     device = torch.device(device)
     wanted = torch_dtype(dtype) or default_dtype(device, None)  # None: the checkpoint's own dtype
-    key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device))
+    gemm = torch_dtype(compute_dtype)
+    key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device), quantize, str(gemm))
     settings = (tokenizer, cache_bytes, cache_dir)
     with _ENGINES_LOCK:
         if threads is not None or not _ENGINES:
@@ -93,9 +98,9 @@ def get_engine(
             if settings != first:
                 log.warning("reusing the engine for %s: tokenizer and cache settings stay %s", path, first)
             return engine
-        loaded = RWKV7.from_pretrained(path, dtype=wanted, device=device)
+        loaded = RWKV7.from_pretrained(path, dtype=wanted, device=device, quantize=quantize, compute_dtype=gemm)
         tok = load_tokenizer(tokenizer, model_path=path, vocab_size=loaded.config.vocab_size)
         engine = Engine(loaded, tok, cache_bytes=cache_bytes, cache_dir=cache_dir, name=path.name)
         _ENGINES[key] = (engine, settings)
-        log.info("engine for %s (%s, %s) ready", path, key[1], device)
+        log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, quantize)
         return engine

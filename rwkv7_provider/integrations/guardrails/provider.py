@@ -73,7 +73,7 @@ class RWKV7Model:
 
     def __init__(self, model: str = "default", **parameters: Any) -> None:
         self.settings = parse_provider_parameters(model, parameters)
-        check_checkpoint(self.settings.model)
+        check_checkpoint(self.settings)
         self.client = RWKV7Client(self.settings)
 
     @property

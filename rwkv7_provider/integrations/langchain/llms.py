@@ -56,7 +56,7 @@ class LangChainSettings(ProviderSettings):
             super().__init__(**data)
         except ValidationError as e:
             raise ParameterError(format_errors(e)) from None
-        check_checkpoint(self.model)
+        check_checkpoint(self)
 
     @property
     def client(self) -> RWKV7Client:
