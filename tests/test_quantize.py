@@ -198,9 +198,10 @@ def test_quantize_reaches_the_engine_through_provider_and_langchain():
     """The parameter selects a compressed engine (its own registry entry) whose answers match fp32's."""
     import asyncio
 
-    from rwkv7_provider import ChatRWKV7, RWKV7LLM
-    from rwkv7_provider.guardrails import RWKV7Model
     from rwkv7_provider.model.quantize import PackedLinear
+
+    from rwkv7_provider import RWKV7LLM, ChatRWKV7
+    from rwkv7_provider.guardrails import RWKV7Model
 
     prompt = "Is this message fine?"
     provider = RWKV7Model("default", quantize="int8", choices=["Yes", "No"])
