@@ -3,6 +3,11 @@
 Everything is converted to BlinkDL's key names (the names of `RWKV7`'s parameters), every dimension
 is read off tensor shapes, and every failure is a `CheckpointError` that names the problem. A
 checkpoint is untrusted input: `.pth` files are read with `torch.load(weights_only=True)`.
+
+Reading is lazy: `open_checkpoint` gives each tensor's name, shape and dtype from the file's header
+(safetensors) or a memory map (.pth) and a function that reads that one tensor, so `inspect_checkpoint`
+validates a checkpoint without reading its weights and the loader (`loading.py`) converts one tensor at a
+time. This module never imports the model class.
 """
 
 from __future__ import annotations
@@ -10,14 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..errors import CheckpointError
 from .config import RWKV7Config
+from .quantize import PackedLinear
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,47 @@ HF_TOP = {
     "lm_head.weight": "head.weight",
 }
 HF_LORA = {"lora.0.weight": "1", "lora.2.weight": "2", "lora.2.bias": "0"}
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a checkpoint, known by its header; `read()` loads it (and only it)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    read: Callable[[], torch.Tensor] = field(repr=False)
+
+    @property
+    def numel(self) -> int:
+        return torch.Size(self.shape).numel()
+
+    def renamed(self, transpose: bool = False, shape: tuple[int, ...] | None = None) -> TensorEntry:
+        """The same tensor transposed (a [a, b] matrix read as [b, a]) or reshaped when read."""
+        if transpose:
+            return TensorEntry(self.shape[::-1], self.dtype, lambda: self.read().t().contiguous())
+        if shape is not None and shape != self.shape:
+            return TensorEntry(shape, self.dtype, lambda: self.read().reshape(shape))
+        return self
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What `inspect_checkpoint` learns from a checkpoint's headers, without reading its weights."""
+
+    path: Path  # the resolved file or directory
+    kind: str  # "pth", "safetensors" or "hf" (a directory)
+    config: RWKV7Config
+    stored_dtype: torch.dtype  # the dtype of the embedding as stored (bf16 for released checkpoints)
+    tensors: dict[str, TensorEntry] = field(repr=False)  # BlinkDL names, shapes as the model expects
+
+    @property
+    def n_params(self) -> int:
+        return sum(e.numel for e in self.tensors.values())
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(e.numel * e.dtype.itemsize for e in self.tensors.values())
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -47,12 +96,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"checkpoint not found: {path} (expected a .pth/.safetensors file or a model directory)")
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Raw tensors of one file, with a clear error for anything that is not a checkpoint."""
+def open_tensors(path: Path) -> dict[str, TensorEntry]:
+    """The tensors of one file by header or memory map, with a clear error for anything else."""
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
+            handle = safe_open(str(path), framework="pt")
+            entries = {}
+            for name in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                view = handle.get_slice(name)
+                dtype = SAFETENSORS_DTYPES.get(view.get_dtype())
+                if dtype is None:
+                    raise CheckpointError(f"{path}: tensor {name!r} is {view.get_dtype()}, not floating point weights")
+                entries[name] = TensorEntry(tuple(view.get_shape()), dtype, lambda n=name: handle.get_tensor(n))
+            return entries
         data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except CheckpointError:
+        raise
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not a model file): {e}") from e
     except Exception as e:  # pickle errors for files that are not torch archives, or unsafe pickles
@@ -61,12 +120,15 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} does not contain a dictionary of tensors (not a model checkpoint)")
-    return data
+    for name, t in data.items():
+        if not t.is_floating_point():
+            raise CheckpointError(f"{path}: tensor {name!r} is {t.dtype}, not floating point weights")
+    return {name: TensorEntry(tuple(t.shape), t.dtype, lambda t=t: t) for name, t in data.items()}
 
 
-def hf_to_blink(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a Hugging Face / fla state dict to BlinkDL keys (LoRA matrices transposed back)."""
-    out: dict[str, torch.Tensor] = {}
+def hf_to_blink(tensors: dict[str, TensorEntry]) -> dict[str, TensorEntry]:
+    """Rename a Hugging Face / fla checkpoint to BlinkDL keys (LoRA matrices transposed back when read)."""
+    out: dict[str, TensorEntry] = {}
     for name, t in tensors.items():
         if name in HF_TOP:
             out[HF_TOP[name]] = t
@@ -78,7 +140,7 @@ def hf_to_blink(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         lora = re.fullmatch(r"([wavg])_lora\.(.+)", rest)
         if lora and lora.group(2) in HF_LORA:
             idx = HF_LORA[lora.group(2)]
-            rest, t = f"{lora.group(1)}{idx}", (t if idx == "0" else t.t().contiguous())
+            rest, t = f"{lora.group(1)}{idx}", t.renamed(transpose=idx != "0")
         elif part == "att":
             head, _, tail = rest.partition(".")
             rest = f"{HF_PROJ.get(head, head)}{'.' + tail if tail else ''}"
@@ -108,31 +170,48 @@ def blink_to_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint under BlinkDL names, whatever the format on disk."""
+def open_checkpoint(path: str | Path) -> tuple[Path, str, dict[str, TensorEntry]]:
+    """(resolved path, kind, lazy tensors under BlinkDL names) of a checkpoint, whatever the format on disk."""
     p = resolve_checkpoint(path)
     if p.is_file():
-        tensors = read_tensors(p)
-        return hf_to_blink(tensors) if any(k.startswith("model.layers.") for k in tensors) else tensors
+        tensors = open_tensors(p)
+        kind = "safetensors" if p.suffix == ".safetensors" else "pth"
+        return p, kind, hf_to_blink(tensors) if any(k.startswith("model.layers.") for k in tensors) else tensors
     config_file = p / "config.json"
     if config_file.is_file():
         try:
             model_type = json.loads(config_file.read_text()).get("model_type")
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_file} is not valid JSON: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{config_file} is not a valid JSON config: {e}") from e
         if model_type not in (None, "rwkv7"):
             raise CheckpointError(f"{p} holds a {model_type!r} model, not RWKV-7 (config.json model_type)")
     index = p / "model.safetensors.index.json"
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {e}") from e
     else:
         files = [f for f in ("model.safetensors", "pytorch_model.bin") if (p / f).is_file()][:1]
     if not files:
         raise CheckpointError(f"{p} has no model.safetensors or pytorch_model.bin")
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, TensorEntry] = {}
     for f in files:
-        tensors.update(read_tensors(p / f))
-    return hf_to_blink(tensors)
+        tensors.update(open_tensors(p / f))
+    return p, "hf", hf_to_blink(tensors)
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Validate a checkpoint (format, RWKV generation, names, shapes) from its headers, reading no weights.
+
+    Raises `CheckpointError` naming the problem: a missing path, a file that is not a checkpoint (a text file
+    renamed .pth, a truncated archive), a directory without weights, another model family or RWKV generation,
+    missing, unexpected or mis-shaped tensors.
+    """
+    p, kind, tensors = open_checkpoint(path)
+    config = infer_config(tensors)
+    tensors = check_shapes(tensors, config)
+    return CheckpointInfo(p, kind, config, tensors["emb.weight"].dtype, tensors)
 
 
 def expected_shapes(config: RWKV7Config) -> dict[str, tuple[int, ...]]:
@@ -161,8 +240,8 @@ def expected_shapes(config: RWKV7Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def infer_config(sd: dict[str, torch.Tensor]) -> RWKV7Config:
-    """Read every dimension off the tensors; reject other RWKV generations and non-RWKV files."""
+def infer_config(sd: dict[str, TensorEntry]) -> RWKV7Config:
+    """Read every dimension off the tensors' shapes; reject other RWKV generations and non-RWKV files."""
     for key in sd:
         if any(key.endswith(m) or f".{m}" in key for m in OLD_GENERATION_MARKERS):
             raise CheckpointError(
@@ -191,21 +270,19 @@ def infer_config(sd: dict[str, torch.Tensor]) -> RWKV7Config:
         raise CheckpointError(f"not a complete RWKV-7 checkpoint: cannot read its dimensions ({e})") from e
 
 
-def normalize_state_dict(sd: dict[str, torch.Tensor], config: RWKV7Config) -> dict[str, torch.Tensor]:
-    """Check names and shapes against the config; reshape squeezed vectors ([C] vs [1,1,C]) back."""
+def check_shapes(sd: dict[str, TensorEntry], config: RWKV7Config) -> dict[str, TensorEntry]:
+    """Check names and shapes against the config; squeezed vectors ([C] vs [1,1,C]) are reshaped when read."""
     expected = expected_shapes(config)
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, TensorEntry] = {}
     for name, t in sd.items():
         if name in LAYER0_UNUSED:
             continue  # layer 0 has no value residual; released files may carry unused v0/v1/v2
         if name not in expected:
             raise CheckpointError(f"unexpected tensor {name!r} {tuple(t.shape)} in an RWKV-7 checkpoint")
         shape = expected[name]
-        if tuple(t.shape) != shape:
-            if t.numel() != torch.Size(shape).numel():
-                raise CheckpointError(f"shape mismatch for {name!r}: expected {shape}, got {tuple(t.shape)}")
-            t = t.reshape(shape)
-        out[name] = t
+        if t.shape != shape and t.numel != torch.Size(shape).numel():
+            raise CheckpointError(f"shape mismatch for {name!r}: expected {shape}, got {tuple(t.shape)}")
+        out[name] = t.renamed(shape=shape)
     missing = sorted(set(expected) - set(out))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -214,23 +291,8 @@ def normalize_state_dict(sd: dict[str, torch.Tensor], config: RWKV7Config) -> di
 
 
 def default_dtype(device: torch.device | str, stored: torch.dtype) -> torch.dtype:
-    """float32 on CPU (no fast half-precision matmul there), the stored dtype on accelerators."""
+    """float32 on CPU (activations and state stay exact there), the stored dtype on accelerators."""
     return torch.float32 if torch.device(device).type == "cpu" else stored
-
-
-def load_model(path: str | Path, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"):
-    """Build an `RWKV7` from any supported checkpoint."""
-    from .rwkv7 import RWKV7
-
-    sd = read_checkpoint(path)
-    config = infer_config(sd)
-    sd = normalize_state_dict(sd, config)
-    dtype = dtype or default_dtype(device, sd["emb.weight"].dtype)
-    log.info("loading RWKV-7 %s from %s as %s on %s", config, path, dtype, device)
-    with torch.device("meta"):
-        model = RWKV7(config)
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, assign=True)
-    return model.to(device).eval().requires_grad_(False)
 
 
 def hf_config(config: RWKV7Config) -> dict:
@@ -255,6 +317,8 @@ def hf_config(config: RWKV7Config) -> dict:
 
 def save_pretrained(model, directory: str | Path, dtype: torch.dtype | None = None, extra_config: dict | None = None):
     """Write config.json + model.safetensors (HF / fla layout, loadable by `RWKV7.from_pretrained`)."""
+    if any(isinstance(m, PackedLinear) for m in model.modules()):
+        raise CheckpointError("this model holds compressed weights (loaded with quantize=...): save the original checkpoint instead")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.to(dtype) if dtype else v).detach().cpu() for k, v in model.state_dict().items()}

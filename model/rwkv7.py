@@ -14,7 +14,10 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels import wkv7
+from . import cpu_decode
+from .checkpoint import save_pretrained
 from .config import RWKV7Config
+from .loading import load_model
 from .state import RWKV7State
 
 # log of the decay is -exp(-0.5) * sigmoid(d): the decay stays in (exp(-exp(-0.5)), 1) = (0.545, 1).
@@ -176,20 +179,27 @@ class RWKV7(nn.Module):
         return RWKV7State.zeros(self.config, batch, dtype=self.dtype, device=self.device)
 
     @classmethod
-    def from_pretrained(cls, path, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> RWKV7:
+    def from_pretrained(
+        cls,
+        path,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        *,
+        quantize: str | None = None,
+        compute_dtype: torch.dtype | str | None = None,
+    ) -> RWKV7:
         """Load a BlinkDL `.pth` (suffix optional), a `.safetensors` file or a Hugging Face / fla directory.
 
-        dtype None means float32 on CPU (this class of CPU has no fast bf16/fp16 matmul) and the
-        checkpoint's own dtype elsewhere.
+        dtype None means float32 on CPU and the checkpoint's own dtype elsewhere. `quantize` (CPU only) stores
+        the large matrices compressed for fast decoding: None (as in the checkpoint), "bf16", "int8" or "q4"
+        (see `quantize.py`); `compute_dtype` is then the dtype of their prefill GEMMs (None: bf16 where the
+        CPU has native bf16 and measures it faster, else float32). Fails with `InsufficientMemoryError`
+        before reading weights when the model would not fit.
         """
-        from .checkpoint import load_model
-
-        return load_model(path, dtype=dtype, device=device)
+        return load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
 
     def save_pretrained(self, directory, **kwargs) -> None:
         """Write a Hugging Face / fla style directory: config.json + model.safetensors."""
-        from .checkpoint import save_pretrained
-
         save_pretrained(self, directory, **kwargs)
 
     def check_input(
@@ -246,8 +256,10 @@ class RWKV7(nn.Module):
 
         The serving hot path: no input checks and no host synchronisation, so it can run back to back on an
         accelerator (and be captured as a CUDA graph). The caller owns `state` (never a cached snapshot) and
-        validates the ids.
+        validates the ids. A float32 model on CPU takes `cpu_decode`, the same equations with fused kernels.
         """
+        if cpu_decode.supported(self, state):
+            return cpu_decode.decode_step(self, input_ids, state)
         x = self.blocks[0].ln0(self.emb(input_ids.view(-1, 1)))
         v_first = None
         for i, block in enumerate(self.blocks):

@@ -19,8 +19,20 @@ from ..errors import TokenizerError
 WORLD_VOCAB_SIZE = 65536
 
 
+def encodable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a Python str may hold lone surrogates ("\\ud800"), which no tokenizer can
+    encode; they become U+FFFD, and a surrogate pair written as two code units becomes its character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 class Tokenizer:
-    """Common interface: encode, decode, vocab_size and an incremental decoder for streaming."""
+    """Common interface: encode, decode, vocab_size and an incremental decoder for streaming.
+
+    `encode` accepts any Python str (see `encodable`)."""
 
     name: str
     vocab_size: int
@@ -115,7 +127,7 @@ class WorldTokenizer(Tokenizer):
         self.impl = pyrwkv_tokenizer.RWKVTokenizer()
 
     def encode(self, text: str) -> list[int]:
-        return list(self.impl.encode(text))
+        return list(self.impl.encode(encodable(text)))
 
     def token_bytes(self, token_id: int) -> bytes:
         return self.table[token_id]
@@ -142,7 +154,7 @@ class HFTokenizer(Tokenizer):
         self.vocab_size = self.impl.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.impl.encode(text, add_special_tokens=False).ids
+        return self.impl.encode(encodable(text), add_special_tokens=False).ids
 
     def decode(self, ids: list[int]) -> str:
         return self.impl.decode(ids, skip_special_tokens=False)

@@ -32,3 +32,12 @@ class GuardDataError(RWKV7Error):
 
 class EmbedInitError(RWKV7Error):
     """`train-guard --embed-init` cannot read the encoder it was given."""
+
+
+def missing_dependency(error: ModuleNotFoundError, extra: str, feature: str) -> ModuleNotFoundError:
+    """The import error to raise when an optional dependency is absent: it names the pip extra to install."""
+    package = (error.name or "").split(".")[0]
+    return ModuleNotFoundError(
+        f"{feature} needs the `{package}` package, which is not installed: pip install 'rwkv7-provider[{extra}]'",
+        name=package,
+    )

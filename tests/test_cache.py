@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,6 +180,13 @@ def corrupt_values(path):
     save_file(tensors, path, metadata=_metadata(path))
 
 
+def corrupt_finite_values(path):
+    """Numbers altered but still finite and plausible: only the checksum can tell."""
+    tensors = load_file(path)
+    tensors["wkv"] = tensors["wkv"] * 1.5
+    save_file(tensors, path, metadata=_metadata(path))
+
+
 def corrupt_tokens(path):
     meta = _metadata(path)
     meta["tokens"] = json.dumps(json.loads(meta["tokens"])[:-1])
@@ -196,7 +204,9 @@ def _metadata(path) -> dict[str, str]:
         return dict(f.metadata())
 
 
-@pytest.mark.parametrize("damage", [corrupt_truncate, corrupt_values, corrupt_tokens, corrupt_shape])
+@pytest.mark.parametrize(
+    "damage", [corrupt_truncate, corrupt_values, corrupt_finite_values, corrupt_tokens, corrupt_shape]
+)
 def test_corrupt_files_are_ignored_with_a_warning(tmp_path, caplog, damage):
     damage(warm_dir(tmp_path))
     with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
@@ -216,3 +226,43 @@ def test_files_of_another_model_are_never_loaded(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
         again = Engine(tiny_model(seed=1), TOK, cache_dir=tmp_path)
     assert again.cache_stats()["snapshots"] == 0 and "another model" in caplog.text
+
+
+def test_a_failing_delete_of_an_evicted_file_is_a_warning(tmp_path, caplog, monkeypatch):
+    """A read-only cache directory: evicting a snapshot loaded from it must not fail the request."""
+    warm_dir(tmp_path)
+    engine = Engine(tiny_model(), TOK, cache_dir=tmp_path)
+    assert engine.cache_stats()["snapshots"] == 1
+
+    def read_only(self, missing_ok=False):
+        raise PermissionError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
+        engine.cache.clear()  # drops (and tries to delete) the persisted snapshot
+        prompts = [TEMPLATE + f"message {i}" + TAIL for i in range(3)]
+        assert all(engine.generate(p, max_tokens=2).completion_tokens >= 0 for p in prompts)
+    assert "cannot delete" in caplog.text
+
+
+def test_files_vanishing_during_start_up_are_skipped(tmp_path, monkeypatch):
+    """Another process evicts files between this one's directory listing and its reads."""
+    path = warm_dir(tmp_path)
+    ghost = path.with_name("0" * 40 + ".safetensors")
+    real_glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: [ghost, *real_glob(self, pattern)])
+    engine = Engine(tiny_model(), TOK, cache_dir=tmp_path)
+    assert engine.cache_stats()["snapshots"] == 1
+
+
+def test_a_shared_writable_cache_directory_is_reported(tmp_path, caplog):
+    warm_dir(tmp_path)
+    tmp_path.chmod(0o777)
+    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
+        Engine(tiny_model(), TOK, cache_dir=tmp_path)
+    assert "world-writable" in caplog.text
+    caplog.clear()
+    tmp_path.chmod(0o755)
+    with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
+        Engine(tiny_model(), TOK, cache_dir=tmp_path)
+    assert "writable" not in caplog.text

@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..model.rwkv7 import RWKV7
+from ..model.tokenizer import encodable
 from ..runtime.templates import split_template
 from .data import Example, prompt_for, truncate_middle
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
@@ -37,7 +38,7 @@ class GuardTokens:
         self._prefix: dict[str, list[int]] = {}
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [e.ids for e in self.tokenizer.encode_batch([encodable(t) for t in texts], add_special_tokens=False)]
 
     def prefix_ids(self, template: str) -> list[int]:
         """Tokens of the template before the user message: the part shared by every prompt of a batch."""

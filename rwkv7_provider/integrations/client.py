@@ -48,6 +48,20 @@ class Completion:
         }
 
 
+def check_checkpoint(settings: ProviderSettings) -> None:
+    """Fail at construction, not at the first request, when the checkpoint cannot be used: from its headers
+    (a text file renamed .pth, a folder without weights, another RWKV generation, missing or mis-shaped
+    tensors) and from the memory it would need in the chosen dtype / format on the chosen device."""
+    from ..model.checkpoint import inspect_checkpoint
+    from ..model.loading import check_memory, estimate_memory
+    from ..runtime.options import torch_dtype
+    from ..runtime.registry import resolve_model_path
+
+    info = inspect_checkpoint(resolve_model_path(settings.model))
+    need = estimate_memory(info, dtype=torch_dtype(settings.dtype), device=settings.device, quantize=settings.quantize)
+    check_memory(info, need)
+
+
 class RWKV7Client:
     """Requests: sampling, or scoring when `choices` is set. `chat=True` marks a World-format prompt: the answer
     then ends with the assistant's turn and comes back without the format's surrounding whitespace."""

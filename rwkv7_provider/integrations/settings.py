@@ -8,6 +8,8 @@ process-wide engine and the `choices` answer mode. A guardrails `models:` entry 
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -22,15 +24,35 @@ from ..runtime.options import (
     suggest,
 )
 
+DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
+
+
+def check_device(device: str) -> str:
+    """`device` if this machine has it, else a ValueError that says what it has (torch is imported only for CUDA)."""
+    if not DEVICE.fullmatch(device):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but this machine has no usable CUDA GPU; use 'cpu'")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return device
+
 
 class ProviderSettings(GenerationOptions):
-    """Engine settings (`model`, `dtype`, `device`, `tokenizer`, `cache_bytes`, `cache_dir`, `max_batch_size`,
-    `max_wait`, `max_prompt_tokens`) select and configure the shared engine; the generation options are this instance's defaults, overridable per call; `choices` switches
-    to answering by scoring."""
+    """Engine settings (`model` ... `cache_dir`, `max_batch_size`, `max_wait`, `max_prompt_tokens`) select and
+    configure the shared engine; the generation options are this instance's defaults, overridable per call;
+    `choices` switches to answering by scoring."""
 
     model: str = Field("default", description="checkpoint path, or 'default' for the embedded guard model")
     dtype: str | None = Field(None, description="float32 / bfloat16 / float16; None: the model's choice")
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    quantize: str | None = Field(None, description="CPU weight format for fast decoding: bf16, int8 or q4")
+    compute_dtype: str | None = Field(None, description="prefill GEMM dtype of a quantized model; None: measured")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (process-wide); None: half the usable cores")
     tokenizer: str | None = Field(None, description="'world' or a tokenizer.json; None: the checkpoint's own")
     cache_bytes: int | None = Field(None, ge=0, description="byte budget of the state cache (0: off; None: default)")
     cache_dir: str | None = Field(None, description="directory that persists cached states across restarts")
@@ -59,10 +81,34 @@ class ProviderSettings(GenerationOptions):
                 raise ValueError(f"unknown rwkv7 parameter(s): {details}. Known parameters: {', '.join(known)}")
         return data
 
-    @field_validator("dtype")
+    @field_validator("dtype", "compute_dtype")
     @classmethod
     def _dtype_name(cls, value: str | None) -> str | None:
         return canonical_dtype(value)
+
+    @field_validator("quantize")
+    @classmethod
+    def _quantize_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from ..model.quantize import check_format  # torch only when a format is asked for
+
+        return check_format(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device_usable(cls, value: str) -> str:
+        return check_device(value)
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_exists(cls, value: str | None) -> str | None:
+        if value is None or value.lower() == "world":
+            return value
+        path = Path(value).expanduser()
+        if not (path.is_file() or (path / "tokenizer.json").is_file()):
+            raise ValueError(f"tokenizer file not found: {value} (expected 'world' or a tokenizer.json)")
+        return value
 
     @field_validator("choices")
     @classmethod
@@ -75,8 +121,8 @@ class ProviderSettings(GenerationOptions):
 
     def engine_settings(self) -> dict[str, Any]:
         """Keyword arguments of `get_engine` (besides the model)."""
-        names = ("dtype", "device", "tokenizer", "cache_bytes", "cache_dir", "max_batch_size", "max_wait",
-                 "max_prompt_tokens")
+        names = ("dtype", "device", "quantize", "compute_dtype", "threads", "tokenizer", "cache_bytes", "cache_dir",
+                 "max_batch_size", "max_wait", "max_prompt_tokens")
         return {k: getattr(self, k) for k in names}
 
     def generation_options(self) -> GenerationOptions:

@@ -13,8 +13,13 @@ Rules:
   recently used snapshot (or snapshot-less leaf path) goes first.
 - A cache belongs to one model fingerprint and dtype; persisted files carry both and are checked on load.
 - Persistence (optional) mirrors memory: a snapshot stored with `persist=True` is written to the directory
-  (temp file + `os.replace`, so a reader never sees half a file) and deleted when evicted. Files that fail
-  any check are ignored with a warning, never trusted.
+  (temp file + `os.replace`, so a reader never sees half a file) and deleted when evicted. Each file carries
+  a SHA-256 of its tensors, tokens and model fingerprint; files that fail any check are ignored with a
+  warning, never trusted. A filesystem failure (read-only or vanished files, another process evicting the
+  same directory) costs only persistence, with a warning: never a request.
+- The directory steers the guard's verdicts (a snapshot is the state the answer is computed from), so it
+  must be writable only by the service; a group- or world-writable directory is reported with a warning.
+  The checksum catches damage and careless edits, not a writer who recomputes it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
@@ -39,7 +45,7 @@ from ..model import RWKV7State
 log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 8  # what one recorded path token is charged against the budget (a pointer in a list)
-FILE_FORMAT = "rwkv7-prefix-snapshot/1"
+FILE_FORMAT = "rwkv7-prefix-snapshot/2"
 TENSOR_NAMES = ("att_x_prev", "wkv", "ffn_x_prev", "hidden")
 
 
@@ -120,6 +126,30 @@ class _Node:
         self.persisted = False
 
 
+def snapshot_checksum(tokens: list[int], fingerprint: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over what a persisted snapshot claims: its model, its token path and its tensors' bytes."""
+    h = hashlib.sha256(f"{fingerprint}:{json.dumps(tokens)}".encode())
+    for name in TENSOR_NAMES:
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _warn_if_shared(directory: Path) -> None:
+    """Warn when others than the owner may write where snapshots are read from."""
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning(
+            "prefix cache: %s is group- or world-writable; persisted states steer the model's answers, so "
+            "make it writable by this service only (chmod go-w)",
+            directory,
+        )
+
+
 class PrefixCache:
     """Radix tree of token paths with LRU-evicted state snapshots; thread-safe.
 
@@ -150,6 +180,8 @@ class PrefixCache:
         self._lru: OrderedDict[_Node, None] = OrderedDict()  # every non-root node, least recent first
         self._stats = CacheStats(budget_bytes=budget_bytes)
         if self.directory is not None and budget_bytes:
+            _warn_if_shared(self.directory.parent)
+            _warn_if_shared(self.directory)
             self._load()
 
     # ---------------------------------------------------------------- public API
@@ -265,7 +297,11 @@ class PrefixCache:
         node.snapshot = None
         if node.persisted:
             node.persisted = False
-            self._path_file(self._path_of(node)).unlink(missing_ok=True)
+            path = self._path_file(self._path_of(node))
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("prefix cache: cannot delete evicted %s: %s", path, e)
 
     def _remove_leaf(self, node: _Node) -> None:
         parent = node.parent
@@ -295,11 +331,11 @@ class PrefixCache:
 
     def _write(self, tokens: list[int], snapshot: Snapshot) -> bool:
         """Atomically write one snapshot; a failure only costs the persistence of this entry."""
+        tensors = {k: v.detach().contiguous().cpu() for k, v in snapshot.tensors().items()}
         header = {"format": FILE_FORMAT, "fingerprint": self.fingerprint, "dtype": dtype_name(self.dtype)}
         header["tokens"] = json.dumps(tokens)
-        data = safetensors_bytes(
-            {k: v.detach().contiguous().cpu() for k, v in snapshot.tensors().items()}, metadata=header
-        )
+        header["sha256"] = snapshot_checksum(tokens, self.fingerprint, tensors)
+        data = safetensors_bytes(tensors, metadata=header)
         target = self._path_file(tokens)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -320,7 +356,16 @@ class PrefixCache:
         """Read persisted snapshots, newest first while they fit; the newest ends up the most recent."""
         if not self.directory.is_dir():
             return
-        files = sorted(self.directory.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+        dated = []
+        try:
+            for path in self.directory.glob("*.safetensors"):
+                try:
+                    dated.append((path.stat().st_mtime, path))
+                except OSError:  # evicted by another process since the listing
+                    continue
+        except OSError as e:
+            log.warning("prefix cache: cannot list %s: %s", self.directory, e)
+        files = [path for _, path in sorted(dated, reverse=True)]
         kept: list[tuple[list[int], Snapshot]] = []
         size = 0
         for path in files:
@@ -361,6 +406,8 @@ class PrefixCache:
             if set(f.keys()) != set(TENSOR_NAMES):
                 raise ValueError(f"unexpected tensors {sorted(f.keys())}")
             tensors = {name: f.get_tensor(name) for name in TENSOR_NAMES}
+            if meta.get("sha256") != snapshot_checksum(tokens, self.fingerprint, tensors):
+                raise ValueError("checksum mismatch: the file was altered or damaged")
         for name, t in tensors.items():
             shape, dtype = self.expected[name]
             if tuple(t.shape) != tuple(shape) or t.dtype != dtype:

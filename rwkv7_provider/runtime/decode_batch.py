@@ -1,14 +1,15 @@
-"""The decode batch: every in-flight generation's state in one buffer, advanced by one model call per token.
+"""The decode batch: every in-flight generation's state in one batch, advanced by one model call per token.
 
-Live rows are [0, size): a request joins by copying its prefilled state into the next row, and when
-requests leave, the last live rows move into their places, so a step always runs on a prefix of the
-buffers and a leaving request costs a few row copies, not a rebuild of the batch.
+Live rows are [0, size). `step` runs `RWKV7.decode_step` (in place on the state) and the head for the live
+rows and leaves their next-token logits in `logits`. How the state is stored depends on how steps run:
 
-`step` runs `RWKV7.decode_step` (in place on the state rows) and the head for the live rows and leaves their
-next-token logits in `logits`. With `graphs` (CUDA only) that step is replayed from CUDA graphs captured
-once, one per batch-size bucket (powers of two up to the maximum batch), over static buffers: a step then
-costs one graph launch instead of a few hundred kernel launches. Rows of a bucket past `size` compute on
-stale data that nobody reads: every op of the step is row-wise, so they cannot disturb the live rows.
+- eager (CPU, or CUDA without graphs): exactly `size` rows, contiguous (the CPU decode kernels need that);
+  a request joining or leaving rebuilds the state once (a copy of the batch's state, not per token).
+- CUDA graphs: static buffers of `max_rows` rows, captured once per batch-size bucket (powers of two up to
+  the maximum batch); a step costs one graph launch instead of a few hundred kernel launches. Leaving rows
+  are filled by moving the last live rows into their places, so a step always runs on a prefix of the
+  buffers; rows of a bucket past `size` compute on stale data nobody reads (every op of the step is
+  row-wise, so they cannot disturb the live rows).
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ def buckets(max_rows: int) -> list[int]:
     return [*sizes, max_rows]
 
 
+def fill_holes(rows: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Keeping `rows` (ascending) of a batch in place: (holes, movers, order). Row movers[i] moves into
+    holes[i], so the kept rows end up as [0, len(rows)); order[j] is the old row of new row j."""
+    k = len(rows)
+    kept = set(rows)
+    holes = [r for r in range(k) if r not in kept]
+    movers = [r for r in rows if r >= k]
+    order = list(range(k))
+    for hole, mover in zip(holes, movers):
+        order[hole] = mover
+    return holes, movers, order
+
+
 class DecodeBatch:
     """Rows of in-flight generations: state, next-token logits and fed token id per row."""
 
@@ -40,8 +54,7 @@ class DecodeBatch:
             raise ValueError("CUDA graphs need a model on a CUDA device")
         self.model, self.max_rows, self.graphs = model, max_rows, graphs
         self.size = 0
-        self.capacity = 0
-        self.state: RWKV7State | None = None  # [L, capacity, ...]
+        self.state: RWKV7State | None = None  # eager: [L, size, ...]; graphs: [L, max_rows, ...]
         self.logits: torch.Tensor | None = None  # [capacity, V] float32
         self.ids: torch.Tensor | None = None  # [capacity] long: the tokens the next step feeds
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -54,28 +67,35 @@ class DecodeBatch:
     def add(self, states: list[RWKV7State], hidden: torch.Tensor) -> None:
         """Append rows: batch-1 `states` (copied: they may be cached snapshots) and their last hidden [m, C]."""
         n, m = self.size, len(states)
+        if n + m > self.max_rows:
+            raise ValueError(f"decode batch full: {n + m} rows > {self.max_rows}")
         self._reserve(n + m)
-        for i, state in enumerate(states):
-            for buffer, value in zip(self.state.tensors(), state.tensors()):
-                buffer[:, n + i].copy_(value[:, 0])
+        if self.graphs:
+            for i, state in enumerate(states):
+                for buffer, value in zip(self.state.tensors(), state.tensors()):
+                    buffer[:, n + i].copy_(value[:, 0])
+        else:
+            self.state = RWKV7State.cat(([self.state] if n else []) + states)
         self.logits[n : n + m].copy_(self.model.head(hidden))
         self.size = n + m
 
     def keep(self, rows: list[int]) -> list[int]:
         """Keep these live rows (ascending) and drop the rest; returns, for each new row, its old row."""
         k = len(rows)
-        kept = set(rows)
-        holes = [r for r in range(k) if r not in kept]
-        movers = [r for r in rows if r >= k]
-        order = list(range(k))
+        if not self.graphs:
+            if k < self.size:
+                self.state = self.state.select(rows) if k else None
+                index = torch.tensor(rows, dtype=torch.long).to(self.logits.device, non_blocking=True)
+                self.logits[:k] = self.logits.index_select(0, index)
+            self.size = k
+            return rows
+        holes, movers, order = fill_holes(rows)
         if holes:
             device = self.logits.device
             dst, src = (torch.tensor(x).to(device, non_blocking=True) for x in (holes, movers))
             for buffer in self.state.tensors():
                 buffer.index_copy_(1, dst, buffer.index_select(1, src))
             self.logits.index_copy_(0, dst, self.logits.index_select(0, src))
-            for hole, mover in zip(holes, movers):
-                order[hole] = mover
         self.size = k
         return order
 
@@ -89,25 +109,23 @@ class DecodeBatch:
             self._run(n)
 
     def _run(self, b: int) -> None:
-        view = RWKV7State(*(t[:, :b] for t in self.state.tensors()))
-        hidden = self.model.decode_step(self.ids[:b], view)
+        state = RWKV7State(*(t[:, :b] for t in self.state.tensors())) if self.graphs else self.state
+        hidden = self.model.decode_step(self.ids[:b], state)
         self.logits[:b].copy_(self.model.head(hidden))
 
     def _reserve(self, rows: int) -> None:
-        if rows <= self.capacity:
+        """Room for `rows` rows of logits and ids (and, with graphs, the static state and the graphs)."""
+        capacity = 0 if self.logits is None else self.logits.shape[0]
+        if rows <= capacity:
             return
-        if rows > self.max_rows:
-            raise ValueError(f"decode batch full: {rows} rows > {self.max_rows}")
-        capacity = self.max_rows if self.graphs else min(self.max_rows, max(rows, 2 * self.capacity))
-        state = self.model.zero_state(capacity)
+        capacity = self.max_rows if self.graphs else min(self.max_rows, max(rows, 2 * capacity))
         logits = torch.zeros(capacity, self.model.config.vocab_size, device=self.model.device)
-        ids = torch.zeros(capacity, dtype=torch.long, device=self.model.device)
         if self.size:
-            for new, old in zip(state.tensors(), self.state.tensors()):
-                new[:, : self.size].copy_(old[:, : self.size])
             logits[: self.size].copy_(self.logits[: self.size])
-        self.state, self.logits, self.ids, self.capacity = state, logits, ids, capacity
+        self.logits = logits
+        self.ids = torch.zeros(capacity, dtype=torch.long, device=self.model.device)
         if self.graphs:
+            self.state = self.model.zero_state(capacity)
             self._capture()
 
     def _capture(self) -> None:

@@ -8,6 +8,7 @@ from the prefixes any other instance has cached.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -26,8 +27,28 @@ DEFAULT_MODEL = "default"
 # The embedded guard model, shipped with the guard pipeline that trains it.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "guard" / "assets"
 
-_ENGINES: dict[tuple[str, str, str], tuple[Engine, tuple]] = {}
+_ENGINES: dict[tuple, tuple[Engine, tuple]] = {}
 _ENGINES_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    """Half the cores this process may use (at least one).
+
+    Why not torch's default (every core): CPU torch spins its worker threads, so on a machine whose other
+    cores are busy a check with all threads collapses (measured on 2 cores with one busy: a cold guard check
+    took 1.0-1.7 s with 2 threads and 0.017 s with 1). Half leaves room for the rest of the service.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable // 2)
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op CPU threads (process-wide: torch has one pool) to `threads` or `default_threads()`."""
+    n = threads or default_threads()
+    if n != torch.get_num_threads():
+        log.info("torch CPU threads: %d -> %d", torch.get_num_threads(), n)
+        torch.set_num_threads(n)
+    return n
 
 
 def resolve_model_path(model: str | Path = DEFAULT_MODEL) -> Path:
@@ -47,6 +68,9 @@ def get_engine(
     *,
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
+    quantize: str | None = None,
+    compute_dtype: str | torch.dtype | None = None,
+    threads: int | None = None,
     tokenizer: str | Path | Tokenizer | None = None,
     cache_bytes: int | None = None,
     cache_dir: str | Path | None = None,
@@ -54,24 +78,30 @@ def get_engine(
     max_wait: float = DEFAULT_MAX_WAIT,
     max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
 ) -> Engine:
-    """The process-wide engine for (checkpoint, dtype, device), loading the weights on first use only.
+    """The process-wide engine for (checkpoint, dtype, device, quantize, compute_dtype), loaded on first use only.
 
-    dtype None is the model's default for the device (see `RWKV7.from_pretrained`). Later calls for the same key return the
+    dtype None is the model's default for the device; `quantize` (CPU: None, "bf16", "int8", "q4") and
+    `compute_dtype` (prefill GEMMs of a quantized model; None: measured at load) as in `RWKV7.from_pretrained`,
+    which also refuses, before reading any weight, a model the device has no memory for. Later calls for the same key return the
     same engine whatever their tokenizer / cache / batching arguments (a differing value is logged): one copy
-    of the weights, one cache and one scheduler per checkpoint.
+    of the weights, one cache and one scheduler per checkpoint. `threads` sets torch's CPU thread count for the
+    whole process (see `set_threads`) when given, and when the first engine is built.
     """
     path = resolve_model_path(model)
     device = torch.device(device)
     wanted = torch_dtype(dtype) or default_dtype(device, None)  # None: the checkpoint's own dtype
-    key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device))
+    gemm = torch_dtype(compute_dtype)
+    key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device), quantize, str(gemm))
     settings = (tokenizer, cache_bytes, cache_dir, max_batch_size, max_wait, max_prompt_tokens)
     with _ENGINES_LOCK:
+        if threads is not None or not _ENGINES:
+            set_threads(threads)
         if key in _ENGINES:
             engine, first = _ENGINES[key]
             if settings != first:
                 log.warning("reusing the engine for %s: tokenizer, cache and batching settings stay %s", path, first)
             return engine
-        loaded = RWKV7.from_pretrained(path, dtype=wanted, device=device)
+        loaded = RWKV7.from_pretrained(path, dtype=wanted, device=device, quantize=quantize, compute_dtype=gemm)
         tok = load_tokenizer(tokenizer, model_path=path, vocab_size=loaded.config.vocab_size)
         engine = Engine(
             loaded,
@@ -84,5 +114,5 @@ def get_engine(
             max_prompt_tokens=max_prompt_tokens,
         )
         _ENGINES[key] = (engine, settings)
-        log.info("engine for %s (%s, %s) ready", path, key[1], device)
+        log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, quantize)
         return engine

@@ -12,12 +12,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nemoguardrails.context import llm_call_info_var
-from nemoguardrails.llm.frameworks import get_default_framework, get_framework
-from nemoguardrails.types import ChatMessage, LLMResponse, LLMResponseChunk, UsageInfo
+from ...errors import missing_dependency
+
+try:
+    from nemoguardrails.context import llm_call_info_var
+    from nemoguardrails.llm.frameworks import get_default_framework, get_framework
+    from nemoguardrails.types import ChatMessage, LLMResponse, LLMResponseChunk, UsageInfo
+except ModuleNotFoundError as e:  # an optional dependency: say which extra brings it
+    raise missing_dependency(e, "guardrails", "the rwkv7 NeMo Guardrails provider") from e
 
 from ..chat_format import content_text, render_chat
-from ..client import Completion, RWKV7Client
+from ..client import Completion, RWKV7Client, check_checkpoint
 from . import PROVIDER_NAME
 from .parameters import parse_provider_parameters
 
@@ -67,11 +72,9 @@ class RWKV7Model:
     """
 
     def __init__(self, model: str = "default", **parameters: Any) -> None:
-        from ...runtime.registry import resolve_model_path
-
         self.settings = parse_provider_parameters(model, parameters)
+        check_checkpoint(self.settings)
         self.client = RWKV7Client(self.settings)
-        resolve_model_path(self.settings.model)  # a missing checkpoint fails at config load, not at the first check
 
     @property
     def model_name(self) -> str:

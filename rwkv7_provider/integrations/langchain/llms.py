@@ -14,10 +14,11 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, ValidationError
 
-from ...runtime.options import GenerationOptions
-from ..client import Completion, RWKV7Client
+from ...errors import ParameterError
+from ...runtime.options import GenerationOptions, format_errors
+from ..client import Completion, RWKV7Client, check_checkpoint
 from ..settings import ProviderSettings
 
 
@@ -40,11 +41,22 @@ def identifying_params(settings: ProviderSettings) -> dict[str, Any]:
 
 
 class LangChainSettings(ProviderSettings):
-    """The fields of both LangChain classes (the provider settings) and the one client that runs their requests."""
+    """The fields of both LangChain classes (the provider settings) and the one client that runs their requests.
+
+    Construction fails as the guardrails provider does: a `ParameterError` naming the bad parameter (not
+    pydantic's raw `ValidationError`), and a `CheckpointError` for a checkpoint that does not exist.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     _client: RWKV7Client | None = PrivateAttr(None)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ParameterError(format_errors(e)) from None
+        check_checkpoint(self)
 
     @property
     def client(self) -> RWKV7Client:

@@ -1,0 +1,78 @@
+"""Matrix kernels on this CPU: torch's fp32 / bf16 GEMM and our packed GEMV, by number of rows M.
+
+Three tables, each for the 0.1B (768 x 3072) and 1.5B (2048 x 8192) FFN matrix, best of --repeats (this
+machine is shared: the minimum is the least disturbed run):
+  torch GEMM   fp32 vs bf16 at M = 1 and M = 1024 (GFLOP/s): what `cpu_features.gemm_dtype` chooses between
+  GEMV         our kernel per format vs torch fp32 at M = 1 (ms and GB/s of weights read)
+  crossover    per format, our GEMV vs dequantise + torch GEMM (the prefill path) for M = 1 .. 64: where
+               `quantize.GEMV_MAX_ROWS` should sit
+Usage: python bench/bench_gemv.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from rwkv7_provider.model import cpu_kernels
+from rwkv7_provider.model.cpu_features import cpu_features
+from rwkv7_provider.model.quantize import FORMATS, PackedLinear
+
+SHAPES = {"0.1B ffn": (3072, 768), "1.5B ffn": (8192, 2048)}
+
+
+def best(fn, repeats: int) -> float:
+    fn()
+    out = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    assert cpu_kernels.available(), "the CPU kernels did not build"
+    print(f"CPU: {cpu_features().describe()}; kernels: {cpu_kernels.isa()}; threads {args.threads}")
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for name, (N, K) in SHAPES.items():
+            w = torch.randn(N, K) / K**0.5
+            print(f"\n{name} [{N} x {K}]")
+            for M in (1, 1024):
+                x = torch.randn(M, K)
+                fp32 = best(lambda x=x, w=w: F.linear(x, w), max(2, args.repeats // (1 + M // 64)))
+                wb, xb = w.bfloat16(), x.bfloat16()
+                bf16 = best(lambda xb=xb, wb=wb: F.linear(xb, wb), max(2, args.repeats // (1 + M // 64)))
+                flop = 2 * M * N * K
+                print(f"  torch GEMM M={M:<5} fp32 {flop / fp32 / 1e9:7.1f} GFLOP/s  bf16 {flop / bf16 / 1e9:7.1f} GFLOP/s"
+                      f"  (bf16 {fp32 / bf16:.2f}x)")
+            x = torch.randn(1, K)
+            t = best(lambda x=x, w=w: F.linear(x, w), args.repeats)
+            line = f"  GEMV M=1: torch fp32 {1e3 * t:.3f} ms ({4 * N * K / t / 1e9:.0f} GB/s)"
+            layers = {fmt: PackedLinear.from_dense(w, fmt) for fmt in FORMATS}
+            for fmt, layer in layers.items():
+                nbytes = sum(b.numel() * b.element_size() for b in layer.buffers())
+                t = best(lambda x=x, layer=layer: layer(x), args.repeats)
+                line += f" | {fmt} {1e3 * t:.3f} ms ({nbytes / t / 1e9:.0f} GB/s)"
+            print(line)
+            for fmt, layer in layers.items():
+                row = f"  {fmt:<5} M:"
+                for M in (1, 4, 16, 32, 64):
+                    x = torch.randn(M, K)
+                    gemv = best(lambda x=x, layer=layer, code=FORMATS[fmt]: cpu_kernels.gemv(
+                        x, layer.weight, layer.scales, layer.minimums, code), args.repeats)
+                    dense = best(lambda x=x, layer=layer: F.linear(x, layer.dense()), args.repeats)
+                    row += f"  {M}: gemv {1e3 * gemv:.2f} / dense {1e3 * dense:.2f} ms"
+                print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+// CPU kernels for RWKV-7 token-by-token decoding (see model/cpu_kernels.py for why they exist).
+//
+//   gemv(x [M, K] f32, weight, scales, mins, fmt) -> [M, N] f32    y = x @ W^T, W stored compressed
+//   dequantize(weight, scales, mins, fmt, K) -> [N, K] f32         W itself (for prefill GEMMs)
+//   wkv_step_(state, r, d, k, v, iclr, k_k, k_a, r_k, ln_w, ln_b) -> y [B, C]
+//
+// Weight formats (fmt): 0 f32 [N, K]; 1 bf16 [N, K]; 2 int8 [N, K] with one bf16 scale per 64 weights of a
+// row (w = q * s); 3 q4 [N, K / 2] bytes with a bf16 scale and minimum per 32 weights (w = q * s + m, q in
+// 0..15; byte j of a group holds weight j in its low nibble and weight j + 16 in its high nibble).
+// Decoding reads every weight once per token, so it is memory-bound: these formats move 2x, ~3.9x and ~6.4x
+// fewer bytes than f32. Activations and accumulation stay f32.
+//
+// One source, three code paths chosen at run time: AVX-512, AVX2 (+FMA, F16C) and portable C++.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define RWKV7_X86 1
+#define RWKV7_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RWKV7_CLONES
+#endif
+
+namespace {
+
+enum Format : int64_t { F32 = 0, BF16 = 1, INT8 = 2, Q4 = 3 };
+constexpr int64_t kGroupInt8 = 64;
+constexpr int64_t kGroupQ4 = 32;
+// The SIMD loops walk rows in groups: the scale groups of int8 / q4, 64 weights for f32 / bf16.
+template <int64_t FMT>
+constexpr int64_t kGroup = FMT == Q4 ? kGroupQ4 : kGroupInt8;
+template <int64_t FMT>
+constexpr int64_t row_bytes(int64_t K) {
+  return FMT == F32 ? 4 * K : FMT == BF16 ? 2 * K : FMT == INT8 ? K : K / 2;
+}
+
+// One compressed weight matrix as raw pointers: row n, columns [0, K).
+struct Packed {
+  const void* w;
+  const uint16_t* scale;  // bf16 bits
+  const uint16_t* mins;   // bf16 bits (q4)
+  int64_t K;
+};
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// ------------------------------------------------------------------ portable reference path
+
+template <int64_t FMT>
+inline float weight_at(const Packed& p, int64_t n, int64_t k) {
+  if constexpr (FMT == F32) {
+    return static_cast<const float*>(p.w)[n * p.K + k];
+  } else if constexpr (FMT == BF16) {
+    return bf16_to_f32(static_cast<const uint16_t*>(p.w)[n * p.K + k]);
+  } else if constexpr (FMT == INT8) {
+    const float s = bf16_to_f32(p.scale[n * (p.K / kGroupInt8) + k / kGroupInt8]);
+    return float(static_cast<const int8_t*>(p.w)[n * p.K + k]) * s;
+  } else {
+    const int64_t g = n * (p.K / kGroupQ4) + k / kGroupQ4, j = k % kGroupQ4;
+    const uint8_t byte = static_cast<const uint8_t*>(p.w)[g * (kGroupQ4 / 2) + (j & 15)];
+    const int q = j < 16 ? (byte & 15) : (byte >> 4);
+    return float(q) * bf16_to_f32(p.scale[g]) + bf16_to_f32(p.mins[g]);
+  }
+}
+
+template <int64_t FMT>
+void rows_scalar(const Packed& p, const float* x, const float*, int64_t M, float* y, int64_t N, int64_t n0,
+                 int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) {
+      float acc = 0.f;
+      for (int64_t k = 0; k < p.K; ++k) acc += x[m * p.K + k] * weight_at<FMT>(p, n, k);
+      y[m * N + n] = acc;
+    }
+}
+
+// sum over groups of minimum[g] * (sum of x over group g): the q4 offsets' share of a dot product
+inline float min_term(const uint16_t* mins, const float* xs, int64_t NG) {
+  float t = 0.f;
+  for (int64_t g = 0; g < NG; ++g) t += bf16_to_f32(mins[g]) * xs[g];
+  return t;
+}
+
+template <int64_t FMT>
+void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < p.K; ++k) out[n * p.K + k] = weight_at<FMT>(p, n, k);
+}
+
+#ifdef RWKV7_X86
+// ------------------------------------------------------------------ SIMD paths
+// The kernel body is written once against a few vector primitives; AVX512 and AVX2 define them (each inside
+// its own target attribute, so no instruction of one leaks into the other).
+
+#define RWKV7_SIMD_KERNELS(NS, TARGET)                                                                          \
+  namespace NS {                                                                                                 \
+  /* lanes [j, j + L) of one group of a row, unscaled (int8 / q4 codes as floats); j is a multiple of L */        \
+  template <int64_t FMT>                                                                                         \
+  TARGET inline V raw_w(const void* row, int64_t g, int64_t j) {                                                \
+    if constexpr (FMT == F32) {                                                                                  \
+      return loadu(static_cast<const float*>(row) + g * kGroup<FMT> + j);                                        \
+    } else if constexpr (FMT == BF16) {                                                                          \
+      return from_bf16(static_cast<const uint16_t*>(row) + g * kGroup<FMT> + j);                                 \
+    } else if constexpr (FMT == INT8) {                                                                          \
+      return from_i8(static_cast<const int8_t*>(row) + g * kGroup<FMT> + j);                                     \
+    } else {                                                                                                     \
+      return from_nibbles(static_cast<const uint8_t*>(row) + g * (kGroup<FMT> / 2) + (j & 15), j >= 16);         \
+    }                                                                                                            \
+  }                                                                                                              \
+  TARGET inline float min_term_simd(const uint16_t* mins, const float* xs, int64_t NG) {                       \
+    V acc = zero();                                                                                              \
+    int64_t g = 0;                                                                                               \
+    for (; g + L <= NG; g += L) acc = fmadd(from_bf16(mins + g), loadu(xs + g), acc);                            \
+    return hsum(acc) + min_term(mins + g, xs + g, NG - g);                                                       \
+  }                                                                                                              \
+  /* R output rows x MB activation rows, accumulators in registers; per group, the dot product of the codes */  \
+  /* with x is scaled once (w = q * s), and the q4 minimums are added from per-group sums of x (xs) */          \
+  template <int64_t FMT, int R, int MB>                                                                          \
+  TARGET void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n) {          \
+    constexpr int64_t G = kGroup<FMT>;                                                                           \
+    const int64_t K = p.K, NG = K / G;                                                                           \
+    const void* row[R];                                                                                          \
+    for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r) * row_bytes<FMT>(K);            \
+    V acc[R][MB];                                                                                                \
+    for (int r = 0; r < R; ++r)                                                                                  \
+      for (int m = 0; m < MB; ++m) acc[r][m] = zero();                                                           \
+    for (int64_t g = 0; g < NG; ++g) {                                                                           \
+      V part[R][MB];                                                                                             \
+      for (int r = 0; r < R; ++r)                                                                                \
+        for (int m = 0; m < MB; ++m) part[r][m] = zero();                                                        \
+      for (int64_t j = 0; j < G; j += L) {                                                                       \
+        V xv[MB];                                                                                                \
+        for (int m = 0; m < MB; ++m) xv[m] = loadu(x + m * K + g * G + j);                                       \
+        for (int r = 0; r < R; ++r) {                                                                            \
+          const V w = raw_w<FMT>(row[r], g, j);                                                                  \
+          for (int m = 0; m < MB; ++m) part[r][m] = fmadd(w, xv[m], part[r][m]);                                 \
+        }                                                                                                        \
+      }                                                                                                          \
+      for (int r = 0; r < R; ++r) {                                                                              \
+        if constexpr (FMT == INT8 || FMT == Q4) {                                                                \
+          const V s = set1(bf16_to_f32(p.scale[(n + r) * NG + g]));                                              \
+          for (int m = 0; m < MB; ++m) acc[r][m] = fmadd(part[r][m], s, acc[r][m]);                              \
+        } else {                                                                                                 \
+          for (int m = 0; m < MB; ++m) acc[r][m] = add(part[r][m], acc[r][m]);                                   \
+        }                                                                                                        \
+      }                                                                                                          \
+    }                                                                                                            \
+    for (int r = 0; r < R; ++r)                                                                                  \
+      for (int m = 0; m < MB; ++m) {                                                                             \
+        float out = hsum(acc[r][m]);                                                                             \
+        if constexpr (FMT == Q4) out += min_term_simd(p.mins + (n + r) * NG, xs + m * NG, NG);                        \
+        y[m * N + n + r] = out;                                                                                  \
+      }                                                                                                          \
+  }                                                                                                              \
+  template <int64_t FMT, int MB>                                                                                 \
+  TARGET void rows_mb(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n0,        \
+                      int64_t n1) {                                                                              \
+    int64_t n = n0;                                                                                              \
+    if constexpr (MB == 1)                                                                                       \
+      for (; n + 4 <= n1; n += 4) tile<FMT, 4, 1>(p, x, xs, y, N, n);                                            \
+    for (; n < n1; ++n) tile<FMT, 1, MB>(p, x, xs, y, N, n);                                                     \
+  }                                                                                                              \
+  template <int64_t FMT>                                                                                         \
+  TARGET void rows(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N, int64_t n0, \
+                   int64_t n1) {                                                                                 \
+    const int64_t NG = p.K / kGroup<FMT>;                                                                        \
+    for (int64_t m = 0; m < M; m += 4) {                                                                         \
+      const float* xm = x + m * p.K;                                                                             \
+      const float* xsm = xs + m * NG;                                                                            \
+      float* ym = y + m * N;                                                                                     \
+      switch (std::min<int64_t>(M - m, 4)) {                                                                     \
+        case 1: rows_mb<FMT, 1>(p, xm, xsm, ym, N, n0, n1); break;                                               \
+        case 2: rows_mb<FMT, 2>(p, xm, xsm, ym, N, n0, n1); break;                                               \
+        case 3: rows_mb<FMT, 3>(p, xm, xsm, ym, N, n0, n1); break;                                               \
+        default: rows_mb<FMT, 4>(p, xm, xsm, ym, N, n0, n1); break;                                              \
+      }                                                                                                          \
+    }                                                                                                            \
+  }                                                                                                              \
+  template <int64_t FMT>                                                                                         \
+  TARGET void dequant(const Packed& p, float* out, int64_t n0, int64_t n1) {                                    \
+    constexpr int64_t G = kGroup<FMT>;                                                                           \
+    const int64_t NG = p.K / G;                                                                                  \
+    for (int64_t n = n0; n < n1; ++n) {                                                                          \
+      const void* row = static_cast<const char*>(p.w) + n * row_bytes<FMT>(p.K);                                 \
+      for (int64_t g = 0; g < NG; ++g) {                                                                         \
+        V s = set1(1.f), mn = zero();                                                                            \
+        if constexpr (FMT == INT8 || FMT == Q4) s = set1(bf16_to_f32(p.scale[n * NG + g]));                      \
+        if constexpr (FMT == Q4) mn = set1(bf16_to_f32(p.mins[n * NG + g]));                                     \
+        for (int64_t j = 0; j < G; j += L) storeu(out + n * p.K + g * G + j, fmadd(raw_w<FMT>(row, g, j), s, mn)); \
+      }                                                                                                          \
+    }                                                                                                            \
+  }                                                                                                              \
+  }
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+namespace avx512_prims {
+using V = __m512;
+constexpr int64_t L = 16;
+AVX512_TARGET inline V zero() { return _mm512_setzero_ps(); }
+AVX512_TARGET inline V set1(float a) { return _mm512_set1_ps(a); }
+AVX512_TARGET inline V loadu(const float* a) { return _mm512_loadu_ps(a); }
+AVX512_TARGET inline void storeu(float* a, V v) { _mm512_storeu_ps(a, v); }
+AVX512_TARGET inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+AVX512_TARGET inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+AVX512_TARGET inline float hsum(V a) { return _mm512_reduce_add_ps(a); }
+AVX512_TARGET inline V from_bf16(const uint16_t* a) {
+  const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+AVX512_TARGET inline V from_i8(const int8_t* a) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))));
+}
+// 16 nibbles: the low (hi = false) or high halves of 16 bytes
+AVX512_TARGET inline V from_nibbles(const uint8_t* a, bool hi) {
+  __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+  if (hi) b = _mm_srli_epi16(b, 4);
+  b = _mm_and_si128(b, _mm_set1_epi8(15));
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+}
+}  // namespace avx512_prims
+
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+namespace avx2_prims {
+using V = __m256;
+constexpr int64_t L = 8;
+AVX2_TARGET inline V zero() { return _mm256_setzero_ps(); }
+AVX2_TARGET inline V set1(float a) { return _mm256_set1_ps(a); }
+AVX2_TARGET inline V loadu(const float* a) { return _mm256_loadu_ps(a); }
+AVX2_TARGET inline void storeu(float* a, V v) { _mm256_storeu_ps(a, v); }
+AVX2_TARGET inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+AVX2_TARGET inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+AVX2_TARGET inline float hsum(V a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+AVX2_TARGET inline V from_bf16(const uint16_t* a) {
+  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+AVX2_TARGET inline V from_i8(const int8_t* a) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a))));
+}
+// 8 nibbles: the low (hi = false) or high halves of 8 bytes
+AVX2_TARGET inline V from_nibbles(const uint8_t* a, bool hi) {
+  __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a));
+  if (hi) b = _mm_srli_epi16(b, 4);
+  b = _mm_and_si128(b, _mm_set1_epi8(15));
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+}
+}  // namespace avx2_prims
+
+namespace avx512_prims {
+RWKV7_SIMD_KERNELS(kernels, AVX512_TARGET)
+}
+namespace avx2_prims {
+RWKV7_SIMD_KERNELS(kernels, AVX2_TARGET)
+}
+
+enum class Isa { Portable, Avx2, Avx512 };
+
+// RWKV7_CPU_ISA=avx2 / portable caps the choice (tests run every path on one machine).
+Isa detect_isa() {
+  __builtin_cpu_init();
+  const char* cap = std::getenv("RWKV7_CPU_ISA");
+  if (cap && std::strcmp(cap, "portable") == 0) return Isa::Portable;
+  const bool avx512_allowed = !(cap && std::strcmp(cap, "avx2") == 0);
+  if (avx512_allowed && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+  return Isa::Portable;
+}
+#else
+enum class Isa { Portable };
+Isa detect_isa() { return Isa::Portable; }
+#endif
+
+const Isa kIsa = detect_isa();
+
+template <int64_t FMT>
+void run_rows(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N, int64_t n0,
+              int64_t n1) {
+#ifdef RWKV7_X86
+  if (kIsa == Isa::Avx512) return avx512_prims::kernels::rows<FMT>(p, x, xs, M, y, N, n0, n1);
+  if (kIsa == Isa::Avx2) return avx2_prims::kernels::rows<FMT>(p, x, xs, M, y, N, n0, n1);
+#endif
+  rows_scalar<FMT>(p, x, xs, M, y, N, n0, n1);
+}
+
+template <int64_t FMT>
+void run_dequant(const Packed& p, float* out, int64_t n0, int64_t n1) {
+#ifdef RWKV7_X86
+  if (kIsa == Isa::Avx512) return avx512_prims::kernels::dequant<FMT>(p, out, n0, n1);
+  if (kIsa == Isa::Avx2) return avx2_prims::kernels::dequant<FMT>(p, out, n0, n1);
+#endif
+  dequant_scalar<FMT>(p, out, n0, n1);
+}
+
+// ------------------------------------------------------------------ ops
+
+Packed unpack(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins, int64_t fmt, int64_t K) {
+  TORCH_CHECK(w.is_contiguous() && w.device().is_cpu(), "weight must be a contiguous CPU tensor");
+  TORCH_CHECK(K % 64 == 0, "K must be a multiple of 64, got ", K);
+  const bool grouped = fmt == INT8 || fmt == Q4;
+  if (grouped) TORCH_CHECK(scales.is_contiguous() && scales.scalar_type() == at::kBFloat16, "scales: bf16");
+  if (fmt == Q4) TORCH_CHECK(mins.is_contiguous() && mins.scalar_type() == at::kBFloat16, "mins: bf16");
+  const at::ScalarType want[] = {at::kFloat, at::kBFloat16, at::kChar, at::kByte};
+  TORCH_CHECK(fmt >= 0 && fmt <= Q4 && w.scalar_type() == want[fmt], "weight dtype does not match format ", fmt);
+  return {w.data_ptr(), grouped ? static_cast<const uint16_t*>(scales.data_ptr()) : nullptr,
+          fmt == Q4 ? static_cast<const uint16_t*>(mins.data_ptr()) : nullptr, K};
+}
+
+template <class Fn>
+void dispatch(int64_t fmt, Fn&& fn) {
+  switch (fmt) {
+    case F32: fn(std::integral_constant<int64_t, F32>{}); break;
+    case BF16: fn(std::integral_constant<int64_t, BF16>{}); break;
+    case INT8: fn(std::integral_constant<int64_t, INT8>{}); break;
+    default: fn(std::integral_constant<int64_t, Q4>{}); break;
+  }
+}
+
+// Rows per task: enough work per thread to amortise the hand-off, at least 4 (one register tile).
+int64_t grain(int64_t K) { return std::max<int64_t>(4, (1 << 16) / std::max<int64_t>(K, 1)) & ~int64_t(3); }
+
+at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
+                int64_t fmt) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be float32 [M, K]");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = xc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // per-group sums of x, for the q4 minimums
+  std::vector<float> xs(fmt == Q4 ? M * (K / kGroupQ4) : 0);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    float t = 0.f;
+    for (int64_t j = 0; j < kGroupQ4; ++j) t += xp[i * kGroupQ4 + j];
+    xs[i] = t;
+  }
+  dispatch(fmt, [&](auto f) {
+    at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
+      run_rows<decltype(f)::value>(p, xp, xs.data(), M, yp, N, n0, n1);
+    });
+  });
+  return y;
+}
+
+at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins, int64_t fmt,
+                      int64_t K) {
+  const int64_t N = w.size(0);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  at::Tensor out = at::empty({N, K}, at::TensorOptions().dtype(at::kFloat));
+  float* op = out.data_ptr<float>();
+  dispatch(fmt, [&](auto f) {
+    at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) { run_dequant<decltype(f)::value>(p, op, n0, n1); });
+  });
+  return out;
+}
+
+// One head of one row of the WKV-7 decode step, in place on S [N, N] (value index i, key index j), exactly the
+// equations of TimeMix for T = 1: normalised kk, key scaled by the in-context rate, the state update
+// S = S * decay + (S a) b^T + v k^T with a = -kk and b = kk * iclr, y = S r, GroupNorm of y, plus the bonus
+// (r * k * r_k).sum() * v.
+RWKV7_CLONES
+void wkv_head(float* S, const float* r, const float* d, const float* k, const float* v, const float* iclr,
+              const float* k_k, const float* k_a, const float* r_k, const float* ln_w, const float* ln_b,
+              float* y, int64_t N, float eps) {
+  constexpr float kLogDecayScale = -0.60653065971263342f;  // -exp(-0.5)
+  float kk[64], kmod[64], decay[64], b[64];
+  float norm = 0.f;
+  for (int64_t j = 0; j < N; ++j) {
+    kk[j] = k[j] * k_k[j];
+    norm += kk[j] * kk[j];
+  }
+  const float inv = 1.f / std::max(std::sqrt(norm), 1e-12f);
+  float bonus = 0.f;
+  for (int64_t j = 0; j < N; ++j) {
+    kk[j] *= inv;
+    kmod[j] = k[j] * (1.f + (iclr[j] - 1.f) * k_a[j]);
+    decay[j] = std::exp(kLogDecayScale / (1.f + std::exp(-d[j])));
+    b[j] = kk[j] * iclr[j];
+    bonus += r[j] * kmod[j] * r_k[j];
+  }
+  float mean = 0.f;
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = S + i * N;
+    float sa = 0.f;
+    for (int64_t j = 0; j < N; ++j) sa -= row[j] * kk[j];
+    float acc = 0.f;
+    for (int64_t j = 0; j < N; ++j) {
+      row[j] = row[j] * decay[j] + sa * b[j] + v[i] * kmod[j];
+      acc += row[j] * r[j];
+    }
+    y[i] = acc;
+    mean += acc;
+  }
+  mean /= float(N);
+  float var = 0.f;
+  for (int64_t i = 0; i < N; ++i) var += (y[i] - mean) * (y[i] - mean);
+  const float rstd = 1.f / std::sqrt(var / float(N) + eps);
+  for (int64_t i = 0; i < N; ++i) y[i] = (y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i];
+}
+
+at::Tensor wkv_step_(at::Tensor& state, const at::Tensor& r, const at::Tensor& d, const at::Tensor& k,
+                     const at::Tensor& v, const at::Tensor& iclr, const at::Tensor& k_k, const at::Tensor& k_a,
+                     const at::Tensor& r_k, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps) {
+  TORCH_CHECK(state.dim() == 4 && state.is_contiguous() && state.scalar_type() == at::kFloat,
+              "state must be a contiguous float32 [B, H, N, N] tensor");
+  const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
+  TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
+  for (const at::Tensor* t : {&r, &d, &k, &v, &iclr, &k_k, &k_a, &r_k, &ln_w, &ln_b})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == at::kFloat && t->numel() % C == 0,
+                "wkv_step_ inputs must be contiguous float32 with C = ", C, " columns");
+  at::Tensor y = at::empty({B, C}, r.options());
+  float* S = state.data_ptr<float>();
+  const float *rp = r.data_ptr<float>(), *dp = d.data_ptr<float>(), *kp = k.data_ptr<float>(),
+              *vp = v.data_ptr<float>(), *ip = iclr.data_ptr<float>();
+  const float *kkp = k_k.data_ptr<float>(), *kap = k_a.data_ptr<float>(), *rkp = r_k.data_ptr<float>(),
+              *lwp = ln_w.data_ptr<float>(), *lbp = ln_b.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
+#ifdef RWKV7_X86
+    // Flush denormals in this thread for the duration: long contexts drive decayed state entries below 1e-38,
+    // where x86 arithmetic is ~100x slower; values that small never change a result.
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);
+#endif
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / H, h = t % H, o = b * C + h * N;
+      wkv_head(S + t * N * N, rp + o, dp + o, kp + o, vp + o, ip + o, kkp + h * N, kap + h * N, rkp + h * N,
+               lwp + h * N, lbp + h * N, yp + o, N, float(eps));
+    }
+#ifdef RWKV7_X86
+    _mm_setcsr(csr);
+#endif
+  });
+  return y;
+}
+
+int64_t isa() { return static_cast<int64_t>(kIsa); }
+
+}  // namespace
+
+TORCH_LIBRARY(rwkv7_cpu, m) {
+  m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt) -> Tensor", &gemv);
+  m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K) -> Tensor", &dequantize);
+  m.def("wkv_step_(Tensor(a!) state, Tensor r, Tensor d, Tensor k, Tensor v, Tensor iclr, Tensor k_k, "
+        "Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps) -> Tensor",
+        &wkv_step_);
+  m.def("isa() -> int", &isa);
+}

@@ -1,0 +1,216 @@
+"""Compressed weights: the packing, the compiled GEMV / dequantise / WKV kernels, and model parity vs float32."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from rwkv7_provider.kernels import wkv7_reference
+from rwkv7_provider.model import RWKV7, CheckpointError, cpu_decode, cpu_kernels
+from rwkv7_provider.model.quantize import FORMATS, GEMV_MAX_ROWS, PackedLinear, dequantize_reference, pack
+
+from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
+from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
+
+EMPTY = torch.empty(0, dtype=torch.bfloat16)
+
+
+def test_kernels_build_where_a_compiler_exists():
+    """`make test` on a fresh machine builds them; without a compiler everything falls back (tested below)."""
+    if shutil.which("c++") or shutil.which("g++"):
+        assert cpu_kernels.available()
+        assert cpu_kernels.isa() in ("avx512", "avx2", "portable")
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_packing_error_is_bounded_and_nothing_is_clipped(fmt):
+    w = torch.randn(64, 256, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 0, 256)
+    packed = pack(w, fmt)
+    err = (dequantize_reference(*packed, fmt, 256) - w).abs()
+    if fmt == "bf16":
+        assert (err <= w.abs() * 2**-8).all()
+        return
+    group = {"int8": 64, "q4": 32}[fmt]
+    half_step = packed[1].float().repeat_interleave(group, dim=1) / 2
+    assert (err <= half_step * (1 + 1e-6) + 1e-12).all()
+    assert err.max() > 0  # it really is lossy: the bound above is not vacuous
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler: the fallback is tested separately")
+@pytest.mark.parametrize("fmt", ["f32", *sorted(FORMATS)])
+@pytest.mark.parametrize("rows", [1, 3, 4, 6, GEMV_MAX_ROWS])
+def test_gemv_and_dequantize_match_plain_torch(fmt, rows):
+    g = torch.Generator().manual_seed(rows)
+    N, K = 132, 320  # N not a multiple of the 4-row tile, K not a power of two
+    w = torch.randn(N, K, generator=g)
+    x = torch.randn(rows, K, generator=g)
+    if fmt == "f32":
+        packed, code, dense = (w, EMPTY, EMPTY), cpu_kernels.F32, w
+    else:
+        packed, code = pack(w, fmt), FORMATS[fmt]
+        dense = dequantize_reference(*packed, fmt, K)
+        assert torch.equal(cpu_kernels.dequantize(*packed, code, K), dense)
+    torch.testing.assert_close(cpu_kernels.gemv(x, *packed, code), x @ dense.T, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+def test_fused_wkv_step_matches_the_reference_recurrence():
+    g = torch.Generator().manual_seed(0)
+    B, H, N = 3, 2, 64
+    C = H * N
+    state = torch.randn(B, H, N, N, generator=g) * 0.1
+    r, d, k, v = (torch.randn(B, C, generator=g) for _ in range(4))
+    iclr = torch.rand(B, C, generator=g)
+    k_k, k_a, ln_w = (torch.rand(C, generator=g) + 0.5 for _ in range(3))
+    r_k, ln_b = torch.randn(H, N, generator=g) * 0.3, torch.randn(C, generator=g) * 0.1
+    # the TimeMix equations, written out with the sequential reference recurrence
+    kk = F.normalize((k * k_k).view(B, H, N), dim=-1, eps=1e-12).view(B, C)
+    k_mod = k * (1 + (iclr - 1) * k_a)
+    log_w = -math.exp(-0.5) * torch.sigmoid(d)
+    heads = [t.view(B, 1, H, N) for t in (r, log_w, k_mod, v, -kk, kk * iclr)]
+    y, want_state = wkv7_reference(*heads, state)
+    want = F.group_norm(y.reshape(B, C), H, ln_w, ln_b, eps=64e-5)
+    want = want + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v.view(B, H, N)).view(B, C)
+    got_state = state.clone()
+    got = cpu_kernels.wkv_step_(got_state, r, d, k, v, iclr, k_k, k_a, r_k, ln_w, ln_b, eps=64e-5)
+    torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module", params=[SMALL, WIDER], ids=["small", "wider"])
+def checkpoint(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("q") / "model.pth"
+    torch.save(random_state_dict(request.param, seed=5), path)
+    return path, request.param
+
+
+def _decode_logits(model: RWKV7, ids: list[int]) -> torch.Tensor:
+    state = model.zero_state(1)
+    with torch.inference_mode():
+        return torch.cat([model.head(model.decode_step(torch.tensor([t]), state)).float() for t in ids])
+
+
+def _ids(config, n=24):
+    return torch.randint(1, config.vocab_size, (n,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
+# Relative logit error bound per format on random models (measured: bf16 0.4%, int8 1.4%, q4 15-21%); a wrong
+# scale, nibble order or group offset gives errors of order 1.
+REL_ERROR = {"bf16": 0.02, "int8": 0.04, "q4": 0.3}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_packed_model_matches_float32(checkpoint, fmt):
+    path, config = checkpoint
+    ref = RWKV7.from_pretrained(path)
+    model = RWKV7.from_pretrained(path, quantize=fmt, compute_dtype=torch.float32)
+    assert isinstance(model.blocks[0].ffn.key, PackedLinear) and isinstance(model.head, PackedLinear)
+    ids = _ids(config)
+    want = _decode_logits(ref, ids)
+    got = _decode_logits(model, ids)
+    assert (got - want).norm() / want.norm() < REL_ERROR[fmt]
+    # the two paths of one packed model (GEMV vs dequantise + GEMM in float32) agree to float32 rounding
+    with torch.inference_mode():
+        prefill, _ = model(torch.tensor([ids]))
+    torch.testing.assert_close(prefill[0], got, atol=2e-4, rtol=1e-4)
+
+
+def test_bf16_prefill_gemms_stay_close(checkpoint):
+    path, config = checkpoint
+    ref, model = RWKV7.from_pretrained(path), RWKV7.from_pretrained(path, quantize="int8", compute_dtype="bf16")
+    ids = torch.tensor([_ids(config, 40)])
+    with torch.inference_mode():
+        want, got = ref(ids)[0], model(ids)[0]
+    assert model.head.compute_dtype == torch.bfloat16
+    assert (got - want).norm() / want.norm() < 0.05
+
+
+def test_fallback_without_kernels_gives_the_same_results(checkpoint, monkeypatch):
+    path, config = checkpoint
+    model = RWKV7.from_pretrained(path, quantize="int8", compute_dtype=torch.float32)
+    ids = _ids(config, 8)
+    fast = _decode_logits(model, ids)
+    monkeypatch.setattr(cpu_kernels, "available", lambda: False)
+    assert not cpu_decode.supported(model, model.zero_state(1))
+    torch.testing.assert_close(_decode_logits(model, ids), fast, atol=2e-4, rtol=1e-4)
+
+
+def test_trained_guard_next_token_accuracy():
+    """A real trained RWKV-7 (the embedded guard) on its own kind of text: the issue's accuracy bounds."""
+    from tokenizers import Tokenizer
+
+    from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
+
+    tok = Tokenizer.from_file(str(DEFAULT_GUARD / "tokenizer.json"))
+    text = SELF_CHECK_INPUT.replace("{{ user_input }}", "How do I bake bread at home without yeast?")
+    ids = tok.encode(text * 2).ids[:300]
+    ref = _decode_logits(RWKV7.from_pretrained(DEFAULT_GUARD), ids)
+    for fmt in ("bf16", "int8"):
+        got = _decode_logits(RWKV7.from_pretrained(DEFAULT_GUARD, quantize=fmt), ids)
+        kl = F.kl_div(got.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+        assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.98, fmt
+        assert kl.mean() <= 0.02, fmt
+
+
+def test_format_errors(checkpoint, tmp_path):
+    path, _ = checkpoint
+    with pytest.raises(ValueError, match="unknown quantize format 'int3'"):
+        RWKV7.from_pretrained(path, quantize="int3")
+    with pytest.raises(ValueError, match="CPU decode format"):
+        RWKV7.from_pretrained(path, device="cuda", quantize="int8")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        RWKV7.from_pretrained(path, quantize="int8", compute_dtype="float16")
+    with pytest.raises(CheckpointError, match="compressed weights"):
+        RWKV7.from_pretrained(path, quantize="q4").save_pretrained(tmp_path / "out")
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_every_instruction_set_path_computes_the_same(isa):
+    """The AVX2 and portable paths, forced on this machine in a subprocess (the ISA is chosen at load)."""
+    if isa == "avx2" and cpu_kernels.isa() == "portable":
+        pytest.skip("this CPU has no AVX2")
+    code = (
+        "import torch\n"
+        "from rwkv7_provider.model import cpu_kernels\n"
+        "from rwkv7_provider.model.quantize import FORMATS, pack, dequantize_reference\n"
+        f"assert cpu_kernels.available() and cpu_kernels.isa() == {isa!r}, cpu_kernels.isa()\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "w, x = torch.randn(36, 192, generator=g), torch.randn(5, 192, generator=g)\n"
+        "for fmt, code in FORMATS.items():\n"
+        "    packed = pack(w, fmt)\n"
+        "    dense = dequantize_reference(*packed, fmt, 192)\n"
+        "    assert torch.equal(cpu_kernels.dequantize(*packed, code, 192), dense), fmt\n"
+        "    for m in (1, 5):\n"
+        "        torch.testing.assert_close(cpu_kernels.gemv(x[:m], *packed, code), x[:m] @ dense.T, atol=1e-4, rtol=1e-5)\n"
+    )
+    env = {**os.environ, "RWKV7_CPU_ISA": isa}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+
+
+def test_quantize_reaches_the_engine_through_provider_and_langchain():
+    """The parameter selects a compressed engine (its own registry entry) whose answers match fp32's."""
+    import asyncio
+
+    from rwkv7_provider.model.quantize import PackedLinear
+
+    from rwkv7_provider import RWKV7LLM, ChatRWKV7
+    from rwkv7_provider.guardrails import RWKV7Model
+
+    prompt = "Is this message fine?"
+    provider = RWKV7Model("default", quantize="int8", choices=["Yes", "No"])
+    llm = RWKV7LLM(model="default", quantize="int8", choices=["Yes", "No"])
+    assert llm.client.engine is provider.client.engine is ChatRWKV7(model="default", quantize="int8").client.engine
+    engine = llm.client.engine
+    assert isinstance(engine.model.blocks[0].att.key, PackedLinear)
+    plain = RWKV7LLM(model="default", choices=["Yes", "No"]).client.engine
+    assert plain is not engine and not isinstance(plain.model.blocks[0].att.key, PackedLinear)
+    packed_p = asyncio.run(provider.generate_async(prompt)).provider_metadata["probability"]
+    plain_p = plain.score(prompt, ["Yes", "No"]).probability
+    assert abs(packed_p - plain_p) < 0.02
