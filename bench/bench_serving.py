@@ -39,9 +39,9 @@ log = logging.getLogger("bench_serving")
 CHOICES = ["Yes", "No"]
 
 
-def build(name: str) -> Engine:
+def build(name: str, threads: int) -> Engine:
     if name == "guard":
-        base = get_engine("default")
+        base = get_engine("default", threads=threads)  # the registry would set its own default otherwise
         engine = Engine(base.model, base.tokenizer, name="guard")
     else:
         engine = Engine(random_model(0), load_tokenizer("world"), name="0.1b")
@@ -80,7 +80,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
-    engine = build(name)
+    engine = build(name, args.threads)
     warmup = 2 * args.clients
     texts = messages(warmup + 2 * args.checks * args.rounds, 1)  # every check a new message: no end-of-prompt hits
     prompts = iter(SELF_CHECK_INPUT.replace("{{ user_input }}", m) for m in texts)
@@ -122,7 +122,7 @@ def peak_rss_mb() -> float:
 def rss_worker(args: argparse.Namespace) -> None:
     """One prompt of `--rss-worker` tokens through a fresh engine; prints its peak RSS as JSON."""
     torch.set_num_threads(args.threads)
-    base = get_engine(args.model)
+    base = get_engine(args.model, threads=args.threads)
     engine = Engine(base.model, base.tokenizer, cache_bytes=0, max_prompt_tokens=None,
                     prefill_tokens=args.prefill_tokens)
     ids = torch.randint(1, engine.vocab_size, (args.rss_worker,), generator=torch.Generator().manual_seed(0))
