@@ -72,7 +72,7 @@ class EnginePlan:
     generations: int  # concurrent generations ...
     generation_tokens: int  # ... of this many tokens each
     clients: list[int]  # concurrent self-check clients
-    checks: int  # checks per client count (closed loop: each client sends its next when answered)
+    checks: int  # checks per client count, at least 4 per client (closed loop: the next when answered)
 
 
 @dataclass
@@ -593,7 +593,9 @@ def engine_timing(plan: Plan, tokenizer) -> None:
 
     ep = plan.engine
     dtype = str(ep.timing_dtype).removeprefix("torch.")
-    prompts = iter(self_checks(len(ep.clients) * ep.checks * 2 + 64, seed=8))
+    checks = {c: max(ep.checks, 4 * c) for c in ep.clients}  # every client sends a few
+    per_model = 2 + ep.generations + max(ep.clients) + sum(checks.values())
+    prompts = iter(self_checks(2 * per_model, seed=8))  # every request a new message: no end-of-prompt hits
     log.info("\n== engine timing, %s (decode: greedy; checks: warm `score` of self-check prompts)", dtype)
     for name, model in engine_models(plan, ep.timing_dtype).items():
         engine = Engine(model, tokenizer, max_batch_size=max(ep.clients + [ep.generations]))
@@ -634,7 +636,7 @@ def engine_timing(plan: Plan, tokenizer) -> None:
 
         asyncio.run(closed_loop(max(ep.clients), [next(prompts) for _ in range(max(ep.clients))], check))
         for clients in ep.clients:
-            rate, lat = asyncio.run(closed_loop(clients, [next(prompts) for _ in range(ep.checks)], check))
+            rate, lat = asyncio.run(closed_loop(clients, [next(prompts) for _ in range(checks[clients])], check))
             lat.sort()
             log.info(f"{name}: {clients:>3} client(s): {rate:>8.0f} checks/s, p50 {1e3 * lat[len(lat) // 2]:.2f} ms, "
                      f"p99 {1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]:.2f} ms")
