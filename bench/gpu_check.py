@@ -1,7 +1,13 @@
-"""One prepared GPU run for the fused WKV-7 kernels: correctness against the reference first, then timings.
+"""One prepared GPU run for the fused WKV-7 kernels and the serving engine: correctness first, then timings.
 
     python bench/gpu_check.py              # the whole check on a CUDA GPU (a few minutes on an H100)
     python bench/gpu_check.py --cpu-smoke  # the same code paths at tiny sizes, Triton interpreted on CPU
+    python bench/gpu_check.py --only engine  # one section (kernels, model or engine)
+
+The log goes to stderr and, when $OUT is set (the device machine), line by line to $OUT/gpu_check.log.
+The engine section needs the package's runtime dependencies; pydantic is not in the H200 image, so carry
+its wheels (pydantic, pydantic-core, annotated-types, typing-inspection; see the device README) or the
+section fails with the import error.
 
 Correctness (exit status 1 if any check fails): the chunked forward (y, final state, input state untouched),
 the chunked backward (gradients of r, w, k, v, a, b and the initial state) and the in-place decode step,
@@ -11,11 +17,18 @@ Timings (CUDA events, warm-up, median): chunked prefill at T = 1024 and 4096 for
 (H = 32) head counts at B = 1 and 8, forward and forward + backward, next to fla's `chunk_rwkv7` on the same
 inputs when fla is importable; the decode step at batch 1 and 64 with GB/s against the card's peak HBM
 bandwidth; the 0.1B model's prefill and decode tokens/s.
+Engine (`Engine` with its batching scheduler, CUDA-graph decode on a GPU): first parity in fp32 for the 0.1B
+shape (random weights) and the embedded guard: greedy texts, seeded samples and Yes/No scores of many
+concurrent requests against the same requests run one at a time on an eager engine (scores within 1e-4,
+texts identical); then, in bf16, the graph capture time, decode tokens/s at batch 1 (graphs and eager),
+aggregate tokens/s of 64 concurrent generations, and warm self-check latency p50/p99 and checks/s with 1,
+16 and 256 concurrent asyncio clients, for both models.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import logging
 import math
@@ -42,8 +55,24 @@ MODEL_0_1B = {"n_layer": 12, "n_embd": 768, "vocab_size": 65536, "head_size": 64
 MODEL_0_1B.update(dim_w=64, dim_a=64, dim_v=32, dim_g=128)
 MODEL_TINY = {"n_layer": 2, "n_embd": 128, "vocab_size": 300, "head_size": 64}
 MODEL_TINY.update(dim_w=16, dim_a=8, dim_v=8, dim_g=32)
+ENGINE_TINY = MODEL_TINY | {"vocab_size": 16384}  # room for the embedded guard's tokenizer
 FP32_TOL = 1e-4  # max |error| / max(1, max |reference|); observed ~1e-6 in fp32 (3-pass TF32 products)
 HALF_TOL = 2e-2  # bf16 inputs: y and the gradients are rounded to bf16 (2^-8), products in TF32 (2^-11)
+
+
+@dataclass
+class EnginePlan:
+    """The engine section's sizes."""
+
+    shape: dict  # the random model's shape (next to the embedded guard)
+    timing_dtype: torch.dtype
+    parity_prompts: int  # prompts of the parity check (each: a greedy, a seeded and a scored request)
+    parity_tokens: int
+    decode_tokens: int  # batch-1 decode run (the eager comparison runs a quarter of it)
+    generations: int  # concurrent generations ...
+    generation_tokens: int  # ... of this many tokens each
+    clients: list[int]  # concurrent self-check clients
+    checks: int  # checks per client count, at least 4 per client (closed loop: the next when answered)
 
 
 @dataclass
@@ -59,6 +88,7 @@ class Plan:
     model: dict
     model_prefill: list[tuple[int, int]]  # (B, T)
     model_decode: list[int]  # batch sizes
+    engine: EnginePlan
     warmup: int = 3
     reps: int = 20
     failures: list[str] = field(default_factory=list)
@@ -85,6 +115,7 @@ def gpu_plan(reps: int) -> Plan:
         model=MODEL_0_1B,
         model_prefill=[(1, 1024), (1, 4096), (8, 1024)],
         model_decode=[1, 64],
+        engine=EnginePlan(MODEL_0_1B, torch.bfloat16, 16, 16, 256, 64, 256, [1, 16, 256], 512),
         reps=reps,
     )
 
@@ -100,6 +131,7 @@ def smoke_plan() -> Plan:
         model=MODEL_TINY,
         model_prefill=[(1, 16)],
         model_decode=[1, 2],
+        engine=EnginePlan(ENGINE_TINY, torch.float32, 3, 6, 8, 3, 6, [1, 4], 8),
         warmup=1,
         reps=1,
     )
@@ -457,10 +489,12 @@ def optional(fn):
         return None
 
 
-def with_impl(impl: str, fn):
-    """Run `fn` with RWKV7_WKV_IMPL forced to `impl` (the dispatcher's override)."""
+def with_impl(impl: str | None, fn):
+    """Run `fn` with RWKV7_WKV_IMPL forced to `impl` (the dispatcher's override; None: the default choice)."""
     before = os.environ.get("RWKV7_WKV_IMPL")
-    os.environ["RWKV7_WKV_IMPL"] = impl
+    os.environ.pop("RWKV7_WKV_IMPL", None)
+    if impl is not None:
+        os.environ["RWKV7_WKV_IMPL"] = impl
     try:
         return fn()
     finally:
@@ -470,7 +504,177 @@ def with_impl(impl: str, fn):
             os.environ["RWKV7_WKV_IMPL"] = before
 
 
+# ---- the serving engine ----------------------------------------------------------------------------------
+
+
+def engine_models(plan: Plan, dtype: torch.dtype) -> dict:
+    """{name: model}: the random model of the plan's shape and the embedded guard, in `dtype` on the device."""
+    from rwkv7_provider.model import RWKV7, RWKV7Config
+
+    from rwkv7_provider.runtime.registry import DEFAULT_MODEL_DIR
+    from rwkv7_provider.testing import random_state_dict
+
+    config = RWKV7Config(**plan.engine.shape)
+    with torch.device("meta"):
+        model = RWKV7(config)
+    model.load_state_dict(random_state_dict(config, seed=0), assign=True)
+    shape = "0.1b" if plan.engine.shape == MODEL_0_1B else "tiny"
+    return {
+        shape: model.to(plan.device, dtype).eval().requires_grad_(False),
+        "guard": RWKV7.from_pretrained(DEFAULT_MODEL_DIR, dtype=dtype, device=plan.device),
+    }
+
+
+def self_checks(n: int, seed: int) -> list[str]:
+    from bench_cache import messages
+
+    from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
+
+    return [SELF_CHECK_INPUT.replace("{{ user_input }}", m) for m in messages(n, seed)]
+
+
+async def closed_loop(clients: int, prompts: list[str], call) -> tuple[float, list[float]]:
+    """(requests/s, latencies) of `clients` asyncio clients each awaiting `call(prompt)` for its next prompt."""
+    todo = iter(prompts)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        for prompt in todo:
+            t0 = time.perf_counter()
+            await call(prompt)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return len(latencies) / (time.perf_counter() - t0), latencies
+
+
+def engine_parity(plan: Plan, tokenizer) -> None:
+    """fp32: concurrent requests on a batching engine (CUDA graphs on a GPU) against one-at-a-time requests
+    on an eager engine with batch size 1: the same greedy texts and seeded samples, scores within 1e-4."""
+    from rwkv7_provider.runtime.engine import Engine
+
+    ep = plan.engine
+    prompts = self_checks(ep.parity_prompts, seed=7)
+    greedy = {"max_tokens": ep.parity_tokens, "temperature": 0}
+    sampled = {"max_tokens": ep.parity_tokens, "temperature": 1.0, "top_p": 0.9, "top_k": 50}
+    log.info("\n== engine parity, fp32: %d concurrent prompts x (greedy, seeded, Yes/No score) vs serial",
+             len(prompts))
+    for name, model in engine_models(plan, torch.float32).items():
+        serial = Engine(model, tokenizer, max_batch_size=1, cuda_graphs=False)
+        want = [(serial.generate(p, **greedy).text, serial.generate(p, seed=i, **sampled).text,
+                 serial.score(p, ["Yes", "No"]).logprobs) for i, p in enumerate(prompts)]
+        batched = Engine(model, tokenizer)
+
+        async def one(i: int, p: str, engine=batched):
+            return await asyncio.gather(engine.agenerate(p, **greedy), engine.agenerate(p, seed=i, **sampled),
+                                        engine.ascore(p, ["Yes", "No"]))
+
+        async def everything(one=one):
+            return await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+
+        got = asyncio.run(everything())
+        texts = sum(g.text != w[0] for (g, _, _), w in zip(got, want))
+        samples = sum(s.text != w[1] for (_, s, _), w in zip(got, want))
+        worst = max(abs(sc.logprobs[c] - w[2][c]) for (_, _, sc), w in zip(got, want) for c in ("Yes", "No"))
+        rows = batched.scheduler.stats.max_decode_rows
+        ok = texts == samples == 0 and worst <= 1e-4 and rows > 1
+        log.info(f"{name:<6} greedy mismatches {texts}/{len(prompts)}, seeded {samples}/{len(prompts)}, "
+                 f"worst |d logprob| {worst:.1e} (tol 1e-4), up to {rows} rows per decode step"
+                 f"  {'ok' if ok else 'FAIL'}")
+        if not ok:
+            plan.failures.append(f"engine parity {name}: {texts} greedy / {samples} seeded mismatches, "
+                                 f"worst {worst:.1e}, {rows} rows")
+
+
+def engine_timing(plan: Plan, tokenizer) -> None:
+    from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
+    from rwkv7_provider.runtime.engine import Engine
+
+    ep = plan.engine
+    dtype = str(ep.timing_dtype).removeprefix("torch.")
+    checks = {c: max(ep.checks, 4 * c) for c in ep.clients}  # every client sends a few
+    per_model = 2 + ep.generations + max(ep.clients) + sum(checks.values())
+    prompts = iter(self_checks(2 * per_model, seed=8))  # every request a new message: no end-of-prompt hits
+    log.info("\n== engine timing, %s (decode: greedy; checks: warm `score` of self-check prompts)", dtype)
+    for name, model in engine_models(plan, ep.timing_dtype).items():
+        engine = Engine(model, tokenizer, max_batch_size=max(ep.clients + [ep.generations]))
+        engine.prewarm_templates([SELF_CHECK_INPUT])
+        t0 = time.perf_counter()
+        engine.generate("Warm-up.", max_tokens=2)  # the first decode captures the CUDA graphs
+        first = time.perf_counter() - t0
+        capture = engine.scheduler.decode.capture_seconds
+        log.info(f"{name}: first generation {first:.1f} s (CUDA graph capture: {fmt(capture, 0, '.1f')} s)")
+        if name != "guard":  # the guard's answers end after a token or two: no decode timing
+            for label, eng in (("graphs" if capture else "eager", engine),
+                               ("eager", Engine(model, tokenizer, cuda_graphs=False) if capture else None)):
+                if eng is None:
+                    continue
+                tokens = ep.decode_tokens if eng is engine else max(8, ep.decode_tokens // 4)
+                stream = eng.stream(next(prompts), max_tokens=tokens, temperature=0)
+                next(stream)
+                t0 = time.perf_counter()
+                rest = sum(1 for _ in stream)
+                seconds = time.perf_counter() - t0
+                n = stream.generation.completion_tokens - 1
+                log.info(f"{name}: decode batch 1 ({label}): {n / seconds:>9.0f} tok/s "
+                         f"({1e3 * seconds / max(1, n):.2f} ms/token, {rest} deltas)")
+
+            async def generations(engine=engine):
+                calls = [engine.agenerate(next(prompts), max_tokens=ep.generation_tokens, temperature=0)
+                         for _ in range(ep.generations)]
+                t0 = time.perf_counter()
+                done = await asyncio.gather(*calls)
+                return sum(g.completion_tokens for g in done), time.perf_counter() - t0
+
+            total, seconds = asyncio.run(generations())
+            log.info(f"{name}: {ep.generations} concurrent generations: {total / seconds:>9.0f} tok/s in all "
+                     f"({total} tokens in {seconds:.2f} s, up to {engine.scheduler.stats.max_decode_rows} rows)")
+
+        async def check(prompt: str, engine=engine):
+            await engine.ascore(prompt, ["Yes", "No"])
+
+        asyncio.run(closed_loop(max(ep.clients), [next(prompts) for _ in range(max(ep.clients))], check))
+        for clients in ep.clients:
+            rate, lat = asyncio.run(closed_loop(clients, [next(prompts) for _ in range(checks[clients])], check))
+            lat.sort()
+            log.info(f"{name}: {clients:>3} client(s): {rate:>8.0f} checks/s, p50 {1e3 * lat[len(lat) // 2]:.2f} ms, "
+                     f"p99 {1e3 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]:.2f} ms")
+
+
+def engine_section(plan: Plan) -> None:
+    """Parity of the batching engine (a check), then its timings. The WKV is the dispatcher's own choice
+    (Triton on a GPU; in the CPU smoke run the PyTorch forms, which are what CPU serving runs)."""
+    with_impl(None, partial(engine_checks, plan))
+
+
+def engine_checks(plan: Plan) -> None:
+    from rwkv7_provider.model.tokenizer import load_tokenizer
+
+    from rwkv7_provider.runtime.registry import DEFAULT_MODEL_DIR
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 parity means fp32 products
+    try:
+        engine_parity(plan, tokenizer)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    engine_timing(plan, tokenizer)
+
+
 # ---- main ------------------------------------------------------------------------------------------------
+
+
+SECTIONS = ("kernels", "model", "engine")
+
+
+def setup_logging() -> None:
+    """stderr, and $OUT/gpu_check.log when $OUT is set (flushed per line, so a killed run keeps its log)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if os.environ.get("OUT"):
+        handlers.append(logging.FileHandler(Path(os.environ["OUT"]) / "gpu_check.log"))
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=handlers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,12 +682,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on CPU with TRITON_INTERPRET=1")
-    parser.add_argument("--skip-timing", action="store_true", help="correctness checks only")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections only")
+    parser.add_argument("--skip-timing", action="store_true", help="kernels: correctness checks only")
     parser.add_argument("--skip-model", action="store_true", help="leave out the whole-model section")
     parser.add_argument("--sweep", action="store_true", help="also time every chunk size / value block")
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions per measurement (median)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
 
     if args.cpu_smoke:
         os.environ["TRITON_INTERPRET"] = "1"  # before the kernel modules are imported
@@ -504,15 +709,20 @@ def main(argv: list[str] | None = None) -> int:
         device = "CPU, Triton interpreter"
     log.info(f"torch {torch.__version__}, triton {triton.__version__}, {device}")
 
-    guarded(plan, "kernel correctness", counts=True)(lambda: check_kernels(plan))
-    if not args.skip_timing:
-        guarded(plan, "prefill timing", counts=True)(lambda: time_prefill(plan))
-        if args.sweep:
-            guarded(plan, "forward sweep", counts=True)(lambda: time_sweep(plan))
-        guarded(plan, "decode timing", counts=True)(lambda: time_decode(plan))
-    if not args.skip_model:
+    t0 = time.perf_counter()
+    if "kernels" in args.only:
+        guarded(plan, "kernel correctness", counts=True)(lambda: check_kernels(plan))
+        if not args.skip_timing:
+            guarded(plan, "prefill timing", counts=True)(lambda: time_prefill(plan))
+            if args.sweep:
+                guarded(plan, "forward sweep", counts=True)(lambda: time_sweep(plan))
+            guarded(plan, "decode timing", counts=True)(lambda: time_decode(plan))
+    if "model" in args.only and not args.skip_model:
         guarded(plan, "model section", counts=False)(lambda: model_section(plan))
+    if "engine" in args.only:
+        guarded(plan, "engine section", counts=True)(lambda: engine_section(plan))
 
+    log.info("\n%.0f s in all", time.perf_counter() - t0)
     if plan.failures:
         log.error("\nFAILED (%d):\n  %s", len(plan.failures), "\n  ".join(plan.failures))
         return 1

@@ -15,7 +15,14 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ParameterError
-from ..runtime.options import GenerationOptions, canonical_dtype, format_errors, suggest
+from ..runtime.options import (
+    DEFAULT_MAX_PROMPT_TOKENS,
+    DEFAULT_MAX_WAIT,
+    GenerationOptions,
+    canonical_dtype,
+    format_errors,
+    suggest,
+)
 
 DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
 
@@ -36,9 +43,9 @@ def check_device(device: str) -> str:
 
 
 class ProviderSettings(GenerationOptions):
-    """Engine settings (`model`, `dtype`, `device`, `tokenizer`, `cache_bytes`, `cache_dir`) select the shared
-    engine; the generation options are this instance's defaults, overridable per call; `choices` switches
-    to answering by scoring."""
+    """Engine settings (`model` ... `cache_dir`, `max_batch_size`, `max_wait`, `max_prompt_tokens`) select and
+    configure the shared engine; the generation options are this instance's defaults, overridable per call;
+    `choices` switches to answering by scoring."""
 
     model: str = Field("default", description="checkpoint path, or 'default' for the embedded guard model")
     dtype: str | None = Field(None, description="float32 / bfloat16 / float16; None: the model's choice")
@@ -49,6 +56,15 @@ class ProviderSettings(GenerationOptions):
     tokenizer: str | None = Field(None, description="'world' or a tokenizer.json; None: the checkpoint's own")
     cache_bytes: int | None = Field(None, ge=0, description="byte budget of the state cache (0: off; None: default)")
     cache_dir: str | None = Field(None, description="directory that persists cached states across restarts")
+    max_batch_size: int | None = Field(
+        None, ge=1, description="most concurrent requests per batched model call (None: 32 on CPU, 128 on CUDA)"
+    )
+    max_wait: float = Field(
+        DEFAULT_MAX_WAIT, ge=0.0, le=1.0, description="seconds the engine may wait to fill a batch under load"
+    )
+    max_prompt_tokens: int | None = Field(
+        DEFAULT_MAX_PROMPT_TOKENS, ge=1, description="longer prompts fail with an InputError (None: no limit)"
+    )
     choices: list[str] | None = Field(
         None, description="answer by scoring these strings (e.g. ['Yes', 'No']) instead of sampling"
     )
@@ -105,7 +121,8 @@ class ProviderSettings(GenerationOptions):
 
     def engine_settings(self) -> dict[str, Any]:
         """Keyword arguments of `get_engine` (besides the model)."""
-        names = ("dtype", "device", "quantize", "compute_dtype", "threads", "tokenizer", "cache_bytes", "cache_dir")
+        names = ("dtype", "device", "quantize", "compute_dtype", "threads", "tokenizer", "cache_bytes", "cache_dir",
+                 "max_batch_size", "max_wait", "max_prompt_tokens")
         return {k: getattr(self, k) for k in names}
 
     def generation_options(self) -> GenerationOptions:

@@ -1,10 +1,14 @@
 """The runtime: everything between a prompt and the model.
 
     registry.py   get_engine: one engine per (checkpoint, dtype, device) in the process
-    engine.py     Engine: prefill through the prefix cache, generate / stream / score, pre-warm
+    engine.py     Engine: prefill through the prefix cache, generate / stream / score, pre-warm; each request
+                  written as a generator of steps
+    scheduler.py  Scheduler: runs the steps of all concurrent requests as batched model calls (continuous
+                  batching), cancellation, failure isolation
+    decode_batch.py  DecodeBatch: the states of all generations in flight, one decode step for all (CUDA graphs)
     cache.py      PrefixCache: radix tree of token paths holding recurrent-state snapshots (LRU, persisted)
     options.py    GenerationOptions: THE schema of generation options, their defaults and checks; dtype names
-    sampling.py   Sampler: greedy / top-k / top-p / penalties, seeded
+    sampling.py   Sampler: greedy / top-k / top-p / penalties, seeded, on the device (batched, no host sync)
     streaming.py  StopMatcher, StreamResult: deltas cut at stop strings, never half a character
     templates.py  the one `{{ var }}` parser, template prefixes and their stable tokens
     results.py    Generation, ScoreResult

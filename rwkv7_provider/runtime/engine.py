@@ -7,18 +7,18 @@ beyond that snapshot (a template shared with an earlier prompt), the prefill is 
 diverge and a snapshot is stored there, so from the third request on a fixed template costs only the
 tokens after it.
 
-Threads and asyncio tasks may call one engine concurrently: model calls run under one lock (CPU torch is
-multi-threaded already), each decode loop keeps its own state and takes the lock per step, and the async
-methods run model work in worker threads.
+Threads and asyncio tasks may call one engine concurrently. Each request is written as a generator of
+steps (`_prefill_steps`, `_score_steps`, `_generate_steps`: the per-request logic, in request order) and
+run by the engine's `Scheduler`, which batches the model work of all requests in flight: one padded
+forward for the prefills, one head for the scores, one decode step for every generation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import threading
-from collections.abc import Generator, Sequence
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +29,20 @@ from ..errors import InputError, ParameterError
 from ..model import RWKV7, RWKV7State
 from ..model.tokenizer import Tokenizer
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
-from .options import GenerationOptions
+from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, GenerationOptions
 from .results import Generation, ScoreResult
 from .sampling import Sampler
-from .streaming import AsyncStreamResult, StopMatcher, StreamResult, drain
+from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
+from .streaming import AsyncStreamResult, StopMatcher, StreamResult
 from .templates import USER_VARIABLES, stable_prefix, template_prefix
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SNAPSHOTS = 64  # default budget: this many snapshots of the model's state...
 MAX_DEFAULT_CACHE_BYTES = 1 << 30  # ...but never more than 1 GiB
+# Requests per batched model call, and padded tokens per prefill forward (its activation memory), by device.
+DEFAULT_MAX_BATCH_SIZE = {"cpu": 32, "cuda": 128}
+DEFAULT_PREFILL_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,8 @@ class _Request:
 
 
 class Engine:
-    """A model, its tokenizer and its prefix cache. Build it directly (tests, custom models) or through
-    `get_engine` (shared per checkpoint).
+    """A model, its tokenizer, its prefix cache and its batching scheduler. Build it directly (tests, custom
+    models) or through `get_engine` (shared per checkpoint).
 
     cache_bytes: snapshot budget (None = room for `DEFAULT_CACHE_SNAPSHOTS` states, at most 1 GiB; 0 = off).
     cache_dir: persist reusable snapshots there (junctions, pre-warmed prefixes, periodic ones).
@@ -58,6 +62,13 @@ class Engine:
         (reading every weight once) exceeds the saving for a few tokens, e.g. two messages starting "The".
     snapshot_every: also store a snapshot every this many tokens of a long prefill.
     name: how the model is named in logs and provider responses (`get_engine` uses the checkpoint's name).
+    max_batch_size: most requests in one batched model call (None: 32 on CPU, 128 on CUDA).
+    max_wait: seconds an idle scheduler may wait to fill a batch, only right after serving several requests
+        at once (concurrent clients coming back); a lone client never waits.
+    max_prompt_tokens: longer prompts fail with an `InputError` (None: no limit).
+    prefill_tokens: most (padded) tokens in one prefill forward, which bounds its activation memory
+        whatever the prompt length (None: 1024 on CPU, 16384 on CUDA).
+    cuda_graphs: replay the decode step from CUDA graphs (None: on for a CUDA model).
     """
 
     def __init__(
@@ -70,16 +81,34 @@ class Engine:
         min_junction_tokens: int = 16,
         snapshot_every: int | None = None,
         name: str = "rwkv7",
+        max_batch_size: int | None = None,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
+        prefill_tokens: int | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
-        if snapshot_every is not None and snapshot_every < 1:
-            raise ParameterError(f"snapshot_every must be >= 1 or None, got {snapshot_every}")
+        device = model.device.type
+        if max_batch_size is None:
+            max_batch_size = DEFAULT_MAX_BATCH_SIZE.get(device, DEFAULT_MAX_BATCH_SIZE["cuda"])
+        if prefill_tokens is None:
+            prefill_tokens = DEFAULT_PREFILL_TOKENS.get(device, DEFAULT_PREFILL_TOKENS["cuda"])
+        for what, value in (("snapshot_every", snapshot_every), ("max_prompt_tokens", max_prompt_tokens)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ParameterError(f"{what} must be an integer >= 1 or None, got {value!r}")
+        for what, value in (("max_batch_size", max_batch_size), ("prefill_tokens", prefill_tokens)):
+            if not isinstance(value, int) or value < 1:
+                raise ParameterError(f"{what} must be an integer >= 1, got {value!r}")
+        if not 0 <= max_wait <= 1:
+            raise ParameterError(f"max_wait must lie in [0, 1] seconds, got {max_wait!r}")
+        if cuda_graphs and device != "cuda":
+            raise ParameterError(f"cuda_graphs needs a model on a CUDA device, not {model.device}")
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
         self.min_junction_tokens = min_junction_tokens
         self.snapshot_every = snapshot_every
+        self.max_prompt_tokens = max_prompt_tokens
         self.vocab_size = model.config.vocab_size
-        self._lock = threading.Lock()
         zero = Snapshot(
             model.zero_state(1), torch.zeros(model.config.n_embd, dtype=model.dtype, device=model.device)
         )
@@ -95,6 +124,14 @@ class Engine:
             directory=cache_dir,
             vocab_size=self.vocab_size,
         )
+        self.scheduler = Scheduler(
+            self.model,
+            max_batch_size=max_batch_size,
+            max_wait=max_wait,
+            prefill_tokens=prefill_tokens,
+            cuda_graphs=device == "cuda" if cuda_graphs is None else cuda_graphs,
+            name=name,
+        )
 
     # ---------------------------------------------------------------- prompt + prefill
 
@@ -106,26 +143,24 @@ class Engine:
 
         Both are shared with the cache: read them, never modify them in place (clone first).
         """
-        state, hidden, _ = self._prefill(self._check_ids(token_ids))
-        with self._lock, torch.inference_mode():
+        state, hidden, _ = self.scheduler.run(self._prefill_steps(self._check_ids(token_ids)))
+        with torch.inference_mode():
             return state, self.model.head(hidden).float()
 
-    def _prefill(self, ids: list[int], *, persist_end: bool = False) -> tuple[RWKV7State, torch.Tensor, int]:
-        """(state, last hidden [C], tokens served from cache). Stores snapshots at the divergence point,
+    def _prefill_steps(self, ids: list[int], *, persist_end: bool = False) -> Steps:
+        """-> (state, last hidden [C], tokens served from cache). Stores snapshots at the divergence point,
         every `snapshot_every` tokens and at the end."""
-        with self._lock, torch.inference_mode():
-            match: Match = self.cache.lookup(ids)
-            snapshot, start = match.snapshot, match.depth
-            if start == len(ids):
-                if persist_end:  # pre-warming a prefix that traffic already cached
-                    self.cache.insert(ids, persist=True)
-                return snapshot.state, snapshot.hidden, start
-            state = snapshot.state if snapshot else None
-            for cut in self._cuts(start, match.shared, len(ids)):
-                out, state = self.model.forward_hidden(self._tensor(ids[start:cut]), state)
-                hidden = out[0, -1].clone()
-                self.cache.insert(ids[:cut], Snapshot(state, hidden), persist=persist_end or cut < len(ids))
-                start = cut
+        match: Match = self.cache.lookup(ids)
+        snapshot, start = match.snapshot, match.depth
+        if start == len(ids):
+            if persist_end:  # pre-warming a prefix that traffic already cached
+                self.cache.insert(ids, persist=True)
+            return snapshot.state, snapshot.hidden, start
+        state = snapshot.state if snapshot else None
+        for cut in self._cuts(start, match.shared, len(ids)):
+            hidden, state = yield Forward(ids[start:cut], state)
+            self.cache.insert(ids[:cut], Snapshot(state, hidden), persist=persist_end or cut < len(ids))
+            start = cut
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s: prefill %d tokens, %d from cache; cache %s",
@@ -145,16 +180,34 @@ class Engine:
             cuts.update(range((start // k + 1) * k, end, k))
         return sorted(cuts)
 
-    def _tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.model.device)
-
     def _check_ids(self, token_ids: Sequence[int]) -> list[int]:
-        ids = [int(t) for t in token_ids]
+        """Token ids as a list of ints: ints (numpy / 0-d tensor ints too) or a 1-D integer tensor; never
+        bools, floats, text or bytes (iterating bytes would give ints that were never token ids)."""
+        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not hasattr(token_ids, "__iter__"):
+            raise InputError(f"a prompt is a str or a sequence of int token ids, got {type(token_ids).__name__}")
+        if isinstance(token_ids, torch.Tensor) and (
+            token_ids.dim() != 1 or token_ids.dtype.is_floating_point or token_ids.dtype.is_complex
+            or token_ids.dtype == torch.bool
+        ):
+            raise InputError(f"token ids must be a 1-D integer tensor, got {token_ids.dtype} {tuple(token_ids.shape)}")
+        ids = []
+        for t in token_ids.tolist() if isinstance(token_ids, torch.Tensor) else token_ids:
+            try:
+                if isinstance(t, bool):
+                    raise TypeError
+                ids.append(operator.index(t))
+            except TypeError:
+                raise InputError(f"token ids must be ints, got {t!r} ({type(t).__name__})") from None
         if not ids:
             raise InputError("empty prompt")
         bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
         if bad is not None:
             raise InputError(f"token id {bad} out of range for a vocabulary of {self.vocab_size}")
+        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+            raise InputError(
+                f"the prompt is {len(ids)} tokens, more than max_prompt_tokens={self.max_prompt_tokens} "
+                "(an engine / provider parameter: raise it, or shorten the prompt)"
+            )
         return ids
 
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
@@ -170,18 +223,22 @@ class Engine:
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **kwargs: Any
     ) -> Generation:
         """Complete `prompt` (text or token ids). Options as one `GenerationOptions` or as keyword arguments."""
-        return drain(self.stream(prompt, options, **kwargs))
+        return self.scheduler.run(self._generate_steps(self._request(prompt, options, kwargs)))
 
     def stream(
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **kwargs: Any
     ) -> StreamResult:
-        """Like `generate`, as text deltas: never half a UTF-8 character, never part of a stop string."""
-        return StreamResult(self._decode(self._request(prompt, options, kwargs)))
+        """Like `generate`, as text deltas: never half a UTF-8 character, never part of a stop string.
+
+        The request starts at once; close the stream (or drop it) to cancel it."""
+        steps = self._generate_steps(self._request(prompt, options, kwargs))
+        return StreamResult(self.scheduler.submit(steps, stream=True))
 
     async def agenerate(
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **kwargs: Any
     ) -> Generation:
-        return await asyncio.to_thread(drain, self.stream(prompt, options, **kwargs))
+        """`generate` without blocking the event loop; cancelling the task cancels the request."""
+        return await self.scheduler.arun(self._generate_steps(self._request(prompt, options, kwargs)))
 
     def astream(
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **kwargs: Any
@@ -198,38 +255,35 @@ class Engine:
             options = options.updated(kwargs)
         return _Request(self._prompt_ids(prompt), options)
 
-    def _decode(self, req: _Request) -> Generator[str, None, Generation]:
-        state, hidden, cached = self._prefill(req.ids)
-        with self._lock, torch.inference_mode():
-            logits = self.model.head(hidden).float()
+    def _generate_steps(self, req: _Request) -> Steps:
+        """-> Generation; the text deltas are emitted as they become safe to show."""
+        state, hidden, cached = yield from self._prefill_steps(req.ids)
         opts = req.options
-        sampler = Sampler(opts, self.vocab_size, self.model.device)
         decoder = self.tokenizer.stream_decoder()
         stops = StopMatcher(tuple(opts.stop or ()))
         finish, stop_sequence, n = "length", None, 0
-        while n < opts.max_tokens:
-            token = sampler.next_token(logits)
+        token = yield Join(state, hidden, Sampler(opts, self.vocab_size, self.model.device))
+        while True:
             if token is None:
                 finish = "eos"
                 break
             n += 1
             delta, stop_sequence = stops.push(decoder.push(token))
             if delta:
-                yield delta
+                yield Emit(delta)
             if stop_sequence is not None:
                 finish = "stop"
                 break
-            if n < opts.max_tokens:
-                with self._lock, torch.inference_mode():
-                    out, state = self.model(self._tensor([token]), state, last_only=True)
-                logits = out[0, -1]
+            if n == opts.max_tokens:
+                break
+            token = yield NEXT
         if stop_sequence is None:
             delta, stop_sequence = stops.push(decoder.flush())
             delta += "" if stop_sequence else stops.flush()
             if stop_sequence is not None:
                 finish = "stop"
             if delta:
-                yield delta
+                yield Emit(delta)
         text = stops.text[: stops.emitted]
         return Generation(text, finish, stop_sequence, len(req.ids), n, cached)
 
@@ -244,31 +298,37 @@ class Engine:
         scores " Yes"); the choice's tokens are those of prompt+choice after the prompt's own tokens when
         the prompt's tokenisation is a prefix of it, otherwise the choice tokenised alone.
         """
+        return self.scheduler.run(self._score_request(prompt, choices))
+
+    async def ascore(self, prompt: str | Sequence[int], choices: Sequence[str]) -> ScoreResult:
+        """`score` without blocking the event loop; cancelling the task cancels the request."""
+        return await self.scheduler.arun(self._score_request(prompt, choices))
+
+    def _score_request(self, prompt: str | Sequence[int], choices: Sequence[str]) -> Steps:
+        """The checked arguments' steps (checked here, in the caller's thread, before any model work)."""
         if isinstance(choices, str) or not choices:
             raise InputError("choices must be a non-empty list of strings")
         if len(set(choices)) != len(choices):
             raise InputError(f"duplicate choices: {list(choices)}")
         ids = self._prompt_ids(prompt)
         conts = [self._choice_ids(prompt, ids, c) for c in choices]
-        state, hidden, cached = self._prefill(ids)
-        with self._lock, torch.inference_mode():
-            first = torch.log_softmax(self.model.head(hidden).float(), dim=-1)
-            totals = [float(first[c[0]]) for c in conts]
-            for length in sorted({len(c) for c in conts if len(c) > 1}):
-                rows = [i for i, c in enumerate(conts) if len(c) == length]
-                batch = torch.tensor([conts[i] for i in rows], device=self.model.device)
-                out, _ = self.model.forward_hidden(batch[:, :-1], state.expand(len(rows)))
-                logp = torch.log_softmax(self.model.head(out).float(), dim=-1)
-                picked = logp.gather(-1, batch[:, 1:, None]).sum(dim=(1, 2))
-                for i, value in zip(rows, picked.tolist()):
-                    totals[i] += value
+        return self._score_steps(ids, list(choices), conts)
+
+    def _score_steps(self, ids: list[int], choices: list[str], conts: list[list[int]]) -> Steps:
+        """-> ScoreResult."""
+        state, hidden, cached = yield from self._prefill_steps(ids)
+        longer = [c for c in conts if len(c) > 1]
+        outs = (yield [Forward(c[:-1], state, every=True) for c in longer]) if longer else []
+        rows = torch.cat([hidden[None], *(out for out, _ in outs)])
+        targets = [[c[0] for c in conts]] + [[t] for c in longer for t in c[1:]]
+        values = yield LogProbs(rows, targets)
+        totals, later = list(values[0]), iter(values[1:])
+        for i, c in enumerate(conts):
+            totals[i] += sum(next(later)[0] for _ in c[1:])
         logprobs = dict(zip(choices, totals))
         best = max(logprobs, key=logprobs.get)
         norm = torch.logsumexp(torch.tensor(totals, dtype=torch.float64), 0).item()
         return ScoreResult(best, math.exp(logprobs[best] - norm), logprobs, len(ids), cached)
-
-    async def ascore(self, prompt: str | Sequence[int], choices: Sequence[str]) -> ScoreResult:
-        return await asyncio.to_thread(self.score, prompt, choices)
 
     def _choice_ids(self, prompt: str | Sequence[int], ids: list[int], choice: str) -> list[int]:
         if not isinstance(choice, str) or not choice:
@@ -293,7 +353,7 @@ class Engine:
         for prefix in prefixes:
             ids = stable_prefix(self.tokenizer, prefix)
             if ids:
-                self._prefill(self._check_ids(ids), persist_end=True)
+                self.scheduler.run(self._prefill_steps(self._check_ids(ids), persist_end=True))
             counts.append(len(ids))
         log.info("%s: pre-warmed %d prefix(es): %s tokens", self.name, len(counts), counts)
         return counts

@@ -19,7 +19,7 @@ from ..model import RWKV7
 from ..model.checkpoint import default_dtype, resolve_checkpoint
 from ..model.tokenizer import Tokenizer, load_tokenizer
 from .engine import Engine
-from .options import torch_dtype
+from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -74,33 +74,45 @@ def get_engine(
     tokenizer: str | Path | Tokenizer | None = None,
     cache_bytes: int | None = None,
     cache_dir: str | Path | None = None,
+    max_batch_size: int | None = None,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
 ) -> Engine:
     """The process-wide engine for (checkpoint, dtype, device, quantize, compute_dtype), loaded on first use only.
 
     dtype None is the model's default for the device; `quantize` (CPU: None, "bf16", "int8", "q4") and
     `compute_dtype` (prefill GEMMs of a quantized model; None: measured at load) as in `RWKV7.from_pretrained`,
     which also refuses, before reading any weight, a model the device has no memory for. Later calls for the same key return the
-    same engine whatever their tokenizer / cache arguments (a differing value is logged): one copy of the
-    weights and one cache per checkpoint. `threads` sets torch's CPU thread count for the whole process (see
-    `set_threads`) when given, and when the first engine is built.
+    same engine whatever their tokenizer / cache / batching arguments (a differing value is logged): one copy
+    of the weights, one cache and one scheduler per checkpoint. `threads` sets torch's CPU thread count for the
+    whole process (see `set_threads`) when given, and when the first engine is built.
     """
     path = resolve_model_path(model)
     device = torch.device(device)
     wanted = torch_dtype(dtype) or default_dtype(device, None)  # None: the checkpoint's own dtype
     gemm = torch_dtype(compute_dtype)
     key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device), quantize, str(gemm))
-    settings = (tokenizer, cache_bytes, cache_dir)
+    settings = (tokenizer, cache_bytes, cache_dir, max_batch_size, max_wait, max_prompt_tokens)
     with _ENGINES_LOCK:
         if threads is not None or not _ENGINES:
             set_threads(threads)
         if key in _ENGINES:
             engine, first = _ENGINES[key]
             if settings != first:
-                log.warning("reusing the engine for %s: tokenizer and cache settings stay %s", path, first)
+                log.warning("reusing the engine for %s: tokenizer, cache and batching settings stay %s", path, first)
             return engine
         loaded = RWKV7.from_pretrained(path, dtype=wanted, device=device, quantize=quantize, compute_dtype=gemm)
         tok = load_tokenizer(tokenizer, model_path=path, vocab_size=loaded.config.vocab_size)
-        engine = Engine(loaded, tok, cache_bytes=cache_bytes, cache_dir=cache_dir, name=path.name)
+        engine = Engine(
+            loaded,
+            tok,
+            cache_bytes=cache_bytes,
+            cache_dir=cache_dir,
+            name=path.name,
+            max_batch_size=max_batch_size,
+            max_wait=max_wait,
+            max_prompt_tokens=max_prompt_tokens,
+        )
         _ENGINES[key] = (engine, settings)
         log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, quantize)
         return engine

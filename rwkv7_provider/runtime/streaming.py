@@ -1,31 +1,51 @@
 """Streaming: text deltas that never end in half a character or part of a stop string.
 
 `StopMatcher` cuts the text at the first stop string as soon as it appears, holding back any tail that may
-still become one. `StreamResult` is an iterator of deltas whose `.generation` holds the final `Generation`
-once it is exhausted; `AsyncStreamResult` is its async view.
+still become one. `StreamResult` iterates the deltas of one request running in the engine's scheduler and
+holds the final `Generation` once exhausted; `AsyncStreamResult` is its async view. Closing either (or
+dropping it unfinished) cancels the request, which frees its place in the batch.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Generator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Protocol
 
 from .results import Generation
+
+
+class DeltaSource(Protocol):
+    """What a stream reads from (the scheduler's `Ticket`)."""
+
+    def next_delta(self) -> str | None: ...  # None once finished; raises the request's error
+
+    async def anext_delta(self) -> str | None: ...
+
+    def result(self) -> Generation: ...
+
+    def cancel(self) -> None: ...
 
 
 class StreamResult(Iterator[str]):
     """Text deltas of one generation; `.generation` is available once the iterator is exhausted."""
 
-    def __init__(self, deltas: Generator[str, None, Generation]) -> None:
-        self._deltas = deltas
+    def __init__(self, source: DeltaSource) -> None:
+        self._source = source
         self._generation: Generation | None = None
+        self._closed = False
+        weakref.finalize(self, source.cancel)  # an abandoned stream stops generating
 
     def __next__(self) -> str:
-        try:
-            return next(self._deltas)
-        except StopIteration as done:
-            self._generation = self._generation or done.value  # a second exhaustion carries no value
-            raise
+        delta = None if self._closed else self._source.next_delta()
+        if delta is None:
+            self._finished()
+            raise StopIteration
+        return delta
+
+    def _finished(self) -> None:
+        if not self._closed:
+            self._generation = self._source.result()
 
     @property
     def generation(self) -> Generation:
@@ -34,19 +54,23 @@ class StreamResult(Iterator[str]):
         return self._generation
 
     def close(self) -> None:
-        """Stop generating early (no Generation is produced)."""
-        self._deltas.close()
+        """Stop generating early (no Generation is produced); the request leaves the batch."""
+        if self._generation is None:
+            self._closed = True
+            self._source.cancel()
 
 
 class AsyncStreamResult(AsyncIterator[str]):
-    """Async view of a `StreamResult`: each step runs in a worker thread, never on the event loop."""
+    """Async view of a `StreamResult`: waiting for a delta never blocks the event loop (no worker thread)."""
 
     def __init__(self, stream: StreamResult) -> None:
         self._stream = stream
 
     async def __anext__(self) -> str:
-        delta = await asyncio.to_thread(next, self._stream, None)
+        stream = self._stream
+        delta = None if stream._closed else await stream._source.anext_delta()
         if delta is None:
+            stream._finished()
             raise StopAsyncIteration
         return delta
 
@@ -85,9 +109,3 @@ class StopMatcher:
         out = self.text[self.emitted : end]
         self.emitted = max(self.emitted, end)
         return out
-
-
-def drain(stream: StreamResult) -> Generation:
-    for _ in stream:
-        pass
-    return stream.generation

@@ -1,0 +1,612 @@
+"""Continuous batching: one thread at a time runs every model call of an engine, for all requests at once.
+
+A request is a generator of steps (the engine's `_prefill_steps`, `_score_steps`, `_generate_steps`) that
+yields the model work it needs and is resumed with the result:
+
+    Forward(ids, state)       run tokens from a state (None = zero): -> (hidden, state after the tokens)
+    [Forward, ...]            several at once: -> a list of results
+    LogProbs(hidden, targets) log-softmax of the head, read at the target ids: -> lists of floats
+    Join(state, hidden, s)    enter the decode batch, sampled by `s`: -> the first token (None: end of text)
+    NEXT                      feed the last token: -> the next one (return from the generator to leave)
+    Emit(text)                a streamed text delta for the client: -> None at once
+
+Each iteration runs at most one batched prefill forward, one batched head for the scores that are ready
+and one decode step for every generation in flight; requests join and leave between iterations. Prefill rows start from different snapshots and have different lengths: they are
+right-padded (`forward_hidden(..., lengths=)` leaves each row exact) and cut into pieces so that one
+forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
+
+Who runs the iterations (the leader): a caller of `run` when no one else does, until its own request is
+done (so a lone client never hands work to another thread), otherwise a background worker thread, which
+`submit` (streams, asyncio) starts when needed and which exits after `IDLE_EXIT_S` without work.
+
+Isolation: a request that raises, is cancelled (`Ticket.cancel`, a closed stream, a cancelled asyncio
+task) or fails inside a batched forward (the rows are then retried one by one) leaves the batch; the
+others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..model import RWKV7, RWKV7State
+from .decode_batch import DecodeBatch
+from .sampling import END, Sampler, sample_batch
+
+log = logging.getLogger(__name__)
+
+IDLE_EXIT_S = 2.0  # an idle background worker exits after this long (an unused engine can then be collected)
+# What one more forward call costs, in tokens of one row, when choosing how far to pad a prefill batch. On
+# CPU a forward's fixed part (weights read once, per-op dispatch) costs what ~6 tokens do for the 4 x 128 guard
+# and ~30 for the 0.1B shape; 32 errs towards fewer forwards. On a GPU a forward costs far more than padding.
+FORWARD_COST_TOKENS = {"cpu": 32, "cuda": 4096}
+
+Steps = Generator[Any, Any, Any]
+_SCHEDULERS: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@dataclass
+class Forward:
+    """Run `ids` from `state` (None: the zero state). Resumes with (hidden, state after the ids): hidden is
+    the last position's [C], or every position's [T, C] with `every`."""
+
+    ids: list[int]
+    state: RWKV7State | None
+    every: bool = False
+
+
+@dataclass
+class LogProbs:
+    """Log-softmax of the head at `hidden` [n, C], read at `targets[i]` for row i; resumes with float lists."""
+
+    hidden: torch.Tensor
+    targets: list[list[int]]
+
+
+@dataclass
+class Join:
+    """Enter the decode batch after a prefill; resumes with the first token (None: end of text)."""
+
+    state: RWKV7State
+    hidden: torch.Tensor
+    sampler: Sampler
+
+
+@dataclass
+class Emit:
+    """A text delta for a streaming client; the request resumes at once."""
+
+    text: str
+
+
+NEXT = "next"  # yielded by a generation in the decode batch: feed my last token, give me the next one
+
+
+@dataclass
+class SchedulerStats:
+    """Counters since creation: model calls and the rows they served (tests assert that batching happened)."""
+
+    forwards: int = 0
+    forward_rows: int = 0
+    max_forward_rows: int = 0
+    decode_steps: int = 0
+    decode_rows: int = 0
+    max_decode_rows: int = 0
+    logprob_calls: int = 0
+    max_logprob_requests: int = 0
+    requests: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    waits: int = 0  # times the leader waited (up to max_wait) for a fuller batch
+
+
+class Cancelled(Exception):
+    """The request was cancelled by its client."""
+
+
+class Ticket:
+    """One request: its steps (run by the leader only) and what its client waits on (deltas, the result)."""
+
+    def __init__(self, steps: Steps, stream: bool = False) -> None:
+        self.steps = steps
+        self.stream = stream
+        self.cancelled = False  # set by the client, acted on by the leader
+        self._cond = threading.Condition(threading.Lock())
+        self._deltas: deque[str] = deque()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    # ---- leader side
+
+    def emit(self, delta: str) -> None:
+        if self.stream:
+            with self._cond:
+                self._deltas.append(delta)
+                self._notify()
+
+    def finish(self, value: Any) -> None:
+        with self._cond:
+            if not self._done:
+                self._done, self._value = True, value
+                self._notify()
+
+    def fail(self, error: BaseException) -> None:
+        with self._cond:
+            if not self._done:
+                self._done, self._error = True, error
+                self._notify()
+
+    def _notify(self) -> None:
+        self._cond.notify_all()
+        for loop, future in self._waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that event loop is closed: nobody is waiting any more
+                pass
+        self._waiters.clear()
+
+    # ---- client side
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop the request: it leaves the batch at the next iteration (no-op once finished)."""
+        if not self._done:
+            self.cancelled = True
+            self.fail(Cancelled("request cancelled"))
+
+    def result(self) -> Any:
+        with self._cond:
+            self._cond.wait_for(lambda: self._done)
+        return self._outcome()
+
+    async def aresult(self) -> Any:
+        await self._await(lambda: self._done)
+        return self._outcome()
+
+    def next_delta(self) -> str | None:
+        """The next text delta, or None once the request has finished (raises its error)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._deltas or self._done)
+            return self._pop()
+
+    async def anext_delta(self) -> str | None:
+        await self._await(lambda: self._deltas or self._done)
+        with self._cond:
+            return self._pop()
+
+    def _pop(self) -> str | None:
+        if self._deltas:
+            return self._deltas.popleft()
+        self._outcome()
+        return None
+
+    def _outcome(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    async def _await(self, ready: Callable[[], bool]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                if ready():
+                    return
+                future = loop.create_future()
+                self._waiters.append((loop, future))
+            await future
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass
+class _Job:
+    """A Forward in progress: `pos` tokens done, the state after them, the hidden states kept so far."""
+
+    ticket: Ticket
+    work: Forward
+    group: list | None = None  # the results list of a multi-Forward yield, shared by its jobs
+    index: int = 0  # this job's place in `group`
+    pos: int = 0
+    state: RWKV7State | None = None
+    last: torch.Tensor | None = None  # the last position's hidden so far
+    every: list[torch.Tensor] = field(default_factory=list)  # all positions' hidden so far, with `every`
+
+
+def piece_length(remaining: list[int], budget: int, forward_cost: int) -> int:
+    """Tokens per row for one padded prefill forward over rows with `remaining` tokens each.
+
+    A forward costs about `forward_cost + rows * T` tokens of compute (padding included). T is the
+    candidate that finishes these rows cheapest, counting this forward and one more for what is left
+    (rows longer than T continue there: the state carries over exactly), with rows * T <= budget.
+    """
+    cap = max(1, budget // len(remaining))
+
+    def cost(length: int) -> int:
+        rest = [r - length for r in remaining if r > length]
+        return forward_cost + len(remaining) * length + (forward_cost + len(rest) * max(rest) if rest else 0)
+
+    return min(sorted({min(r, cap) for r in remaining}), key=cost)
+
+
+class Scheduler:
+    """Runs requests' steps on one model in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: RWKV7,
+        *,
+        max_batch_size: int,
+        max_wait: float,
+        prefill_tokens: int,
+        cuda_graphs: bool = False,
+        name: str = "rwkv7",
+    ) -> None:
+        self.model = model
+        self.max_batch_size, self.max_wait, self.prefill_tokens = max_batch_size, max_wait, prefill_tokens
+        self.name = name
+        self.forward_cost = FORWARD_COST_TOKENS.get(model.device.type, FORWARD_COST_TOKENS["cuda"])
+        self.stats = SchedulerStats()
+        self.decode = DecodeBatch(model, max_batch_size, graphs=cuda_graphs)
+        self._zero = model.zero_state(1)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._inbox: deque[Ticket] = deque()
+        self._leader: threading.Thread | None = None  # the one thread running iterations (None: nobody)
+        self._leader_idle = False  # the leader is a background worker waiting for work: a caller may take over
+        self._worker: threading.Thread | None = None  # the latest background worker
+        self._closing = False
+        # owned by the leader
+        self._live: set[Ticket] = set()
+        self._forwards: list[_Job] = []
+        self._logprobs: list[tuple[Ticket, LogProbs]] = []
+        self._joins: deque[tuple[Ticket, Join]] = deque()
+        self._slots: list[tuple[Ticket, Sampler]] = []  # decode row -> its request
+        self._continuing: set[Ticket] = set()
+        self._last_served = 0
+        _SCHEDULERS.add(self)
+
+    # ---------------------------------------------------------------- client side
+
+    def submit(self, steps: Steps, *, stream: bool = False) -> Ticket:
+        """Queue a request; a background worker thread runs it unless some thread is running iterations."""
+        ticket = Ticket(steps, stream)
+        with self._lock:
+            self._enqueue(ticket)
+            if self._leader is None:
+                self._start_worker()
+        return ticket
+
+    def run(self, steps: Steps) -> Any:
+        """Run a request and wait for its result (raises the request's error).
+
+        When no thread is running iterations (or only an idle background worker is), the caller runs them
+        itself until its own request is done: a lone client pays no hand-off between threads, which costs
+        two thread wake-ups per request (up to milliseconds on a loaded machine).
+        """
+        ticket = Ticket(steps)
+        me = threading.current_thread()
+        with self._lock:
+            self._enqueue(ticket)
+            lead = self._leader is None or self._leader_idle
+            if lead:
+                self._leader, self._leader_idle = me, False
+                self._wake.notify_all()  # an idle background worker sees that it no longer leads, and exits
+        if lead:
+            self._lead(ticket)
+        return ticket.result()
+
+    async def arun(self, steps: Steps) -> Any:
+        """Submit and await the result; cancelling the awaiting task cancels the request."""
+        ticket = self.submit(steps)
+        try:
+            return await ticket.aresult()
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop after the current iteration; requests still in flight fail. Runs at interpreter exit, so
+        that no worker is inside a model call while the interpreter tears down."""
+        with self._lock:
+            self._closing = True
+            worker = self._worker
+            self._wake.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
+    def _enqueue(self, ticket: Ticket) -> None:
+        if self._closing:
+            raise RuntimeError(f"{self.name}: the engine's scheduler is shut down")
+        self._inbox.append(ticket)
+        self._wake.notify_all()
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._work, name=f"{self.name}-scheduler", daemon=True)
+        self._leader, self._leader_idle = self._worker, False
+        self._worker.start()
+
+    # ---------------------------------------------------------------- iterations
+
+    def _work(self) -> None:
+        """The background worker: iterations until idle for `IDLE_EXIT_S` or until a caller takes over."""
+        me = threading.current_thread()
+        with torch.inference_mode():
+            while (arrived := self._arrivals(me, IDLE_EXIT_S)) is not None:
+                self._safe_iteration(arrived)
+
+    def _lead(self, ticket: Ticket) -> None:
+        """A caller's iterations, until its own request is done; then work left over goes to a worker."""
+        me = threading.current_thread()
+        try:
+            with torch.inference_mode():
+                while not ticket.done and (arrived := self._arrivals(me, 0.0)) is not None:
+                    self._safe_iteration(arrived)
+        except BaseException as e:  # e.g. KeyboardInterrupt mid-iteration: the batch state is undefined
+            self._reset(RuntimeError(f"{self.name}: the thread running the batch was interrupted ({e!r})"))
+            raise
+        finally:
+            with self._lock:
+                if self._leader is me:
+                    self._leader = None
+                    if self._inbox or self._busy():
+                        self._start_worker()
+
+    def _safe_iteration(self, arrived: list[Ticket]) -> None:
+        try:
+            self._iteration(arrived)
+        except Exception as e:  # a fault of the scheduler itself: fail every request, never hang them
+            log.exception("%s: scheduler iteration failed; failing the requests in flight", self.name)
+            self._reset(e)
+
+    def _busy(self) -> bool:
+        return bool(self._forwards or self._logprobs or self._joins or self._slots)
+
+    def _arrivals(self, me: threading.Thread, linger: float) -> list[Ticket] | None:
+        """New requests (possibly none while work is in flight) for the leader `me`; None when it should stop
+        (it no longer leads, the scheduler is shut down, or nothing arrived within `linger` seconds).
+
+        Right after an iteration that served several requests together (concurrent clients about to come
+        back), wait up to `max_wait` for as many to arrive again; a lone client never waits.
+        """
+        with self._lock:
+            while self._leader is me and not self._closing and not (self._inbox or self._busy()):
+                self._leader_idle = True
+                woke = self._wake.wait(linger) if linger > 0 else False
+                if self._leader is me:
+                    self._leader_idle = False
+                    if not woke and not (self._inbox or self._busy()):
+                        self._leader = None
+            if self._leader is not me:
+                return None
+            if self._closing:
+                self._stop()
+                return None
+            if not self._busy() and self._last_served > 1 and self.max_wait > 0:
+                self.stats.waits += 1
+                deadline = time.monotonic() + self.max_wait
+                expected = min(self.max_batch_size, self._last_served)  # those just served may come back
+                while len(self._inbox) < expected and (left := deadline - time.monotonic()) > 0:
+                    self._wake.wait(left)
+            arrived = list(self._inbox)
+            self._inbox.clear()
+            return arrived
+
+    def _stop(self) -> None:
+        """Shut down (lock held): every queued or running request fails."""
+        self._leader = None
+        stopped = RuntimeError(f"{self.name}: the engine's scheduler was shut down")
+        for ticket in self._inbox:
+            ticket.fail(stopped)
+        self._inbox.clear()
+        self._reset(stopped)
+
+    def _iteration(self, arrived: list[Ticket]) -> None:
+        for ticket in arrived:
+            self.stats.requests += 1
+            self._live.add(ticket)
+            self._advance(ticket, None)
+        for ticket in [t for t in self._live if t.cancelled]:
+            self.stats.cancelled += 1
+            self._retire(ticket, None)
+        served = 0  # requests sharing this iteration's busiest model call
+        if self._forwards:
+            served = max(served, self._forward_step())
+        if self._logprobs:
+            served = max(served, self._logprob_step())
+        if self._joins or self._slots:
+            served = max(served, self._decode_step())
+        self._last_served = served
+
+    def _advance(self, ticket: Ticket, value: Any) -> None:
+        """Resume a request with `value` and queue the work it yields next (or deliver its result)."""
+        if ticket.cancelled:
+            return
+        try:
+            item = ticket.steps.send(value)
+            while isinstance(item, Emit):
+                ticket.emit(item.text)
+                item = ticket.steps.send(None)
+        except StopIteration as done:
+            self._live.discard(ticket)
+            ticket.finish(done.value)
+            return
+        except Exception as e:  # noqa: BLE001 - the request's own error goes to its client only
+            self._fail(ticket, e)
+            return
+        if isinstance(item, Forward):
+            self._forwards.append(_Job(ticket, item, state=item.state))
+        elif isinstance(item, list) and item:
+            group: list = [None] * len(item)
+            self._forwards += [_Job(ticket, w, group, i, state=w.state) for i, w in enumerate(item)]
+        elif isinstance(item, list):
+            self._advance(ticket, [])
+        elif isinstance(item, LogProbs):
+            self._logprobs.append((ticket, item))
+        elif isinstance(item, Join):
+            self._joins.append((ticket, item))
+        elif item is NEXT and any(t is ticket for t, _ in self._slots):
+            self._continuing.add(ticket)
+        else:
+            self._fail(ticket, RuntimeError(f"a request yielded {item!r}, which the scheduler cannot run"))
+
+    def _fail(self, ticket: Ticket, error: BaseException) -> None:
+        """A request that is in no queue (it has just been resumed) fails; a decode row it holds is
+        dropped by the decode step, which sees it did not ask for another token."""
+        self._live.discard(ticket)
+        self.stats.failed += 1
+        ticket.fail(error)
+        ticket.steps.close()
+
+    def _retire(self, ticket: Ticket, error: BaseException | None) -> None:
+        """Remove a failed (`error`) or cancelled (None) request from every queue and the decode batch."""
+        self._forwards = [j for j in self._forwards if j.ticket is not ticket]
+        self._logprobs = [(t, w) for t, w in self._logprobs if t is not ticket]
+        self._joins = deque((t, w) for t, w in self._joins if t is not ticket)
+        rows = [r for r, (t, _) in enumerate(self._slots) if t is not ticket]
+        if len(rows) < len(self._slots):
+            order = self.decode.keep(rows)
+            self._slots = [self._slots[r] for r in order]
+        if error is not None:
+            self._fail(ticket, error)
+        else:
+            self._live.discard(ticket)
+            ticket.steps.close()
+
+    def _reset(self, error: BaseException) -> None:
+        for ticket in list(self._live):
+            self._fail(ticket, error)
+        self._forwards, self._logprobs, self._joins, self._slots = [], [], deque(), []
+        self.decode.size = 0
+
+    # ---------------------------------------------------------------- prefill
+
+    def _forward_step(self) -> int:
+        jobs = self._forwards[: self.max_batch_size]
+        length = piece_length([len(j.work.ids) - j.pos for j in jobs], self.prefill_tokens, self.forward_cost)
+        pieces = [j.work.ids[j.pos : j.pos + length] for j in jobs]
+        results = self._forward_or_error(pieces, [j.state for j in jobs])
+        if len(jobs) > 1 and isinstance(results[0], Exception):  # find the rows at fault: rerun each alone
+            results = [self._forward_or_error([p], [j.state])[0] for j, p in zip(jobs, pieces)]
+        for job, result in zip(jobs, results):
+            if isinstance(result, Exception) and job.ticket in self._live:
+                self._retire(job.ticket, result)
+        self.stats.forwards += 1
+        self.stats.forward_rows += len(jobs)
+        self.stats.max_forward_rows = max(self.stats.max_forward_rows, len(jobs))
+        for job, piece, result in zip(jobs, pieces, results):
+            if isinstance(result, Exception) or job.ticket not in self._live:
+                continue
+            hidden, job.state = result
+            job.pos += len(piece)
+            job.last = hidden[len(piece) - 1]
+            if job.work.every:
+                job.every.append(hidden[: len(piece)].clone())
+            if job.pos == len(job.work.ids):
+                self._forwards.remove(job)
+                out = torch.cat(job.every) if job.work.every else job.last.clone()
+                self._complete(job, (out, job.state))
+        return len({id(job.ticket) for job in jobs})
+
+    def _forward_or_error(self, pieces: list[list[int]], states: list[RWKV7State | None]) -> list:
+        try:
+            return self._forward(pieces, states)
+        except Exception as e:  # noqa: BLE001 - the caller fails only the rows at fault
+            return [e] * len(pieces)
+
+    def _forward(self, pieces: list[list[int]], states: list[RWKV7State | None]) -> list:
+        """One padded forward; per row (hidden [T, C], its own batch-1 state)."""
+        device = self.model.device
+        if len(pieces) == 1:
+            hidden, state = self.model.forward_hidden(torch.tensor(pieces, device=device), states[0])
+            return [(hidden[0], state)]
+        width = max(map(len, pieces))
+        ids = torch.tensor([p + [0] * (width - len(p)) for p in pieces], device=device)
+        lengths = torch.tensor([len(p) for p in pieces], device=device)
+        start = RWKV7State.cat([self._zero if s is None else s for s in states])
+        hidden, state = self.model.forward_hidden(ids, start, lengths=lengths)
+        return [(hidden[b], state.select(b)) for b in range(len(pieces))]
+
+    def _complete(self, job: _Job, result: tuple) -> None:
+        if job.group is None:
+            self._advance(job.ticket, result)
+            return
+        job.group[job.index] = result
+        if all(r is not None for r in job.group):
+            self._advance(job.ticket, job.group)
+
+    # ---------------------------------------------------------------- scores
+
+    def _logprob_step(self) -> int:
+        items, self._logprobs = self._logprobs, []
+        hidden = torch.cat([w.hidden.reshape(-1, w.hidden.shape[-1]) for _, w in items])
+        targets = [row for _, w in items for row in w.targets]
+        width = max(map(len, targets))
+        index = torch.tensor([row + [0] * (width - len(row)) for row in targets], device=hidden.device)
+        logp = torch.log_softmax(self.model.head(hidden).float(), dim=-1)
+        picked = logp.gather(1, index).tolist()  # the one device-to-host copy for all of them
+        self.stats.logprob_calls += 1
+        self.stats.max_logprob_requests = max(self.stats.max_logprob_requests, len(items))
+        start = 0
+        for ticket, work in items:
+            rows = picked[start : start + len(work.targets)]
+            start += len(work.targets)
+            self._advance(ticket, [row[: len(t)] for row, t in zip(rows, work.targets)])
+        return len(items)
+
+    # ---------------------------------------------------------------- decode
+
+    def _decode_step(self) -> int:
+        if self._joins and self.decode.room:
+            joining = [self._joins.popleft() for _ in range(min(self.decode.room, len(self._joins)))]
+            self.decode.add([j.state for _, j in joining], torch.stack([j.hidden for _, j in joining]))
+            self._slots += [(t, j.sampler) for t, j in joining]
+        n = len(self._slots)
+        tokens, errors = sample_batch(self.decode.logits[:n], [s for _, s in self._slots])
+        chosen = tokens.tolist()  # the step's one device-to-host copy
+        self._continuing.clear()
+        for row, (ticket, _) in enumerate(list(self._slots)):
+            if row in errors:
+                self._fail(ticket, errors[row])
+            else:
+                self._advance(ticket, None if chosen[row] == END else chosen[row])
+        rows = [r for r, (t, _) in enumerate(self._slots) if t in self._continuing]
+        if len(rows) < n:
+            order = self.decode.keep(rows)
+            self._slots = [self._slots[r] for r in order]
+            if order != list(range(len(order))):  # rows moved: their tokens move with them
+                tokens = tokens[torch.tensor(order).to(tokens.device, non_blocking=True)]
+            tokens = tokens[: len(order)]
+        if self._slots:
+            try:
+                self.decode.step(tokens)
+            except Exception as e:  # noqa: BLE001 - the batch's states are undefined now: fail its requests
+                for ticket, _ in list(self._slots):
+                    self._retire(ticket, e)
+        self.stats.decode_steps += 1
+        self.stats.decode_rows += n
+        self.stats.max_decode_rows = max(self.stats.max_decode_rows, n)
+        return n
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    for scheduler in list(_SCHEDULERS):
+        scheduler.shutdown()
