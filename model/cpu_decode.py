@@ -37,7 +37,7 @@ def supported(model: nn.Module, state: RWKV7State) -> bool:
 def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """layer(x), through the compiled GEMV for a contiguous float32 `nn.Linear` (faster than torch's at M = 1)."""
     w = getattr(layer, "weight", None)
-    if type(layer) is nn.Linear and w.dtype == torch.float32 and w.is_contiguous() and x.shape[0] <= GEMV_MAX_ROWS:
+    if isinstance(layer, nn.Linear) and w.dtype == torch.float32 and w.is_contiguous() and x.shape[0] <= GEMV_MAX_ROWS:
         return cpu_kernels.gemv(x, w, _NONE, _NONE, cpu_kernels.F32)
     return layer(x)
 

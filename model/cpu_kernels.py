@@ -92,9 +92,17 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torc
     return torch.ops.rwkv7_cpu.gemv(x, weight, scales, mins, fmt)
 
 
-def dequantize(weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, in_features: int) -> torch.Tensor:
-    """W as a dense float32 [N, K] tensor."""
-    return torch.ops.rwkv7_cpu.dequantize(weight, scales, mins, fmt, in_features)
+def dequantize(
+    weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, in_features: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """W as a dense [N, K] tensor in `dtype` (float32, or bfloat16 rounded to nearest even like `.to()`)."""
+    return torch.ops.rwkv7_cpu.dequantize(weight, scales, mins, fmt, in_features, dtype)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, block: int) -> torch.Tensor:
+    """x [M, K] @ W^T -> [M, N] in x's dtype (float32 / bfloat16), dequantising `block` rows of W at a time."""
+    return torch.ops.rwkv7_cpu.linear(x, weight, scales, mins, fmt, block)
 
 
 def wkv_step_(state: torch.Tensor, *args: torch.Tensor, eps: float) -> torch.Tensor:

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from rwkv7_provider.kernels import wkv7_reference
 from rwkv7_provider.model import RWKV7, CheckpointError, cpu_decode, cpu_kernels
-from rwkv7_provider.model.quantize import FORMATS, GEMV_MAX_ROWS, PackedLinear, dequantize_reference, pack
+from rwkv7_provider.model.quantize import (
+    FORMATS,
+    GEMV_MAX_ROWS,
+    GemvLinear,
+    PackedLinear,
+    dequantize_reference,
+    pack,
+)
 
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
 from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
@@ -47,7 +54,7 @@ def test_packing_error_is_bounded_and_nothing_is_clipped(fmt):
 @pytest.mark.parametrize("rows", [1, 3, 4, 6, GEMV_MAX_ROWS])
 def test_gemv_and_dequantize_match_plain_torch(fmt, rows):
     g = torch.Generator().manual_seed(rows)
-    N, K = 132, 320  # N not a multiple of the 4-row tile, K not a power of two
+    N, K = 135, 320  # N not a multiple of the 4 or 2 row streams (remainder rows), K not a power of two
     w = torch.randn(N, K, generator=g)
     x = torch.randn(rows, K, generator=g)
     if fmt == "f32":
@@ -56,7 +63,51 @@ def test_gemv_and_dequantize_match_plain_torch(fmt, rows):
         packed, code = pack(w, fmt), FORMATS[fmt]
         dense = dequantize_reference(*packed, fmt, K)
         assert torch.equal(cpu_kernels.dequantize(*packed, code, K), dense)
+        # straight to bf16, rounded exactly like torch's conversion
+        assert torch.equal(cpu_kernels.dequantize(*packed, code, K, torch.bfloat16), dense.bfloat16())
     torch.testing.assert_close(cpu_kernels.gemv(x, *packed, code), x @ dense.T, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefill_linear_by_blocks_matches_the_dense_gemm(fmt, dtype):
+    """Prefill dequantises a block of rows at a time: every block size (ragged last block, one block, a block
+    larger than the matrix) gives the GEMM with the whole dense weight."""
+    g = torch.Generator().manual_seed(1)
+    N, K, M = 135, 320, 40
+    packed = pack(torch.randn(N, K, generator=g), fmt)
+    dense = dequantize_reference(*packed, fmt, K).to(dtype)
+    x = torch.randn(M, K, generator=g).to(dtype)
+    want = F.linear(x.float(), dense.float())
+    for block in (7, 64, N, 2 * N):
+        got = cpu_kernels.linear(x, *packed, FORMATS[fmt], block)
+        assert got.dtype == dtype and got.shape == (M, N)
+        tol = {"atol": 1e-4, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.1, "rtol": 1e-2}
+        torch.testing.assert_close(got.float(), want, **tol)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+def test_float32_cpu_model_takes_the_gemv_for_few_rows(checkpoint, monkeypatch):
+    """A float32 CPU load makes the big matrices `GemvLinear`: the GEMV for a few rows (the head of a decode
+    step), torch's GEMM for many rows and wherever autograd needs a graph (training)."""
+    path, config = checkpoint
+    model = RWKV7.from_pretrained(path)
+    assert type(model.head) is GemvLinear and type(model.blocks[0].att.key) is GemvLinear
+    assert type(model.blocks[0].att.w1) is torch.nn.Parameter  # LoRAs and vectors stay plain parameters
+    calls = []
+    real = cpu_kernels.gemv
+    monkeypatch.setattr(cpu_kernels, "gemv", lambda *a: calls.append(a[0].shape) or real(*a))
+    x = torch.randn(3, config.n_embd, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        few, many = model.head(x), model.head(x.repeat(GEMV_MAX_ROWS, 1))
+    assert calls == [(3, config.n_embd)]
+    torch.testing.assert_close(few, F.linear(x, model.head.weight), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(many[:3], few, atol=1e-4, rtol=1e-5)
+    model.head.weight.requires_grad_(True)
+    model.head(x).sum().backward()
+    assert len(calls) == 1 and model.head.weight.grad is not None
+    torch.testing.assert_close(model.head.weight.grad, x.sum(0).expand(config.vocab_size, -1))
 
 
 @pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
@@ -182,7 +233,7 @@ def test_every_instruction_set_path_computes_the_same(isa):
         "from rwkv7_provider.model.quantize import FORMATS, pack, dequantize_reference\n"
         f"assert cpu_kernels.available() and cpu_kernels.isa() == {isa!r}, cpu_kernels.isa()\n"
         "g = torch.Generator().manual_seed(0)\n"
-        "w, x = torch.randn(36, 192, generator=g), torch.randn(5, 192, generator=g)\n"
+        "w, x = torch.randn(37, 192, generator=g), torch.randn(5, 192, generator=g)\n"
         "for fmt, code in FORMATS.items():\n"
         "    packed = pack(w, fmt)\n"
         "    dense = dequantize_reference(*packed, fmt, 192)\n"

@@ -1,7 +1,8 @@
 // CPU kernels for RWKV-7 token-by-token decoding (see model/cpu_kernels.py for why they exist).
 //
 //   gemv(x [M, K] f32, weight, scales, mins, fmt) -> [M, N] f32    y = x @ W^T, W stored compressed
-//   dequantize(weight, scales, mins, fmt, K) -> [N, K] f32         W itself (for prefill GEMMs)
+//   dequantize(weight, scales, mins, fmt, K, dtype) -> [N, K]      W itself, float32 or bfloat16
+//   linear(x [M, K], weight, scales, mins, fmt, block) -> [M, N]   x @ W^T for prefill, a block of W at a time
 //   wkv_step_(state, r, d, k, v, iclr, k_k, k_a, r_k, ln_w, ln_b) -> y [B, C]
 //
 // Weight formats (fmt): 0 f32 [N, K]; 1 bf16 [N, K]; 2 int8 [N, K] with one bf16 scale per 64 weights of a
@@ -96,10 +97,20 @@ inline float min_term(const uint16_t* mins, const float* xs, int64_t NG) {
   return t;
 }
 
-template <int64_t FMT>
-void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
+// f32 -> bf16 bits, rounded to nearest even like torch's conversion (finite values)
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline void store_scalar(float* out, float v) { *out = v; }
+inline void store_scalar(uint16_t* out, float v) { *out = f32_to_bf16(v); }
+
+// Rows [n0, n1) of W, row n written at out + (n - base) * K (Out: float, or uint16_t for bf16 bits).
+template <int64_t FMT, typename Out>
+void dequant_scalar(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n)
-    for (int64_t k = 0; k < p.K; ++k) out[n * p.K + k] = weight_at<FMT>(p, n, k);
+    for (int64_t k = 0; k < p.K; ++k) store_scalar(out + (n - base) * p.K + k, weight_at<FMT>(p, n, k));
 }
 
 #ifdef RWKV7_X86
@@ -129,13 +140,15 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
     return hsum(acc) + min_term(mins + g, xs + g, NG - g);                                                       \
   }                                                                                                              \
   /* R output rows x MB activation rows, accumulators in registers; per group, the dot product of the codes */  \
-  /* with x is scaled once (w = q * s), and the q4 minimums are added from per-group sums of x (xs) */          \
+  /* with x is scaled once (w = q * s), and the q4 minimums are added from per-group sums of x (xs). The R   */  \
+  /* rows are n, n + stride, ...: R far-apart sequential streams through the matrix (see rows() below).     */  \
   template <int64_t FMT, int R, int MB>                                                                          \
-  TARGET void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n) {          \
+  TARGET void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n,            \
+                   int64_t stride) {                                                                             \
     constexpr int64_t G = kGroup<FMT>;                                                                           \
     const int64_t K = p.K, NG = K / G;                                                                           \
     const void* row[R];                                                                                          \
-    for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r) * row_bytes<FMT>(K);            \
+    for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r * stride) * row_bytes<FMT>(K);   \
     V acc[R][MB];                                                                                                \
     for (int r = 0; r < R; ++r)                                                                                  \
       for (int m = 0; m < MB; ++m) acc[r][m] = zero();                                                           \
@@ -153,7 +166,7 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
       }                                                                                                          \
       for (int r = 0; r < R; ++r) {                                                                              \
         if constexpr (FMT == INT8 || FMT == Q4) {                                                                \
-          const V s = set1(bf16_to_f32(p.scale[(n + r) * NG + g]));                                              \
+          const V s = set1(bf16_to_f32(p.scale[(n + r * stride) * NG + g]));                                     \
           for (int m = 0; m < MB; ++m) acc[r][m] = fmadd(part[r][m], s, acc[r][m]);                              \
         } else {                                                                                                 \
           for (int m = 0; m < MB; ++m) acc[r][m] = add(part[r][m], acc[r][m]);                                   \
@@ -162,46 +175,47 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
     }                                                                                                            \
     for (int r = 0; r < R; ++r)                                                                                  \
       for (int m = 0; m < MB; ++m) {                                                                             \
+        const int64_t o = n + r * stride;                                                                        \
         float out = hsum(acc[r][m]);                                                                             \
-        if constexpr (FMT == Q4) out += min_term_simd(p.mins + (n + r) * NG, xs + m * NG, NG);                        \
-        y[m * N + n + r] = out;                                                                                  \
+        if constexpr (FMT == Q4) out += min_term_simd(p.mins + o * NG, xs + m * NG, NG);                         \
+        y[m * N + o] = out;                                                                                      \
       }                                                                                                          \
   }                                                                                                              \
-  template <int64_t FMT, int MB>                                                                                 \
-  TARGET void rows_mb(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n0,        \
-                      int64_t n1) {                                                                              \
-    int64_t n = n0;                                                                                              \
-    if constexpr (MB == 1)                                                                                       \
-      for (; n + 4 <= n1; n += 4) tile<FMT, 4, 1>(p, x, xs, y, N, n);                                            \
-    for (; n < n1; ++n) tile<FMT, 1, MB>(p, x, xs, y, N, n);                                                     \
+  /* Output rows [n0, n1) for all M activation rows, each weight read from memory once. The rows are split */   \
+  /* into R contiguous parts walked in lockstep: R long sequential streams keep more of the core's hardware */   \
+  /* prefetchers busy than one, which is what bounds a GEMV (1.5x faster than one stream or R adjacent rows */   \
+  /* at M = 1 on Zen 4). Activation rows go MB at a time while the R weight rows are still in L1.           */   \
+  template <int64_t FMT, int R, int MB>                                                                          \
+  TARGET void rows_rm(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N,          \
+                      int64_t n0, int64_t n1) {                                                                  \
+    const int64_t K = p.K, NG = K / kGroup<FMT>, len = (n1 - n0) / R;                                            \
+    for (int64_t i = 0; i < len; ++i) {                                                                          \
+      int64_t m = 0;                                                                                             \
+      for (; m + MB <= M; m += MB) tile<FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len);       \
+      for (; m < M; ++m) tile<FMT, R, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len);                  \
+    }                                                                                                            \
+    for (int64_t n = n0 + R * len; n < n1; ++n)                                                                  \
+      for (int64_t m = 0; m < M; ++m) tile<FMT, 1, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n, 0);            \
   }                                                                                                              \
   template <int64_t FMT>                                                                                         \
   TARGET void rows(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N, int64_t n0, \
                    int64_t n1) {                                                                                 \
-    const int64_t NG = p.K / kGroup<FMT>;                                                                        \
-    for (int64_t m = 0; m < M; m += 4) {                                                                         \
-      const float* xm = x + m * p.K;                                                                             \
-      const float* xsm = xs + m * NG;                                                                            \
-      float* ym = y + m * N;                                                                                     \
-      switch (std::min<int64_t>(M - m, 4)) {                                                                     \
-        case 1: rows_mb<FMT, 1>(p, xm, xsm, ym, N, n0, n1); break;                                               \
-        case 2: rows_mb<FMT, 2>(p, xm, xsm, ym, N, n0, n1); break;                                               \
-        case 3: rows_mb<FMT, 3>(p, xm, xsm, ym, N, n0, n1); break;                                               \
-        default: rows_mb<FMT, 4>(p, xm, xsm, ym, N, n0, n1); break;                                              \
-      }                                                                                                          \
-    }                                                                                                            \
+    /* R * MB accumulators plus as many partial sums fit the register file (32 AVX-512, 16 AVX2 registers) */    \
+    if (M == 1) return rows_rm<FMT, 4, 1>(p, x, xs, M, y, N, n0, n1);                                            \
+    rows_rm<FMT, 2, kBatchTile>(p, x, xs, M, y, N, n0, n1);                                                      \
   }                                                                                                              \
-  template <int64_t FMT>                                                                                         \
-  TARGET void dequant(const Packed& p, float* out, int64_t n0, int64_t n1) {                                    \
+  template <int64_t FMT, typename Out>                                                                           \
+  TARGET void dequant(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {                        \
     constexpr int64_t G = kGroup<FMT>;                                                                           \
     const int64_t NG = p.K / G;                                                                                  \
     for (int64_t n = n0; n < n1; ++n) {                                                                          \
       const void* row = static_cast<const char*>(p.w) + n * row_bytes<FMT>(p.K);                                 \
+      Out* dst = out + (n - base) * p.K;                                                                         \
       for (int64_t g = 0; g < NG; ++g) {                                                                         \
         V s = set1(1.f), mn = zero();                                                                            \
         if constexpr (FMT == INT8 || FMT == Q4) s = set1(bf16_to_f32(p.scale[n * NG + g]));                      \
         if constexpr (FMT == Q4) mn = set1(bf16_to_f32(p.mins[n * NG + g]));                                     \
-        for (int64_t j = 0; j < G; j += L) storeu(out + n * p.K + g * G + j, fmadd(raw_w<FMT>(row, g, j), s, mn)); \
+        for (int64_t j = 0; j < G; j += L) store(dst + g * G + j, fmadd(raw_w<FMT>(row, g, j), s, mn));          \
       }                                                                                                          \
     }                                                                                                            \
   }                                                                                                              \
@@ -211,10 +225,18 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
 namespace avx512_prims {
 using V = __m512;
 constexpr int64_t L = 16;
+constexpr int kBatchTile = 4;
 AVX512_TARGET inline V zero() { return _mm512_setzero_ps(); }
 AVX512_TARGET inline V set1(float a) { return _mm512_set1_ps(a); }
 AVX512_TARGET inline V loadu(const float* a) { return _mm512_loadu_ps(a); }
-AVX512_TARGET inline void storeu(float* a, V v) { _mm512_storeu_ps(a, v); }
+AVX512_TARGET inline void store(float* a, V v) { _mm512_storeu_ps(a, v); }
+// as bf16 bits, rounded to nearest even (f32_to_bf16)
+AVX512_TARGET inline void store(uint16_t* a, V v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), _mm512_cvtepi32_epi16(r));
+}
 AVX512_TARGET inline V add(V a, V b) { return _mm512_add_ps(a, b); }
 AVX512_TARGET inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 AVX512_TARGET inline float hsum(V a) { return _mm512_reduce_add_ps(a); }
@@ -238,10 +260,18 @@ AVX512_TARGET inline V from_nibbles(const uint8_t* a, bool hi) {
 namespace avx2_prims {
 using V = __m256;
 constexpr int64_t L = 8;
+constexpr int kBatchTile = 2;
 AVX2_TARGET inline V zero() { return _mm256_setzero_ps(); }
 AVX2_TARGET inline V set1(float a) { return _mm256_set1_ps(a); }
 AVX2_TARGET inline V loadu(const float* a) { return _mm256_loadu_ps(a); }
-AVX2_TARGET inline void storeu(float* a, V v) { _mm256_storeu_ps(a, v); }
+AVX2_TARGET inline void store(float* a, V v) { _mm256_storeu_ps(a, v); }
+AVX2_TARGET inline void store(uint16_t* a, V v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);  // lanes 0-3, 4-7
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(a), _mm256_castsi256_si128(packed));
+}
 AVX2_TARGET inline V add(V a, V b) { return _mm256_add_ps(a, b); }
 AVX2_TARGET inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 AVX2_TARGET inline float hsum(V a) {
@@ -304,13 +334,13 @@ void run_rows(const Packed& p, const float* x, const float* xs, int64_t M, float
   rows_scalar<FMT>(p, x, xs, M, y, N, n0, n1);
 }
 
-template <int64_t FMT>
-void run_dequant(const Packed& p, float* out, int64_t n0, int64_t n1) {
+template <int64_t FMT, typename Out>
+void run_dequant(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {
 #ifdef RWKV7_X86
-  if (kIsa == Isa::Avx512) return avx512_prims::kernels::dequant<FMT>(p, out, n0, n1);
-  if (kIsa == Isa::Avx2) return avx2_prims::kernels::dequant<FMT>(p, out, n0, n1);
+  if (kIsa == Isa::Avx512) return avx512_prims::kernels::dequant<FMT>(p, out, base, n0, n1);
+  if (kIsa == Isa::Avx2) return avx2_prims::kernels::dequant<FMT>(p, out, base, n0, n1);
 #endif
-  dequant_scalar<FMT>(p, out, n0, n1);
+  dequant_scalar<FMT>(p, out, base, n0, n1);
 }
 
 // ------------------------------------------------------------------ ops
@@ -364,16 +394,51 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
   return y;
 }
 
+// Rows [n0, n1) of W into out (row n0 first) as out's dtype, float32 or bfloat16, on all threads.
+void dequantize_rows(const Packed& p, int64_t fmt, at::Tensor& out, int64_t n0, int64_t n1) {
+  const bool bf16 = out.scalar_type() == at::kBFloat16;
+  void* op = out.data_ptr();
+  dispatch(fmt, [&](auto f) {
+    at::parallel_for(n0, n1, grain(p.K), [&](int64_t a, int64_t b) {
+      if (bf16)
+        run_dequant<decltype(f)::value>(p, static_cast<uint16_t*>(op), n0, a, b);
+      else
+        run_dequant<decltype(f)::value>(p, static_cast<float*>(op), n0, a, b);
+    });
+  });
+}
+
 at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins, int64_t fmt,
-                      int64_t K) {
+                      int64_t K, at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "dequantize: dtype must be float32 or bfloat16");
   const int64_t N = w.size(0);
   const Packed p = unpack(w, scales, mins, fmt, K);
-  at::Tensor out = at::empty({N, K}, at::TensorOptions().dtype(at::kFloat));
-  float* op = out.data_ptr<float>();
-  dispatch(fmt, [&](auto f) {
-    at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) { run_dequant<decltype(f)::value>(p, op, n0, n1); });
-  });
+  at::Tensor out = at::empty({N, K}, at::TensorOptions().dtype(dtype));
+  dequantize_rows(p, fmt, out, 0, N);
   return out;
+}
+
+// x [M, K] @ W^T for prefill (M large: compute-bound), in x's dtype (float32 or bfloat16). W is dequantised
+// `block` rows at a time into one small scratch that stays in cache, and each block's GEMM (torch's) writes
+// its columns of y: no full-size dense copy of W is ever made (64 MB of float32 for a 1.5B FFN matrix, page
+// faults included, which made compressed prefill slower than float32).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
+                  int64_t fmt, int64_t block) {
+  TORCH_CHECK(x.dim() == 2 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "x must be float32 or bfloat16 [M, K]");
+  TORCH_CHECK(block > 0, "block must be positive");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  at::Tensor y = at::empty({M, N}, x.options());
+  at::Tensor scratch = at::empty({std::min(block, N), K}, x.options());
+  for (int64_t n0 = 0; n0 < N; n0 += block) {
+    const int64_t rows = std::min(block, N - n0);
+    at::Tensor part = scratch.narrow(0, 0, rows);
+    dequantize_rows(p, fmt, part, n0, n0 + rows);
+    at::Tensor out = y.narrow(1, n0, rows);
+    at::mm_out(out, x, part.t());
+  }
+  return y;
 }
 
 // One head of one row of the WKV-7 decode step, in place on S [N, N] (value index i, key index j), exactly the
@@ -462,7 +527,8 @@ int64_t isa() { return static_cast<int64_t>(kIsa); }
 
 TORCH_LIBRARY(rwkv7_cpu, m) {
   m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt) -> Tensor", &gemv);
-  m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K) -> Tensor", &dequantize);
+  m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K, ScalarType dtype) -> Tensor", &dequantize);
+  m.def("linear(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, int block) -> Tensor", &linear);
   m.def("wkv_step_(Tensor(a!) state, Tensor r, Tensor d, Tensor k, Tensor v, Tensor iclr, Tensor k_k, "
         "Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps) -> Tensor",
         &wkv_step_);
