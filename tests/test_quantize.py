@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from rwkv7_provider.kernels import wkv7_reference
 from rwkv7_provider.model import RWKV7, CheckpointError, cpu_decode, cpu_kernels
 from rwkv7_provider.model.quantize import (
     FORMATS,
@@ -110,30 +109,6 @@ def test_float32_cpu_model_takes_the_gemv_for_few_rows(checkpoint, monkeypatch):
     torch.testing.assert_close(model.head.weight.grad, x.sum(0).expand(config.vocab_size, -1))
 
 
-@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
-def test_fused_wkv_step_matches_the_reference_recurrence():
-    g = torch.Generator().manual_seed(0)
-    B, H, N = 3, 2, 64
-    C = H * N
-    state = torch.randn(B, H, N, N, generator=g) * 0.1
-    r, d, k, v = (torch.randn(B, C, generator=g) for _ in range(4))
-    iclr = torch.rand(B, C, generator=g)
-    k_k, k_a, ln_w = (torch.rand(C, generator=g) + 0.5 for _ in range(3))
-    r_k, ln_b = torch.randn(H, N, generator=g) * 0.3, torch.randn(C, generator=g) * 0.1
-    # the TimeMix equations, written out with the sequential reference recurrence
-    kk = F.normalize((k * k_k).view(B, H, N), dim=-1, eps=1e-12).view(B, C)
-    k_mod = k * (1 + (iclr - 1) * k_a)
-    log_w = -math.exp(-0.5) * torch.sigmoid(d)
-    heads = [t.view(B, 1, H, N) for t in (r, log_w, k_mod, v, -kk, kk * iclr)]
-    y, want_state = wkv7_reference(*heads, state)
-    want = F.group_norm(y.reshape(B, C), H, ln_w, ln_b, eps=64e-5)
-    want = want + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v.view(B, H, N)).view(B, C)
-    got_state = state.clone()
-    got = cpu_kernels.wkv_step_(got_state, r, d, k, v, iclr, k_k, k_a, r_k, ln_w, ln_b, eps=64e-5)
-    torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-
-
 @pytest.fixture(scope="module", params=[SMALL, WIDER], ids=["small", "wider"])
 def checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("q") / "model.pth"
@@ -224,7 +199,7 @@ def test_format_errors(checkpoint, tmp_path):
 @pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
 @pytest.mark.parametrize("isa", ["avx2", "portable"])
 def test_every_instruction_set_path_computes_the_same(isa):
-    """The AVX2 and portable paths, forced on this machine in a subprocess (the ISA is chosen at load)."""
+    """The AVX2 and portable paths, forced on this machine in subprocesses (the ISA is chosen at load)."""
     if isa == "avx2" and cpu_kernels.isa() == "portable":
         pytest.skip("this CPU has no AVX2")
     code = (
@@ -243,6 +218,9 @@ def test_every_instruction_set_path_computes_the_same(isa):
     )
     env = {**os.environ, "RWKV7_CPU_ISA": isa}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    # and the fused decode ops (their WKV state update has SIMD paths too)
+    fused = [str(Path(__file__).with_name("test_cpu_decode.py")), "-k", "time_mix or shift_mix"]
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *fused], env=env, check=True, timeout=300)
 
 
 def test_quantize_reaches_the_engine_through_provider_and_langchain():
