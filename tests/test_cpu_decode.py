@@ -1,26 +1,17 @@
-"""The CPU decode step (`model/cpu_decode.py`): its fused ops against the equations written out in plain torch,
-and whole decode steps against BlinkDL's own inference code (the `rwkv` package), logits and state."""
+"""The fused ops of the CPU decode step (`model/cpu_decode.py`) against the equations written out in plain
+torch; whole decode steps against the `rwkv` package are in test_model_oracle.py."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 from rwkv7_provider.kernels import wkv7_reference
-from rwkv7_provider.model import RWKV7, cpu_decode, cpu_kernels
-
-from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
+from rwkv7_provider.model import cpu_kernels
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
-
-os.environ["RWKV_V7_ON"] = "1"
-os.environ["RWKV_CUDA_ON"] = "0"
-oracle_model = pytest.importorskip("rwkv.model")
-
-TOL = 1e-4  # as tests/test_model_oracle.py: float32 on both sides, different operation orders
 
 
 def test_shift_mix_is_layer_norm_and_token_shift():
@@ -76,32 +67,3 @@ def test_time_mix_matches_the_equations(residual):
     got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else none, params, 64e-5)
     torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-
-
-@pytest.fixture(scope="module", params=[("small", SMALL, True), ("wider", WIDER, False)], ids=lambda p: p[0])
-def pair(request, tmp_path_factory):
-    """(ours, oracle, config) loaded from the same random .pth."""
-    name, config, layer0_v = request.param
-    path = tmp_path_factory.mktemp(name) / "model.pth"
-    torch.save(random_state_dict(config, seed=3, layer0_v=layer0_v), path)
-    oracle = oracle_model.RWKV(model=str(path.with_suffix("")), strategy="cpu fp32")
-    return RWKV7.from_pretrained(path), oracle, config
-
-
-def test_decode_steps_match_the_rwkv_package(pair):
-    """Two rows decoded together, each against its own oracle run: every token's logits, then the state."""
-    model, oracle, config = pair
-    g = torch.Generator().manual_seed(4)
-    ids = torch.randint(0, config.vocab_size, (2, 16), generator=g)
-    state = model.zero_state(2)
-    assert cpu_decode.supported(model, state)
-    oracle_states = [None, None]
-    with torch.inference_mode():
-        for t in range(ids.shape[1]):
-            logits = model.head(model.decode_step(ids[:, t], state))
-            for row in range(2):
-                want, oracle_states[row] = oracle.forward([int(ids[row, t])], oracle_states[row])
-                assert (logits[row] - want).abs().max() <= TOL, (t, row)
-    for row in range(2):
-        for mine, theirs in zip(state.to_rwkv_list(row), oracle_states[row]):
-            torch.testing.assert_close(mine, theirs.float(), atol=TOL, rtol=0)

@@ -93,6 +93,7 @@ def test_float32_cpu_model_takes_the_gemv_for_few_rows(checkpoint, monkeypatch):
     path, config = checkpoint
     model = RWKV7.from_pretrained(path)
     assert type(model.head) is GemvLinear and type(model.blocks[0].att.key) is GemvLinear
+    assert cpu_decode.supported(model, model.zero_state(1))
     assert type(model.blocks[0].att.w1) is torch.nn.Parameter  # LoRAs and vectors stay plain parameters
     calls = []
     real = cpu_kernels.gemv
