@@ -38,7 +38,7 @@ GEMV_MAX_ROWS = 16
 QUANTIZE_ROWS = 4096
 # Prefill dequantises a packed weight block by block into a scratch of about this many bytes (cache-sized), but
 # at least PREFILL_MIN_ROWS rows: narrower blocks make torch's GEMM per block slower (bench/bench_gemv.py).
-PREFILL_TILE_BYTES, PREFILL_MIN_ROWS = 1 << 20, 128
+PREFILL_TILE_BYTES, PREFILL_MIN_ROWS = 1 << 20, 256
 _EMPTY = torch.empty(0, dtype=torch.bfloat16)
 
 
