@@ -2,12 +2,14 @@
 
 Builds a random model of the 0.1B World shape (L12, C768, V65536, LoRA ranks 64/64/32/128) or, with
 --shape 1.5b, of the 1.5B shape (L24, C2048, ranks 96/96/64/256; a 3 GB bf16 file in a temp dir), then runs
-each implementation in its own subprocess (so peak RSS is per implementation) with the same threads: the
-`rwkv` package in fp32, ours in fp32 and in each --formats weight format (`quantize=`). Rows: prefill
-tokens/s at each T (median of --repeats), decode tokens/s (median of --repeats runs of --decode-steps tokens;
-ours through `decode_step` + head, the engine's hot path), peak RSS and our memory estimate. Prints the
-table with ratios against the `rwkv` package, then the decode aims. Usage: python bench/bench_cpu.py
-[--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4]
+each implementation in its own worker process (so peak RSS is per implementation) with the same threads: the
+`rwkv` package in fp32, ours in fp32 and in each --formats weight format (`quantize=`). The workers stay up and
+take turns, one timed call each per round (after a warm-up), so a change in the machine's load hits every
+implementation alike (the machine is shared); --sequential runs one worker at a time instead, for shapes whose
+models do not fit in memory together. Rows: prefill tokens/s at each T and decode tokens/s (--decode-steps
+tokens from a fresh state; ours through `decode_step` + head, the engine's hot path), medians of --repeats
+rounds; peak RSS and our memory estimate. Prints the table with ratios against the `rwkv` package, then the
+decode aims. Usage: python bench/bench_cpu.py [--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,6 +37,8 @@ SHAPES = {
 }
 VOCAB = 65536
 # decode aims of issue 14: our decode / the rwkv package's fp32 decode
+# prefill lengths the workers can run (the `rwkv` package needs T >= 2 for its sequence path)
+PREFILL_MAX = 4096
 AIMS = {("0.1b", "fp32"): 0.95, ("0.1b", "best"): 1.5, ("1.5b", "fp32"): 0.95, ("1.5b", "best"): 3.0}
 
 
@@ -47,54 +52,40 @@ def build_checkpoint(path: Path, shape: str) -> None:
     torch.save({k: v.to(torch.bfloat16) for k, v in sd.items()}, path)
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall time of `repeats` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def run_ours(path: Path, lengths: list[int], steps: int, repeats: int, quantize: str | None = None) -> dict:
+def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, Callable, dict]:
+    """(prefill(T), decode(), extra results) for our model."""
     from rwkv7_provider.model import RWKV7, estimate_memory
 
     model = RWKV7.from_pretrained(path, quantize=quantize)
-    ids = torch.randint(1, VOCAB, (max(lengths + [steps]),), generator=torch.Generator().manual_seed(0))
-    out = {"estimate_mb": estimate_memory(path, quantize=quantize).weights_bytes / 2**20}
-    with torch.inference_mode():
-        for T in lengths:
-            out[f"prefill_{T}"] = T / timed(lambda T=T: model(ids[:T].view(1, -1), last_only=True), repeats)
+    ids = torch.randint(1, VOCAB, (max(PREFILL_MAX, steps),), generator=torch.Generator().manual_seed(0))
 
-        def decode():
-            state = model.zero_state(1)
-            for t in ids[:steps]:
-                model.head(model.decode_step(t.view(1), state))
+    def decode():
+        state = model.zero_state(1)
+        for t in ids[:steps]:
+            model.head(model.decode_step(t.view(1), state))
 
-        out["decode"] = steps / timed(decode, repeats)
-    return out
+    def prefill(T: int):
+        return model(ids[:T].view(1, -1), last_only=True)
+
+    return prefill, decode, {"estimate_mb": estimate_memory(path, quantize=quantize).weights_bytes / 2**20}
 
 
-def run_rwkv(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
+def load_rwkv(path: Path, steps: int) -> tuple[Callable, Callable, dict]:
     os.environ["RWKV_V7_ON"], os.environ["RWKV_CUDA_ON"] = "1", "0"
     from rwkv.model import RWKV
 
     model = RWKV(model=str(path.with_suffix("")), strategy="cpu fp32")
-    ids = torch.randint(1, VOCAB, (max(lengths + [steps]),), generator=torch.Generator().manual_seed(0)).tolist()
-    out = {}
-    with torch.inference_mode():
-        for T in lengths:
-            out[f"prefill_{T}"] = T / timed(lambda T=T: model.forward(ids[:T], None), repeats)
+    ids = torch.randint(1, VOCAB, (max(PREFILL_MAX, steps),), generator=torch.Generator().manual_seed(0)).tolist()
 
-        def decode():
-            state = None
-            for t in ids[:steps]:
-                _, state = model.forward([t], state)
+    def decode():
+        state = None
+        for t in ids[:steps]:
+            _, state = model.forward([t], state)
 
-        out["decode"] = steps / timed(decode, repeats)
-    return out
+    def prefill(T: int):
+        return model.forward(ids[:T], None)
+
+    return prefill, decode, {}
 
 
 def peak_rss_mb() -> float:
@@ -109,14 +100,73 @@ def peak_rss_mb() -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
+    """Serve timed calls: each stdin line names a metric, the reply is its seconds; "done" ends with the extras."""
     torch.set_num_threads(args.threads)
-    run = (Path(args.checkpoint), args.lengths, args.decode_steps, args.repeats)
+    path = Path(args.checkpoint)
     if args.worker == "rwkv":
-        result = run_rwkv(*run)
+        prefill, decode, extra = load_rwkv(path, args.decode_steps)
     else:
-        result = run_ours(*run, quantize=None if args.worker == "fp32" else args.worker)
-    result["peak_rss_mb"] = peak_rss_mb()
-    print(json.dumps(result))
+        prefill, decode, extra = load_ours(path, args.decode_steps, None if args.worker == "fp32" else args.worker)
+    print(json.dumps({"ready": True}), flush=True)
+    with torch.inference_mode():
+        for line in sys.stdin:
+            metric = line.strip()
+            if metric == "done":
+                break
+            t0 = time.perf_counter()
+            decode() if metric == "decode" else prefill(int(metric.removeprefix("prefill_")))
+            print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({**extra, "peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
+class Worker:
+    """One implementation in its own process, answering `time(metric)`."""
+
+    def __init__(self, name: str, args: argparse.Namespace, path: Path) -> None:
+        self.name = name
+        cmd = [sys.executable, __file__, "--worker", name, "--checkpoint", str(path), "--threads", str(args.threads),
+               "--decode-steps", str(args.decode_steps)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reply()
+
+    def _reply(self) -> dict:
+        while line := self.proc.stdout.readline():
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"worker {self.name} exited with {self.proc.wait()}")
+
+    def time(self, metric: str) -> float:
+        self.proc.stdin.write(metric + "\n")
+        self.proc.stdin.flush()
+        return self._reply()["seconds"]
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("done\n")
+        self.proc.stdin.flush()
+        out = self._reply()
+        self.proc.wait()
+        return out
+
+
+def measure(workers: list[Worker], metrics: list[str], repeats: int, steps: int, results: dict) -> None:
+    """A warm-up call per metric, then `repeats` rounds in which every worker takes each metric in turn."""
+    for w in workers:
+        for m in metrics:
+            w.time(m)
+    seconds = {(w.name, m): [] for w in workers for m in metrics}
+    for _ in range(repeats):
+        for m in metrics:
+            for w in workers:
+                seconds[w.name, m].append(w.time(m))
+    for w in workers:
+        results[w.name] = w.finish()
+        for m in metrics:
+            tokens = int(m.removeprefix("prefill_")) if m.startswith("prefill_") else steps
+            results[w.name][m] = tokens / statistics.median(seconds[w.name, m])
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -126,29 +176,35 @@ def main() -> None:
     p.add_argument("--formats", nargs="*", default=["bf16", "int8", "q4"], help="quantize formats besides fp32")
     p.add_argument("--lengths", type=int, nargs="+", help="prefill lengths (default 128 1024; 1.5b: 128)")
     p.add_argument("--decode-steps", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--sequential", action="store_true", help="one worker at a time (models that do not fit together)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
-    args.lengths = args.lengths or ([128, 1024] if args.shape == "0.1b" else [128])
     if args.worker:
         return worker(args)
+    args.lengths = args.lengths or ([128, 1024] if args.shape == "0.1b" else [128])
+    if max(args.lengths) > PREFILL_MAX or min(args.lengths) < 2:
+        p.error(f"--lengths must lie in [2, {PREFILL_MAX}]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = ["rwkv", "fp32", *args.formats]
+    metrics = [f"prefill_{T}" for T in args.lengths] + ["decode"]
+    results: dict[str, dict] = {}
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"rwkv7-{args.shape}-random.pth"
         log.info("building a random %s-shape checkpoint ...", args.shape)
         build_checkpoint(path, args.shape)
-        results = {}
-        for name in names:
-            log.info("running %s (threads=%d) ...", name, args.threads)
-            cmd = [sys.executable, __file__, "--worker", name, "--checkpoint", str(path), "--threads", str(args.threads),
-                   "--decode-steps", str(args.decode_steps), "--repeats", str(args.repeats), "--lengths", *map(str, args.lengths)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = [f"prefill_{T}" for T in args.lengths] + ["decode", "peak_rss_mb", "estimate_mb"]
+        groups = [[n] for n in names] if args.sequential else [names]
+        for group in groups:
+            log.info("starting %s (threads=%d) ...", ", ".join(group), args.threads)
+            measure([Worker(n, args, path) for n in group], metrics, args.repeats, args.decode_steps, results)
+    rows = metrics + ["peak_rss_mb", "estimate_mb"]
     header = f"{'metric':<14}{'rwkv pkg':>10}" + "".join(f"{'ours ' + n:>12}{'ratio':>7}" for n in names[1:])
-    lines = [f"{args.shape} shape, {args.threads} threads (tok/s; MB)", header]
+    mode = "one at a time" if args.sequential else "interleaved"
+    title = (f"{args.shape} shape, {args.threads} threads, {mode}, median of {args.repeats} (tok/s; MB); "
+             f"load average {load_before} before, {load_average()} after")
+    lines = [title, header]
     for row in rows:
         base = results["rwkv"].get(row)
         line = f"{row:<14}{base if base is not None else float('nan'):>10.1f}"

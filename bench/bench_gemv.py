@@ -1,11 +1,15 @@
-"""Matrix kernels on this CPU: torch's fp32 / bf16 GEMM and our packed GEMV, by number of rows M.
+"""Matrix kernels on this CPU: torch's fp32 / bf16 GEMM, our GEMV, and the blocked prefill path, by rows M.
 
-Three tables, each for the 0.1B (768 x 3072) and 1.5B (2048 x 8192) FFN matrix, best of --repeats (this
+Four tables, each for the 0.1B (768 x 3072) and 1.5B (2048 x 8192) FFN matrix, best of --repeats (this
 machine is shared: the minimum is the least disturbed run):
   torch GEMM   fp32 vs bf16 at M = 1 and M = 1024 (GFLOP/s): what `cpu_features.gemm_dtype` chooses between
-  GEMV         our kernel per format vs torch fp32 at M = 1 (ms and GB/s of weights read)
-  crossover    per format, our GEMV vs dequantise + torch GEMM (the prefill path) for M = 1 .. 64: where
-               `quantize.GEMV_MAX_ROWS` should sit
+  GEMV         M = 1, torch fp32 vs our kernel per format (ms and GB/s of weights read), cycling through copies
+               of the matrix that together exceed the last-level cache, as a decode step does
+  prefill      M = 128 and 1024, the fp32 model's GEMM vs a packed layer's: blocked (`cpu_kernels.linear`, a
+               cache-sized block of rows dequantised at a time) in fp32 and bf16, and the whole matrix
+               dequantised to a fresh float32 tensor, cast, then one GEMM (what PackedLinear did before), ms
+  crossover    per format, our GEMV vs the blocked fp32 path for M = 1 .. 64: where `quantize.GEMV_MAX_ROWS`
+               should sit
 Usage: python bench/bench_gemv.py [--threads 2]
 """
 
@@ -18,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from rwkv7_provider.model import cpu_kernels
 from rwkv7_provider.model.cpu_features import cpu_features
-from rwkv7_provider.model.quantize import FORMATS, PackedLinear
+from rwkv7_provider.model.quantize import FORMATS, PackedLinear, prefill_block_rows
 
 SHAPES = {"0.1B ffn": (3072, 768), "1.5B ffn": (8192, 2048)}
+COLD_BYTES = 256 << 20  # more than any last-level cache here
+EMPTY = torch.empty(0, dtype=torch.bfloat16)
 
 
 def best(fn, repeats: int) -> float:
@@ -31,6 +37,16 @@ def best(fn, repeats: int) -> float:
         fn()
         out = min(out, time.perf_counter() - t0)
     return out
+
+
+def cold(fn, layers: list, repeats: int) -> float:
+    """Seconds per call of fn(layer), each round calling it once on every copy (none is in cache)."""
+    return best(lambda: [fn(layer) for layer in layers], repeats) / len(layers)
+
+
+def blocked(x: torch.Tensor, layer: PackedLinear, dtype: torch.dtype) -> torch.Tensor:
+    packed = (layer.weight, layer.scales, layer.minimums, FORMATS[layer.fmt])
+    return cpu_kernels.linear(x.to(dtype), *packed, prefill_block_rows(layer.in_features, dtype))
 
 
 def main() -> None:
@@ -54,23 +70,40 @@ def main() -> None:
                 flop = 2 * M * N * K
                 print(f"  torch GEMM M={M:<5} fp32 {flop / fp32 / 1e9:7.1f} GFLOP/s  bf16 {flop / bf16 / 1e9:7.1f} GFLOP/s"
                       f"  (bf16 {fp32 / bf16:.2f}x)")
+            copies = [w.clone() for _ in range(max(1, COLD_BYTES // w.nbytes))]
             x = torch.randn(1, K)
-            t = best(lambda x=x, w=w: F.linear(x, w), args.repeats)
-            line = f"  GEMV M=1: torch fp32 {1e3 * t:.3f} ms ({4 * N * K / t / 1e9:.0f} GB/s)"
+            t = cold(lambda w, x=x: F.linear(x, w), copies, args.repeats)
+            line = f"  GEMV M=1: torch fp32 {1e3 * t:.3f} ms ({w.nbytes / t / 1e9:.1f} GB/s)"
+            t = cold(lambda w, x=x: cpu_kernels.gemv(x, w, EMPTY, EMPTY, cpu_kernels.F32), copies, args.repeats)
+            line += f" | ours f32 {1e3 * t:.3f} ms ({w.nbytes / t / 1e9:.1f} GB/s)"
+            del copies
             layers = {fmt: PackedLinear.from_dense(w, fmt) for fmt in FORMATS}
             for fmt, layer in layers.items():
                 nbytes = sum(b.numel() * b.element_size() for b in layer.buffers())
-                t = best(lambda x=x, layer=layer: layer(x), args.repeats)
-                line += f" | {fmt} {1e3 * t:.3f} ms ({nbytes / t / 1e9:.0f} GB/s)"
+                packed = [PackedLinear.from_dense(w, fmt) for _ in range(max(1, COLD_BYTES // nbytes))]
+                t = cold(lambda layer, x=x: layer(x), packed, args.repeats)
+                line += f" | {fmt} {1e3 * t:.3f} ms ({nbytes / t / 1e9:.1f} GB/s)"
             print(line)
+            for M in (128, 1024):
+                x = torch.randn(M, K)
+                reps = max(2, args.repeats // (1 + M // 64))
+                line = f"  prefill M={M:<5} torch fp32 {1e3 * best(lambda x=x, w=w: F.linear(x, w), reps):.1f} ms |"
+                for fmt, layer in layers.items():
+                    parts = []
+                    for dtype in (torch.float32, torch.bfloat16):
+                        t_blocked = best(lambda x=x, layer=layer, dtype=dtype: blocked(x, layer, dtype), reps)
+                        t_whole = best(lambda x=x, layer=layer, dtype=dtype: F.linear(x.to(dtype), layer.dense().to(dtype)), reps)
+                        parts.append(f"{str(dtype)[6:]} {1e3 * t_blocked:.1f} / {1e3 * t_whole:.1f}")
+                    line += f" {fmt} (blocked / whole) " + ", ".join(parts) + " |"
+                print(line)
             for fmt, layer in layers.items():
                 row = f"  {fmt:<5} M:"
                 for M in (1, 4, 16, 32, 64):
                     x = torch.randn(M, K)
                     gemv = best(lambda x=x, layer=layer, code=FORMATS[fmt]: cpu_kernels.gemv(
                         x, layer.weight, layer.scales, layer.minimums, code), args.repeats)
-                    dense = best(lambda x=x, layer=layer: F.linear(x, layer.dense()), args.repeats)
-                    row += f"  {M}: gemv {1e3 * gemv:.2f} / dense {1e3 * dense:.2f} ms"
+                    dense = best(lambda x=x, layer=layer: blocked(x, layer, torch.float32), args.repeats)
+                    row += f"  {M}: gemv {1e3 * gemv:.2f} / blocked {1e3 * dense:.2f} ms"
                 print(row)
 
 

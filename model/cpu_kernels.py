@@ -6,7 +6,8 @@ torch's `_weight_int8pack_mm` / `_weight_int4pack_mm_for_cpu` are 4-14x slower t
 bitsandbytes' CPU GEMV is 4-bit only, needs AVX512-BF16 and downloads its fast kernel from a model hub, the
 torchao wheel ships no x86 CPU kernels, and ONNX Runtime / llama.cpp run whole graphs, not one torch layer.
 The kernels: a GEMV over bf16 / int8 / q4 / f32 weights with f32 activations (AVX-512, AVX2 or portable C++,
-chosen at run time from the CPU's features) and the fused WKV-7 decode step (one op instead of ~15 per layer).
+chosen at run time from the CPU's features), its blocked form for prefill GEMMs of compressed weights, and the
+fused per-token ops of a decode step (two ops instead of ~30 per layer besides the GEMVs).
 
 The build is `torch.utils.cpp_extension` (ninja + the system C++ compiler) into a cache directory keyed by
 the source and torch version (`RWKV7_KERNEL_DIR` or ~/.cache/rwkv7_provider/kernels). Without a compiler
@@ -92,11 +93,31 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torc
     return torch.ops.rwkv7_cpu.gemv(x, weight, scales, mins, fmt)
 
 
-def dequantize(weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, in_features: int) -> torch.Tensor:
-    """W as a dense float32 [N, K] tensor."""
-    return torch.ops.rwkv7_cpu.dequantize(weight, scales, mins, fmt, in_features)
+def dequantize(
+    weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, in_features: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """W as a dense [N, K] tensor in `dtype` (float32, or bfloat16 rounded to nearest even like `.to()`)."""
+    return torch.ops.rwkv7_cpu.dequantize(weight, scales, mins, fmt, in_features, dtype)
 
 
-def wkv_step_(state: torch.Tensor, *args: torch.Tensor, eps: float) -> torch.Tensor:
-    """The fused WKV-7 decode step of one layer, in place on `state` [B, H, N, N]; see the C++ source."""
-    return torch.ops.rwkv7_cpu.wkv_step_(state, *args, eps)
+def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, block: int) -> torch.Tensor:
+    """x [M, K] @ W^T -> [M, N] in x's dtype (float32 / bfloat16), dequantising `block` rows of W at a time."""
+    return torch.ops.rwkv7_cpu.linear(x, weight, scales, mins, fmt, block)
+
+
+def shift_mix_(
+    x: torch.Tensor, x_prev: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, eps: float, mixes: list[torch.Tensor]
+) -> torch.Tensor:
+    """LayerNorm of x [B, C] and the token-shift interpolations with each mix vector -> [len(mixes), B, C];
+    x_prev becomes the normalised x (in place)."""
+    return torch.ops.rwkv7_cpu.shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes)
+
+
+def time_mix_(
+    state: torch.Tensor, mixed: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    v_first: torch.Tensor, params: list[torch.Tensor], eps: float,
+) -> torch.Tensor:
+    """TimeMix of one decode step after the r / k / v GEMVs (LoRAs, value residual, WKV state update in place,
+    GroupNorm, bonus, gate) -> [B, C], the output projection's input; see the C++ source for `params`."""
+    return torch.ops.rwkv7_cpu.time_mix_(state, mixed, r, k, v, v_first, params, eps)

@@ -23,7 +23,16 @@ from torch import nn
 from ..errors import ParameterError
 from .checkpoint import CheckpointError, CheckpointInfo, default_dtype, inspect_checkpoint
 from .cpu_features import gemm_dtype
-from .quantize import FORMATS, PackedLinear, check_format, pack, packable, packed_nbytes
+from .quantize import (
+    FORMATS,
+    GemvLinear,
+    PackedLinear,
+    check_format,
+    pack,
+    packable,
+    packed_nbytes,
+    prefill_block_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +90,9 @@ def estimate_memory(
     weights = 0
     for name, e in info.tensors.items():
         weights += packed_nbytes(fmt, *e.shape) if name in packed else e.numel * dtype.itemsize
-    # prefill dequantises one packed matrix at a time: float32, plus a bf16 copy for bf16 GEMMs
-    scratch = max((info.tensors[n].numel for n in packed), default=0) * 6
+    # prefill dequantises a packed matrix a block of rows at a time (a float32 block at most)
+    scratch = max((prefill_block_rows(info.tensors[n].shape[1], torch.float32) * info.tensors[n].shape[1] * 4
+                   for n in packed), default=0)
     activations = LIVE_ACTIVATIONS * PREFILL_TOKENS * info.config.ffn_dim * dtype.itemsize
     return MemoryEstimate(device, dtype, fmt, weights, BASE_WORKING_BYTES + activations + scratch)
 
@@ -159,6 +169,7 @@ def load_model(
     with torch.device("meta"):
         model = cls(info.config)
     packed = packed_names(info, fmt)
+    fast_fp32 = fmt is None and device.type == "cpu" and dtype == torch.float32
     total, done, reported = info.stored_bytes, 0, 0
     for name, entry in info.tensors.items():
         try:
@@ -166,10 +177,14 @@ def load_model(
         except Exception as e:  # a corrupt or truncated tensor inside a readable archive
             raise CheckpointError(f"{info.path}: cannot read tensor {name!r}: {type(e).__name__}: {e}") from e
         owner, _, leaf = name.rpartition(".")
+        parent, _, child = owner.rpartition(".")
         if name in packed:
-            parent, _, child = owner.rpartition(".")
             layer = PackedLinear(t.shape[1], t.shape[0], fmt, compute)
             layer.weight, layer.scales, layer.minimums = pack(t, fmt)
+            setattr(model.get_submodule(parent), child, layer)
+        elif fast_fp32 and PACKED_NAMES.fullmatch(name):  # decode's big matrices: the GEMV for few rows
+            layer = GemvLinear(t.shape[1], t.shape[0], bias=False, device="meta")
+            layer.weight = nn.Parameter(t.to(dtype=dtype, copy=True), requires_grad=False)
             setattr(model.get_submodule(parent), child, layer)
         else:
             value = t.to(device=device, dtype=dtype, copy=True)  # a copy: never keep a view of the file's mmap

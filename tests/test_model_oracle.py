@@ -63,6 +63,23 @@ def test_token_by_token_decoding(pair):
     assert_state_close(state, oracle_state)
 
 
+def test_decode_steps_of_two_rows_match(pair):
+    """`decode_step` (on CPU: the fused path of model/cpu_decode.py) with two rows decoded together, each
+    against its own oracle run: every token's logits, then the state."""
+    model, oracle, config = pair
+    ids = torch.tensor([tokens(config, 16, seed=4), tokens(config, 16, seed=5)])
+    state = model.zero_state(2)
+    oracle_states = [None, None]
+    with torch.inference_mode():
+        for t in range(ids.shape[1]):
+            logits = model.head(model.decode_step(ids[:, t], state))
+            for row in range(2):
+                want, oracle_states[row] = oracle.forward([int(ids[row, t])], oracle_states[row])
+                assert (logits[row] - want).abs().max() <= TOL, (t, row)
+    for row in range(2):
+        assert_state_close(state, oracle_states[row], row)
+
+
 def test_prefill_split_in_two_carries_state(pair):
     model, oracle, config = pair
     ids = tokens(config, 50, seed=3)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from rwkv7_provider.kernels import wkv7_reference
 from rwkv7_provider.model import RWKV7, CheckpointError, cpu_decode, cpu_kernels
-from rwkv7_provider.model.quantize import FORMATS, GEMV_MAX_ROWS, PackedLinear, dequantize_reference, pack
+from rwkv7_provider.model.quantize import (
+    FORMATS,
+    GEMV_MAX_ROWS,
+    GemvLinear,
+    PackedLinear,
+    dequantize_reference,
+    pack,
+)
 
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
 from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
@@ -47,7 +53,7 @@ def test_packing_error_is_bounded_and_nothing_is_clipped(fmt):
 @pytest.mark.parametrize("rows", [1, 3, 4, 6, GEMV_MAX_ROWS])
 def test_gemv_and_dequantize_match_plain_torch(fmt, rows):
     g = torch.Generator().manual_seed(rows)
-    N, K = 132, 320  # N not a multiple of the 4-row tile, K not a power of two
+    N, K = 135, 320  # N not a multiple of the 4 or 2 row streams (remainder rows), K not a power of two
     w = torch.randn(N, K, generator=g)
     x = torch.randn(rows, K, generator=g)
     if fmt == "f32":
@@ -56,31 +62,52 @@ def test_gemv_and_dequantize_match_plain_torch(fmt, rows):
         packed, code = pack(w, fmt), FORMATS[fmt]
         dense = dequantize_reference(*packed, fmt, K)
         assert torch.equal(cpu_kernels.dequantize(*packed, code, K), dense)
+        # straight to bf16, rounded exactly like torch's conversion
+        assert torch.equal(cpu_kernels.dequantize(*packed, code, K, torch.bfloat16), dense.bfloat16())
     torch.testing.assert_close(cpu_kernels.gemv(x, *packed, code), x @ dense.T, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
-def test_fused_wkv_step_matches_the_reference_recurrence():
-    g = torch.Generator().manual_seed(0)
-    B, H, N = 3, 2, 64
-    C = H * N
-    state = torch.randn(B, H, N, N, generator=g) * 0.1
-    r, d, k, v = (torch.randn(B, C, generator=g) for _ in range(4))
-    iclr = torch.rand(B, C, generator=g)
-    k_k, k_a, ln_w = (torch.rand(C, generator=g) + 0.5 for _ in range(3))
-    r_k, ln_b = torch.randn(H, N, generator=g) * 0.3, torch.randn(C, generator=g) * 0.1
-    # the TimeMix equations, written out with the sequential reference recurrence
-    kk = F.normalize((k * k_k).view(B, H, N), dim=-1, eps=1e-12).view(B, C)
-    k_mod = k * (1 + (iclr - 1) * k_a)
-    log_w = -math.exp(-0.5) * torch.sigmoid(d)
-    heads = [t.view(B, 1, H, N) for t in (r, log_w, k_mod, v, -kk, kk * iclr)]
-    y, want_state = wkv7_reference(*heads, state)
-    want = F.group_norm(y.reshape(B, C), H, ln_w, ln_b, eps=64e-5)
-    want = want + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v.view(B, H, N)).view(B, C)
-    got_state = state.clone()
-    got = cpu_kernels.wkv_step_(got_state, r, d, k, v, iclr, k_k, k_a, r_k, ln_w, ln_b, eps=64e-5)
-    torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefill_linear_by_blocks_matches_the_dense_gemm(fmt, dtype):
+    """Prefill dequantises a block of rows at a time: every block size (ragged last block, one block, a block
+    larger than the matrix) gives the GEMM with the whole dense weight."""
+    g = torch.Generator().manual_seed(1)
+    N, K, M = 135, 320, 40
+    packed = pack(torch.randn(N, K, generator=g), fmt)
+    dense = dequantize_reference(*packed, fmt, K).to(dtype)
+    x = torch.randn(M, K, generator=g).to(dtype)
+    want = F.linear(x.float(), dense.float())
+    for block in (7, 64, N, 2 * N):
+        got = cpu_kernels.linear(x, *packed, FORMATS[fmt], block)
+        assert got.dtype == dtype and got.shape == (M, N)
+        tol = {"atol": 1e-4, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0.1, "rtol": 1e-2}
+        torch.testing.assert_close(got.float(), want, **tol)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+def test_float32_cpu_model_takes_the_gemv_for_few_rows(checkpoint, monkeypatch):
+    """A float32 CPU load makes the big matrices `GemvLinear`: the GEMV for a few rows (the head of a decode
+    step), torch's GEMM for many rows and wherever autograd needs a graph (training)."""
+    path, config = checkpoint
+    model = RWKV7.from_pretrained(path)
+    assert type(model.head) is GemvLinear and type(model.blocks[0].att.key) is GemvLinear
+    assert cpu_decode.supported(model, model.zero_state(1))
+    assert type(model.blocks[0].att.w1) is torch.nn.Parameter  # LoRAs and vectors stay plain parameters
+    calls = []
+    real = cpu_kernels.gemv
+    monkeypatch.setattr(cpu_kernels, "gemv", lambda *a: calls.append(a[0].shape) or real(*a))
+    x = torch.randn(3, config.n_embd, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        few, many = model.head(x), model.head(x.repeat(GEMV_MAX_ROWS, 1))
+    assert calls == [(3, config.n_embd)]
+    torch.testing.assert_close(few, F.linear(x, model.head.weight), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(many[:3], few, atol=1e-4, rtol=1e-5)
+    model.head.weight.requires_grad_(True)
+    model.head(x).sum().backward()
+    assert len(calls) == 1 and model.head.weight.grad is not None
+    torch.testing.assert_close(model.head.weight.grad, x.sum(0).expand(config.vocab_size, -1))
 
 
 @pytest.fixture(scope="module", params=[SMALL, WIDER], ids=["small", "wider"])
@@ -173,7 +200,7 @@ def test_format_errors(checkpoint, tmp_path):
 @pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
 @pytest.mark.parametrize("isa", ["avx2", "portable"])
 def test_every_instruction_set_path_computes_the_same(isa):
-    """The AVX2 and portable paths, forced on this machine in a subprocess (the ISA is chosen at load)."""
+    """The AVX2 and portable paths, forced on this machine in subprocesses (the ISA is chosen at load)."""
     if isa == "avx2" and cpu_kernels.isa() == "portable":
         pytest.skip("this CPU has no AVX2")
     code = (
@@ -182,7 +209,7 @@ def test_every_instruction_set_path_computes_the_same(isa):
         "from rwkv7_provider.model.quantize import FORMATS, pack, dequantize_reference\n"
         f"assert cpu_kernels.available() and cpu_kernels.isa() == {isa!r}, cpu_kernels.isa()\n"
         "g = torch.Generator().manual_seed(0)\n"
-        "w, x = torch.randn(36, 192, generator=g), torch.randn(5, 192, generator=g)\n"
+        "w, x = torch.randn(37, 192, generator=g), torch.randn(5, 192, generator=g)\n"
         "for fmt, code in FORMATS.items():\n"
         "    packed = pack(w, fmt)\n"
         "    dense = dequantize_reference(*packed, fmt, 192)\n"
@@ -192,6 +219,9 @@ def test_every_instruction_set_path_computes_the_same(isa):
     )
     env = {**os.environ, "RWKV7_CPU_ISA": isa}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    # and the fused decode ops (their WKV state update has SIMD paths too)
+    fused = [str(Path(__file__).with_name("test_cpu_decode.py")), "-k", "time_mix or shift_mix"]
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *fused], env=env, check=True, timeout=300)
 
 
 def test_quantize_reaches_the_engine_through_provider_and_langchain():

@@ -1,8 +1,10 @@
 // CPU kernels for RWKV-7 token-by-token decoding (see model/cpu_kernels.py for why they exist).
 //
 //   gemv(x [M, K] f32, weight, scales, mins, fmt) -> [M, N] f32    y = x @ W^T, W stored compressed
-//   dequantize(weight, scales, mins, fmt, K) -> [N, K] f32         W itself (for prefill GEMMs)
-//   wkv_step_(state, r, d, k, v, iclr, k_k, k_a, r_k, ln_w, ln_b) -> y [B, C]
+//   dequantize(weight, scales, mins, fmt, K, dtype) -> [N, K]      W itself, float32 or bfloat16
+//   linear(x [M, K], weight, scales, mins, fmt, block) -> [M, N]   x @ W^T for prefill, a block of W at a time
+//   shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes) -> [n, B, C]     LayerNorm + token-shift interpolations
+//   time_mix_(state, mixed, r, k, v, v_first, params, eps) -> [B, C]   TimeMix after r/k/v, WKV state in place
 //
 // Weight formats (fmt): 0 f32 [N, K]; 1 bf16 [N, K]; 2 int8 [N, K] with one bf16 scale per 64 weights of a
 // row (w = q * s); 3 q4 [N, K / 2] bytes with a bf16 scale and minimum per 32 weights (w = q * s + m, q in
@@ -96,10 +98,20 @@ inline float min_term(const uint16_t* mins, const float* xs, int64_t NG) {
   return t;
 }
 
-template <int64_t FMT>
-void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
+// f32 -> bf16 bits, rounded to nearest even like torch's conversion (finite values)
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline void store_scalar(float* out, float v) { *out = v; }
+inline void store_scalar(uint16_t* out, float v) { *out = f32_to_bf16(v); }
+
+// Rows [n0, n1) of W, row n written at out + (n - base) * K (Out: float, or uint16_t for bf16 bits).
+template <int64_t FMT, typename Out>
+void dequant_scalar(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n)
-    for (int64_t k = 0; k < p.K; ++k) out[n * p.K + k] = weight_at<FMT>(p, n, k);
+    for (int64_t k = 0; k < p.K; ++k) store_scalar(out + (n - base) * p.K + k, weight_at<FMT>(p, n, k));
 }
 
 #ifdef RWKV7_X86
@@ -129,13 +141,15 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
     return hsum(acc) + min_term(mins + g, xs + g, NG - g);                                                       \
   }                                                                                                              \
   /* R output rows x MB activation rows, accumulators in registers; per group, the dot product of the codes */  \
-  /* with x is scaled once (w = q * s), and the q4 minimums are added from per-group sums of x (xs) */          \
+  /* with x is scaled once (w = q * s), and the q4 minimums are added from per-group sums of x (xs). The R   */  \
+  /* rows are n, n + stride, ...: R far-apart sequential streams through the matrix (see rows() below).     */  \
   template <int64_t FMT, int R, int MB>                                                                          \
-  TARGET void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n) {          \
+  TARGET void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n,            \
+                   int64_t stride) {                                                                             \
     constexpr int64_t G = kGroup<FMT>;                                                                           \
     const int64_t K = p.K, NG = K / G;                                                                           \
     const void* row[R];                                                                                          \
-    for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r) * row_bytes<FMT>(K);            \
+    for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r * stride) * row_bytes<FMT>(K);   \
     V acc[R][MB];                                                                                                \
     for (int r = 0; r < R; ++r)                                                                                  \
       for (int m = 0; m < MB; ++m) acc[r][m] = zero();                                                           \
@@ -153,7 +167,7 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
       }                                                                                                          \
       for (int r = 0; r < R; ++r) {                                                                              \
         if constexpr (FMT == INT8 || FMT == Q4) {                                                                \
-          const V s = set1(bf16_to_f32(p.scale[(n + r) * NG + g]));                                              \
+          const V s = set1(bf16_to_f32(p.scale[(n + r * stride) * NG + g]));                                     \
           for (int m = 0; m < MB; ++m) acc[r][m] = fmadd(part[r][m], s, acc[r][m]);                              \
         } else {                                                                                                 \
           for (int m = 0; m < MB; ++m) acc[r][m] = add(part[r][m], acc[r][m]);                                   \
@@ -162,47 +176,65 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
     }                                                                                                            \
     for (int r = 0; r < R; ++r)                                                                                  \
       for (int m = 0; m < MB; ++m) {                                                                             \
+        const int64_t o = n + r * stride;                                                                        \
         float out = hsum(acc[r][m]);                                                                             \
-        if constexpr (FMT == Q4) out += min_term_simd(p.mins + (n + r) * NG, xs + m * NG, NG);                        \
-        y[m * N + n + r] = out;                                                                                  \
+        if constexpr (FMT == Q4) out += min_term_simd(p.mins + o * NG, xs + m * NG, NG);                         \
+        y[m * N + o] = out;                                                                                      \
       }                                                                                                          \
   }                                                                                                              \
-  template <int64_t FMT, int MB>                                                                                 \
-  TARGET void rows_mb(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n0,        \
-                      int64_t n1) {                                                                              \
-    int64_t n = n0;                                                                                              \
-    if constexpr (MB == 1)                                                                                       \
-      for (; n + 4 <= n1; n += 4) tile<FMT, 4, 1>(p, x, xs, y, N, n);                                            \
-    for (; n < n1; ++n) tile<FMT, 1, MB>(p, x, xs, y, N, n);                                                     \
+  /* Output rows [n0, n1) for all M activation rows, each weight read from memory once. The rows are split */   \
+  /* into R contiguous parts walked in lockstep: R long sequential streams keep more of the core's hardware */   \
+  /* prefetchers busy than one, which is what bounds a GEMV (1.5x faster than one stream or R adjacent rows */   \
+  /* at M = 1 on Zen 4). Activation rows go MB at a time while the R weight rows are still in L1.           */   \
+  template <int64_t FMT, int R, int MB>                                                                          \
+  TARGET void rows_rm(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N,          \
+                      int64_t n0, int64_t n1) {                                                                  \
+    const int64_t K = p.K, NG = K / kGroup<FMT>, len = (n1 - n0) / R;                                            \
+    for (int64_t i = 0; i < len; ++i) {                                                                          \
+      int64_t m = 0;                                                                                             \
+      for (; m + MB <= M; m += MB) tile<FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len);       \
+      for (; m < M; ++m) tile<FMT, R, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len);                  \
+    }                                                                                                            \
+    for (int64_t n = n0 + R * len; n < n1; ++n)                                                                  \
+      for (int64_t m = 0; m < M; ++m) tile<FMT, 1, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n, 0);            \
   }                                                                                                              \
   template <int64_t FMT>                                                                                         \
   TARGET void rows(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N, int64_t n0, \
                    int64_t n1) {                                                                                 \
-    const int64_t NG = p.K / kGroup<FMT>;                                                                        \
-    for (int64_t m = 0; m < M; m += 4) {                                                                         \
-      const float* xm = x + m * p.K;                                                                             \
-      const float* xsm = xs + m * NG;                                                                            \
-      float* ym = y + m * N;                                                                                     \
-      switch (std::min<int64_t>(M - m, 4)) {                                                                     \
-        case 1: rows_mb<FMT, 1>(p, xm, xsm, ym, N, n0, n1); break;                                               \
-        case 2: rows_mb<FMT, 2>(p, xm, xsm, ym, N, n0, n1); break;                                               \
-        case 3: rows_mb<FMT, 3>(p, xm, xsm, ym, N, n0, n1); break;                                               \
-        default: rows_mb<FMT, 4>(p, xm, xsm, ym, N, n0, n1); break;                                              \
-      }                                                                                                          \
-    }                                                                                                            \
+    /* R * MB accumulators plus as many partial sums fit the register file (32 AVX-512, 16 AVX2 registers) */    \
+    if (M == 1) return rows_rm<FMT, 4, 1>(p, x, xs, M, y, N, n0, n1);                                            \
+    rows_rm<FMT, 2, kBatchTile>(p, x, xs, M, y, N, n0, n1);                                                      \
   }                                                                                                              \
-  template <int64_t FMT>                                                                                         \
-  TARGET void dequant(const Packed& p, float* out, int64_t n0, int64_t n1) {                                    \
+  template <int64_t FMT, typename Out>                                                                           \
+  TARGET void dequant(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {                        \
     constexpr int64_t G = kGroup<FMT>;                                                                           \
     const int64_t NG = p.K / G;                                                                                  \
     for (int64_t n = n0; n < n1; ++n) {                                                                          \
       const void* row = static_cast<const char*>(p.w) + n * row_bytes<FMT>(p.K);                                 \
+      Out* dst = out + (n - base) * p.K;                                                                         \
       for (int64_t g = 0; g < NG; ++g) {                                                                         \
         V s = set1(1.f), mn = zero();                                                                            \
         if constexpr (FMT == INT8 || FMT == Q4) s = set1(bf16_to_f32(p.scale[n * NG + g]));                      \
         if constexpr (FMT == Q4) mn = set1(bf16_to_f32(p.mins[n * NG + g]));                                     \
-        for (int64_t j = 0; j < G; j += L) storeu(out + n * p.K + g * G + j, fmadd(raw_w<FMT>(row, g, j), s, mn)); \
+        for (int64_t j = 0; j < G; j += L) store(dst + g * G + j, fmadd(raw_w<FMT>(row, g, j), s, mn));          \
       }                                                                                                          \
+    }                                                                                                            \
+  }                                                                                                              \
+  /* the state update and read-out of one WKV head, N a multiple of L (see wkv_rows_scalar) */                 \
+  TARGET void wkv_rows(float* S, const float* kk, const float* decay, const float* b, const float* kmod,        \
+                       const float* r, const float* v, float* y, int64_t N) {                                    \
+    for (int64_t i = 0; i < N; ++i) {                                                                            \
+      float* row = S + i * N;                                                                                    \
+      V dot = zero();                                                                                            \
+      for (int64_t j = 0; j < N; j += L) dot = fmadd(loadu(row + j), loadu(kk + j), dot);                        \
+      const V sa = set1(-hsum(dot)), vi = set1(v[i]);                                                            \
+      V acc = zero();                                                                                            \
+      for (int64_t j = 0; j < N; j += L) {                                                                       \
+        const V s = fmadd(loadu(row + j), loadu(decay + j), fmadd(sa, loadu(b + j), mul(vi, loadu(kmod + j)))); \
+        store(row + j, s);                                                                                       \
+        acc = fmadd(s, loadu(r + j), acc);                                                                       \
+      }                                                                                                          \
+      y[i] = hsum(acc);                                                                                          \
     }                                                                                                            \
   }                                                                                                              \
   }
@@ -211,11 +243,20 @@ void dequant_scalar(const Packed& p, float* out, int64_t n0, int64_t n1) {
 namespace avx512_prims {
 using V = __m512;
 constexpr int64_t L = 16;
+constexpr int kBatchTile = 4;
 AVX512_TARGET inline V zero() { return _mm512_setzero_ps(); }
 AVX512_TARGET inline V set1(float a) { return _mm512_set1_ps(a); }
 AVX512_TARGET inline V loadu(const float* a) { return _mm512_loadu_ps(a); }
-AVX512_TARGET inline void storeu(float* a, V v) { _mm512_storeu_ps(a, v); }
+AVX512_TARGET inline void store(float* a, V v) { _mm512_storeu_ps(a, v); }
+// as bf16 bits, rounded to nearest even (f32_to_bf16)
+AVX512_TARGET inline void store(uint16_t* a, V v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), _mm512_cvtepi32_epi16(r));
+}
 AVX512_TARGET inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+AVX512_TARGET inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 AVX512_TARGET inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 AVX512_TARGET inline float hsum(V a) { return _mm512_reduce_add_ps(a); }
 AVX512_TARGET inline V from_bf16(const uint16_t* a) {
@@ -238,11 +279,20 @@ AVX512_TARGET inline V from_nibbles(const uint8_t* a, bool hi) {
 namespace avx2_prims {
 using V = __m256;
 constexpr int64_t L = 8;
+constexpr int kBatchTile = 2;
 AVX2_TARGET inline V zero() { return _mm256_setzero_ps(); }
 AVX2_TARGET inline V set1(float a) { return _mm256_set1_ps(a); }
 AVX2_TARGET inline V loadu(const float* a) { return _mm256_loadu_ps(a); }
-AVX2_TARGET inline void storeu(float* a, V v) { _mm256_storeu_ps(a, v); }
+AVX2_TARGET inline void store(float* a, V v) { _mm256_storeu_ps(a, v); }
+AVX2_TARGET inline void store(uint16_t* a, V v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);  // lanes 0-3, 4-7
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(a), _mm256_castsi256_si128(packed));
+}
 AVX2_TARGET inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+AVX2_TARGET inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
 AVX2_TARGET inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 AVX2_TARGET inline float hsum(V a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -304,13 +354,13 @@ void run_rows(const Packed& p, const float* x, const float* xs, int64_t M, float
   rows_scalar<FMT>(p, x, xs, M, y, N, n0, n1);
 }
 
-template <int64_t FMT>
-void run_dequant(const Packed& p, float* out, int64_t n0, int64_t n1) {
+template <int64_t FMT, typename Out>
+void run_dequant(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {
 #ifdef RWKV7_X86
-  if (kIsa == Isa::Avx512) return avx512_prims::kernels::dequant<FMT>(p, out, n0, n1);
-  if (kIsa == Isa::Avx2) return avx2_prims::kernels::dequant<FMT>(p, out, n0, n1);
+  if (kIsa == Isa::Avx512) return avx512_prims::kernels::dequant<FMT>(p, out, base, n0, n1);
+  if (kIsa == Isa::Avx2) return avx2_prims::kernels::dequant<FMT>(p, out, base, n0, n1);
 #endif
-  dequant_scalar<FMT>(p, out, n0, n1);
+  dequant_scalar<FMT>(p, out, base, n0, n1);
 }
 
 // ------------------------------------------------------------------ ops
@@ -364,26 +414,93 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
   return y;
 }
 
+// Rows [n0, n1) of W into out (row n0 first) as out's dtype, float32 or bfloat16, on all threads.
+void dequantize_rows(const Packed& p, int64_t fmt, at::Tensor& out, int64_t n0, int64_t n1) {
+  const bool bf16 = out.scalar_type() == at::kBFloat16;
+  void* op = out.data_ptr();
+  dispatch(fmt, [&](auto f) {
+    at::parallel_for(n0, n1, grain(p.K), [&](int64_t a, int64_t b) {
+      if (bf16)
+        run_dequant<decltype(f)::value>(p, static_cast<uint16_t*>(op), n0, a, b);
+      else
+        run_dequant<decltype(f)::value>(p, static_cast<float*>(op), n0, a, b);
+    });
+  });
+}
+
 at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins, int64_t fmt,
-                      int64_t K) {
+                      int64_t K, at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "dequantize: dtype must be float32 or bfloat16");
   const int64_t N = w.size(0);
   const Packed p = unpack(w, scales, mins, fmt, K);
-  at::Tensor out = at::empty({N, K}, at::TensorOptions().dtype(at::kFloat));
-  float* op = out.data_ptr<float>();
-  dispatch(fmt, [&](auto f) {
-    at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) { run_dequant<decltype(f)::value>(p, op, n0, n1); });
-  });
+  at::Tensor out = at::empty({N, K}, at::TensorOptions().dtype(dtype));
+  dequantize_rows(p, fmt, out, 0, N);
   return out;
 }
 
-// One head of one row of the WKV-7 decode step, in place on S [N, N] (value index i, key index j), exactly the
-// equations of TimeMix for T = 1: normalised kk, key scaled by the in-context rate, the state update
-// S = S * decay + (S a) b^T + v k^T with a = -kk and b = kk * iclr, y = S r, GroupNorm of y, plus the bonus
-// (r * k * r_k).sum() * v.
+// x [M, K] @ W^T for prefill (M large: compute-bound), in x's dtype (float32 or bfloat16). W is dequantised
+// `block` rows at a time into one small scratch that stays in cache, and each block's GEMM (torch's) writes
+// its columns of y: no full-size dense copy of W is ever made (64 MB of float32 for a 1.5B FFN matrix, page
+// faults included, which made compressed prefill slower than float32).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
+                  int64_t fmt, int64_t block) {
+  TORCH_CHECK(x.dim() == 2 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "x must be float32 or bfloat16 [M, K]");
+  TORCH_CHECK(block > 0, "block must be positive");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  at::Tensor y = at::empty({M, N}, x.options());
+  at::Tensor scratch = at::empty({std::min(block, N), K}, x.options());
+  for (int64_t n0 = 0; n0 < N; n0 += block) {
+    const int64_t rows = std::min(block, N - n0);
+    at::Tensor part = scratch.narrow(0, 0, rows);
+    dequantize_rows(p, fmt, part, n0, n0 + rows);
+    at::Tensor out = y.narrow(1, n0, rows);
+    at::mm_out(out, x, part.t());
+  }
+  return y;
+}
+
+// ------------------------------------------------------------------ the per-token ops of a decode step
+// A decode step dispatches a few dozen small ops per layer besides the GEMVs (~3-10 us each from Python);
+// these fuse them: shift_mix_ (LayerNorm + token shift + the interpolations) and time_mix_ (the LoRAs, the
+// value residual, the WKV-7 state update, GroupNorm, bonus and output gate). Same equations as TimeMix /
+// ChannelMix for T = 1, float32 throughout.
+
+// For each value row i of one head's state S [N, N] (key index j): S_i = S_i * decay + (S_i . a) b + v_i kmod
+// with a = -kk, then y_i = S_i . r.
 RWKV7_CLONES
+void wkv_rows_scalar(float* S, const float* kk, const float* decay, const float* b, const float* kmod,
+                     const float* r, const float* v, float* y, int64_t N) {
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = S + i * N;
+    float sa = 0.f;
+    for (int64_t j = 0; j < N; ++j) sa -= row[j] * kk[j];
+    float acc = 0.f;
+    for (int64_t j = 0; j < N; ++j) {
+      row[j] = row[j] * decay[j] + sa * b[j] + v[i] * kmod[j];
+      acc += row[j] * r[j];
+    }
+    y[i] = acc;
+  }
+}
+
+void run_wkv_rows(float* S, const float* kk, const float* decay, const float* b, const float* kmod, const float* r,
+                  const float* v, float* y, int64_t N) {
+#ifdef RWKV7_X86
+  if (kIsa == Isa::Avx512 && N % avx512_prims::L == 0)
+    return avx512_prims::kernels::wkv_rows(S, kk, decay, b, kmod, r, v, y, N);
+  if (kIsa != Isa::Portable && N % avx2_prims::L == 0)
+    return avx2_prims::kernels::wkv_rows(S, kk, decay, b, kmod, r, v, y, N);
+#endif
+  wkv_rows_scalar(S, kk, decay, b, kmod, r, v, y, N);
+}
+
+// One head: normalised kk, key scaled by the in-context rate, decay exp(-exp(-0.5) sigmoid(d)), the state
+// update with b = kk * iclr, GroupNorm of y, plus the bonus (r * kmod * r_k).sum() * v; times the gate g.
 void wkv_head(float* S, const float* r, const float* d, const float* k, const float* v, const float* iclr,
-              const float* k_k, const float* k_a, const float* r_k, const float* ln_w, const float* ln_b,
-              float* y, int64_t N, float eps) {
+              const float* g, const float* k_k, const float* k_a, const float* r_k, const float* ln_w,
+              const float* ln_b, float* y, int64_t N, float eps) {
   constexpr float kLogDecayScale = -0.60653065971263342f;  // -exp(-0.5)
   float kk[64], kmod[64], decay[64], b[64];
   float norm = 0.f;
@@ -400,54 +517,110 @@ void wkv_head(float* S, const float* r, const float* d, const float* k, const fl
     b[j] = kk[j] * iclr[j];
     bonus += r[j] * kmod[j] * r_k[j];
   }
+  run_wkv_rows(S, kk, decay, b, kmod, r, v, y, N);
   float mean = 0.f;
-  for (int64_t i = 0; i < N; ++i) {
-    float* row = S + i * N;
-    float sa = 0.f;
-    for (int64_t j = 0; j < N; ++j) sa -= row[j] * kk[j];
-    float acc = 0.f;
-    for (int64_t j = 0; j < N; ++j) {
-      row[j] = row[j] * decay[j] + sa * b[j] + v[i] * kmod[j];
-      acc += row[j] * r[j];
-    }
-    y[i] = acc;
-    mean += acc;
-  }
+  for (int64_t i = 0; i < N; ++i) mean += y[i];
   mean /= float(N);
   float var = 0.f;
   for (int64_t i = 0; i < N; ++i) var += (y[i] - mean) * (y[i] - mean);
   const float rstd = 1.f / std::sqrt(var / float(N) + eps);
-  for (int64_t i = 0; i < N; ++i) y[i] = (y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i];
+  for (int64_t i = 0; i < N; ++i) y[i] = ((y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i]) * g[i];
 }
 
-at::Tensor wkv_step_(at::Tensor& state, const at::Tensor& r, const at::Tensor& d, const at::Tensor& k,
-                     const at::Tensor& v, const at::Tensor& iclr, const at::Tensor& k_k, const at::Tensor& k_a,
-                     const at::Tensor& r_k, const at::Tensor& ln_w, const at::Tensor& ln_b, double eps) {
+// y [N] = x [K] @ W [K, N], W row-major: the layout of the LoRA matrices (x @ w1, then h @ w2)
+RWKV7_CLONES
+void vecmat(const float* x, const float* W, int64_t K, int64_t N, float* y) {
+  std::fill(y, y + N, 0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    const float xk = x[k];
+    const float* w = W + k * N;
+    for (int64_t n = 0; n < N; ++n) y[n] += xk * w[n];
+  }
+}
+
+enum class Act { None, Tanh, Sigmoid };
+inline float activate(Act a, float v) {
+  return a == Act::Tanh ? std::tanh(v) : a == Act::Sigmoid ? 1.f / (1.f + std::exp(-v)) : v;
+}
+
+// A LoRA of TimeMix: out = outer(bias + inner(x @ A) @ B), A [C, dim], B [dim, C], bias [C] or none.
+struct Lora {
+  const float *bias, *A, *B;
+  int64_t dim;
+  Act inner, outer;
+  void operator()(const float* x, float* h, float* out, int64_t C) const {
+    vecmat(x, A, C, dim, h);
+    for (int64_t j = 0; j < dim; ++j) h[j] = activate(inner, h[j]);
+    vecmat(h, B, dim, C, out);
+    for (int64_t c = 0; c < C; ++c) out[c] = activate(outer, (bias ? bias[c] : 0.f) + out[c]);
+  }
+};
+
+const float* f32(const at::Tensor& t, int64_t numel, const char* what) {
+  TORCH_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat && t.numel() == numel, what,
+              " must be contiguous float32 with ", numel, " elements, got ", t.sizes());
+  return t.data_ptr<float>();
+}
+
+Lora make_lora(const at::Tensor& bias, const at::Tensor& A, const at::Tensor& B, int64_t C, Act inner, Act outer) {
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == C, "LoRA matrices must be [C, dim] and [dim, C]");
+  const int64_t dim = A.size(1);
+  return {bias.defined() ? f32(bias, C, "LoRA bias") : nullptr, f32(A, C * dim, "LoRA A"), f32(B, dim * C, "LoRA B"),
+          dim, inner, outer};
+}
+
+// The TimeMix decode step after the r / k / v GEMVs, for rows b of [B, C]: returns the gated WKV output
+// (what the output projection takes) and updates state [B, H, N, N] in place. mixed [6, B, C] holds the token-
+// shift interpolations for r, w, k, v, a, g (shift_mix_); v_first is empty in layer 0 (no value residual).
+// params: w0 w1 w2 a0 a1 a2 v0 v1 v2 g1 g2 k_k k_a r_k ln_x.weight ln_x.bias (v0-v2 undefined in layer 0).
+at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tensor& r, const at::Tensor& k,
+                     const at::Tensor& v, const at::Tensor& v_first, at::TensorList params, double eps) {
   TORCH_CHECK(state.dim() == 4 && state.is_contiguous() && state.scalar_type() == at::kFloat,
               "state must be a contiguous float32 [B, H, N, N] tensor");
   const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
   TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
-  for (const at::Tensor* t : {&r, &d, &k, &v, &iclr, &k_k, &k_a, &r_k, &ln_w, &ln_b})
-    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == at::kFloat && t->numel() % C == 0,
-                "wkv_step_ inputs must be contiguous float32 with C = ", C, " columns");
+  TORCH_CHECK(params.size() == 16, "time_mix_ takes 16 parameters");
+  const float* xm = f32(mixed, 6 * B * C, "mixed");
+  const float *rp = f32(r, B * C, "r"), *kp = f32(k, B * C, "k"), *vp = f32(v, B * C, "v");
+  const bool residual = v_first.numel() > 0;
+  const float* vf = residual ? f32(v_first, B * C, "v_first") : nullptr;
+  const auto& P = params;
+  const Lora w_lora = make_lora(P[0], P[1], P[2], C, Act::Tanh, Act::None);
+  const Lora a_lora = make_lora(P[3], P[4], P[5], C, Act::None, Act::Sigmoid);
+  const Lora v_lora = residual ? make_lora(P[6], P[7], P[8], C, Act::None, Act::Sigmoid) : Lora{};
+  const Lora g_lora = make_lora(at::Tensor(), P[9], P[10], C, Act::Sigmoid, Act::None);
+  const float *k_k = f32(P[11], C, "k_k"), *k_a = f32(P[12], C, "k_a"), *r_k = f32(P[13], C, "r_k"),
+              *ln_w = f32(P[14], C, "ln_x.weight"), *ln_b = f32(P[15], C, "ln_x.bias");
+  const int64_t dim = std::max({w_lora.dim, a_lora.dim, v_lora.dim, g_lora.dim});
   at::Tensor y = at::empty({B, C}, r.options());
-  float* S = state.data_ptr<float>();
-  const float *rp = r.data_ptr<float>(), *dp = d.data_ptr<float>(), *kp = k.data_ptr<float>(),
-              *vp = v.data_ptr<float>(), *ip = iclr.data_ptr<float>();
-  const float *kkp = k_k.data_ptr<float>(), *kap = k_a.data_ptr<float>(), *rkp = r_k.data_ptr<float>(),
-              *lwp = ln_w.data_ptr<float>(), *lbp = ln_b.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
+  float* S = state.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
 #ifdef RWKV7_X86
     // Flush denormals in this thread for the duration: long contexts drive decayed state entries below 1e-38,
     // where x86 arithmetic is ~100x slower; values that small never change a result.
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | 0x8040);
 #endif
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / H, h = t % H, o = b * C + h * N;
-      wkv_head(S + t * N * N, rp + o, dp + o, kp + o, vp + o, ip + o, kkp + h * N, kap + h * N, rkp + h * N,
-               lwp + h * N, lbp + h * N, yp + o, N, float(eps));
+    std::vector<float> scratch(4 * C + dim);
+    float *d = scratch.data(), *iclr = d + C, *g = iclr + C, *vv = g + C, *h = vv + C;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t o = b * C;
+      const auto x_of = [&](int64_t m) { return xm + (m * B + b) * C; };  // mixed[m, b]
+      w_lora(x_of(1), h, d, C);
+      a_lora(x_of(4), h, iclr, C);
+      g_lora(x_of(5), h, g, C);
+      if (residual) {
+        v_lora(x_of(3), h, vv, C);  // the gate
+        for (int64_t c = 0; c < C; ++c) vv[c] = vp[o + c] + (vf[o + c] - vp[o + c]) * vv[c];
+      } else {
+        std::copy(vp + o, vp + o + C, vv);
+      }
+      for (int64_t hd = 0; hd < H; ++hd) {
+        const int64_t c = hd * N;
+        wkv_head(S + (b * H + hd) * N * N, rp + o + c, d + c, kp + o + c, vv + c, iclr + c, g + c, k_k + c, k_a + c,
+                 r_k + c, ln_w + c, ln_b + c, yp + o + c, N, float(eps));
+      }
     }
 #ifdef RWKV7_X86
     _mm_setcsr(csr);
@@ -456,15 +629,47 @@ at::Tensor wkv_step_(at::Tensor& state, const at::Tensor& r, const at::Tensor& d
   return y;
 }
 
+// LayerNorm of x [B, C], then the token shift: out[m] = xn + (x_prev - xn) * mixes[m] for each mix vector,
+// and x_prev = xn (in place). Returns [len(mixes), B, C].
+at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor& ln_w, const at::Tensor& ln_b,
+                      double eps, at::TensorList mixes) {
+  TORCH_CHECK(x.dim() == 2, "x must be [B, C]");
+  const int64_t B = x.size(0), C = x.size(1), n = static_cast<int64_t>(mixes.size());
+  const float *xp = f32(x, B * C, "x"), *w = f32(ln_w, C, "ln weight"), *bias = f32(ln_b, C, "ln bias");
+  float* prev = const_cast<float*>(f32(x_prev, B * C, "x_prev"));
+  std::vector<const float*> mix(n);
+  for (int64_t m = 0; m < n; ++m) mix[m] = f32(mixes[m], C, "mix vector");
+  at::Tensor out = at::empty({n, B, C}, x.options());
+  float* op = out.data_ptr<float>();
+  std::vector<float> xn(C);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = xp + b * C;
+    float mean = 0.f, var = 0.f;
+    for (int64_t c = 0; c < C; ++c) mean += row[c];
+    mean /= float(C);
+    for (int64_t c = 0; c < C; ++c) var += (row[c] - mean) * (row[c] - mean);
+    const float rstd = 1.f / std::sqrt(var / float(C) + float(eps));
+    float* pr = prev + b * C;
+    for (int64_t c = 0; c < C; ++c) xn[c] = (row[c] - mean) * rstd * w[c] + bias[c];
+    for (int64_t m = 0; m < n; ++m)
+      for (int64_t c = 0; c < C; ++c) op[(m * B + b) * C + c] = xn[c] + (pr[c] - xn[c]) * mix[m][c];
+    std::copy(xn.begin(), xn.end(), pr);
+  }
+  return out;
+}
+
 int64_t isa() { return static_cast<int64_t>(kIsa); }
 
 }  // namespace
 
 TORCH_LIBRARY(rwkv7_cpu, m) {
   m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt) -> Tensor", &gemv);
-  m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K) -> Tensor", &dequantize);
-  m.def("wkv_step_(Tensor(a!) state, Tensor r, Tensor d, Tensor k, Tensor v, Tensor iclr, Tensor k_k, "
-        "Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps) -> Tensor",
-        &wkv_step_);
+  m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K, ScalarType dtype) -> Tensor", &dequantize);
+  m.def("linear(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, int block) -> Tensor", &linear);
+  m.def("time_mix_(Tensor(a!) state, Tensor mixed, Tensor r, Tensor k, Tensor v, Tensor v_first, "
+        "Tensor[] params, float eps) -> Tensor",
+        &time_mix_);
+  m.def("shift_mix_(Tensor x, Tensor(a!) x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes) -> Tensor",
+        &shift_mix_);
   m.def("isa() -> int", &isa);
 }

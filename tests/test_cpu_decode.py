@@ -1,0 +1,69 @@
+"""The fused ops of the CPU decode step (`model/cpu_decode.py`) against the equations written out in plain
+torch; whole decode steps against the `rwkv` package are in test_model_oracle.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from rwkv7_provider.kernels import wkv7_reference
+from rwkv7_provider.model import cpu_kernels
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+
+
+def test_shift_mix_is_layer_norm_and_token_shift():
+    g = torch.Generator().manual_seed(0)
+    B, C = 3, 192
+    x, prev = torch.randn(B, C, generator=g) * 2 + 0.5, torch.randn(B, C, generator=g)
+    w, b = torch.rand(C, generator=g) + 0.5, torch.randn(C, generator=g) * 0.1
+    mixes = [torch.rand(1, 1, C, generator=g) for _ in range(3)]
+    xn = F.layer_norm(x, (C,), w, b, 1e-5)
+    want = torch.stack([xn + (prev - xn) * m.view(C) for m in mixes])
+    got_prev = prev.clone()
+    got = cpu_kernels.shift_mix_(x, got_prev, w, b, 1e-5, mixes)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_prev, xn, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["layer0", "value_residual"])
+def test_time_mix_matches_the_equations(residual):
+    """TimeMix between the r/k/v and output projections, written out with the sequential WKV reference."""
+    g = torch.Generator().manual_seed(1)
+    B, H, N = 3, 2, 64
+    C = H * N
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g) * scale
+
+    state = rand(B, H, N, N, scale=0.1)
+    mixed, r, k, v, v_first = rand(6, B, C), rand(B, C), rand(B, C), rand(B, C), rand(B, C)
+    w0, a0, v0 = rand(1, 1, C, scale=0.5), rand(1, 1, C, scale=0.5), rand(1, 1, C, scale=0.5)
+    w1, w2, a1, a2 = rand(C, 16, scale=0.1), rand(16, C, scale=0.1), rand(C, 8, scale=0.1), rand(8, C, scale=0.1)
+    v1, v2, g1, g2 = rand(C, 12, scale=0.1), rand(12, C, scale=0.1), rand(C, 24, scale=0.1), rand(24, C, scale=0.1)
+    k_k, k_a = rand(1, 1, C, scale=0.1) + 0.85, rand(1, 1, C, scale=0.1) + 1
+    r_k, ln_w, ln_b = rand(H, N, scale=0.3), rand(C, scale=0.1) + 1, rand(C, scale=0.1)
+
+    _, xw, _, xv, xa, xg = mixed
+    d = w0.view(C) + torch.tanh(xw @ w1) @ w2
+    iclr = torch.sigmoid(a0.view(C) + (xa @ a1) @ a2)
+    gate = torch.sigmoid(xg @ g1) @ g2
+    v_in = v + (v_first - v) * torch.sigmoid(v0.view(C) + (xv @ v1) @ v2) if residual else v
+    kk = F.normalize((k * k_k.view(C)).view(B, H, N), dim=-1, eps=1e-12).view(B, C)
+    k_mod = k * (1 + (iclr - 1) * k_a.view(C))
+    log_w = -math.exp(-0.5) * torch.sigmoid(d)
+    heads = [t.reshape(B, 1, H, N) for t in (r, log_w, k_mod, v_in, -kk, kk * iclr)]
+    y, want_state = wkv7_reference(*heads, state)
+    y = F.group_norm(y.reshape(B, C), H, ln_w, ln_b, eps=64e-5)
+    y = y + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v_in.view(B, H, N)).view(B, C)
+    want = y * gate
+
+    none = torch.empty(0)
+    lora_v = [v0, v1, v2] if residual else [none] * 3
+    params = [w0, w1, w2, a0, a1, a2, *lora_v, g1, g2, k_k, k_a, r_k, ln_w, ln_b]
+    got_state = state.clone()
+    got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else none, params, 64e-5)
+    torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
