@@ -3,7 +3,10 @@
 Builds a random model of the 0.1B World shape (L12, C768, V65536, LoRA ranks 64/64/32/128), then runs
 each implementation in its own subprocess (so peak RSS is per implementation) with the same threads:
 prefill tokens/s at T = 128 and 1024 (median of --repeats), decode tokens/s over --decode-steps, peak RSS.
-Prints a table with the ratios ours / rwkv. Usage: python bench/bench_cpu.py [--threads 2]
+Prints a table with the ratios ours / rwkv, then the GEMM bound of prefill: the tokens/s that the model's fp32
+matrix products alone allow (timed in the same subprocess) and the share of it that ours reaches.
+--profile adds torch.profiler's top operators for one of our prefills at the longest T.
+Usage: python bench/bench_cpu.py [--threads 2] [--profile]
 """
 
 from __future__ import annotations
@@ -47,7 +50,36 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run_ours(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
+def gemm_seconds(T: int, repeats: int) -> float:
+    """Time of the model's fp32 matrix products alone for a T-token prefill: per layer r, k, v, output, the FFN
+    and the LoRAs (no value LoRA in layer 0). Prefill can approach but not beat this."""
+    from rwkv7_provider.model import RWKV7Config
+
+    config = RWKV7Config(**SHAPE)
+    C = config.n_embd
+    shapes = [(C, C)] * 4 + [(C, config.ffn_dim), (config.ffn_dim, C)]
+    for rank in (config.dim_w, config.dim_a, config.dim_g, config.dim_v):  # value LoRA last
+        shapes += [(C, rank), (rank, C)]
+    mats = [(torch.randn(T, n_in), torch.randn(n_out, n_in)) for n_in, n_out in shapes]
+
+    def products():
+        for layer in range(config.n_layer):
+            for x, w in mats[: -2 if layer == 0 else None]:
+                torch.nn.functional.linear(x, w)
+
+    return timed(products, repeats)
+
+
+def profile_prefill(model, ids: torch.Tensor, rows: int = 15) -> str:
+    """torch.profiler's operators by self CPU time for one prefill (after the timed runs, so warm)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(ids, last_only=True)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def run_ours(path: Path, lengths: list[int], steps: int, repeats: int, profile: bool = False) -> dict:
     from rwkv7_provider.model import RWKV7
 
     model = RWKV7.from_pretrained(path)
@@ -56,6 +88,8 @@ def run_ours(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
     with torch.inference_mode():
         for T in lengths:
             out[f"prefill_{T}"] = T / timed(lambda T=T: model(ids[:T].view(1, -1), last_only=True), repeats)
+        if profile:
+            out["profile"] = profile_prefill(model, ids.view(1, -1))
 
         def decode():
             state = None
@@ -66,7 +100,7 @@ def run_ours(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
     return out
 
 
-def run_rwkv(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
+def run_rwkv(path: Path, lengths: list[int], steps: int, repeats: int, profile: bool = False) -> dict:
     os.environ["RWKV_V7_ON"], os.environ["RWKV_CUDA_ON"] = "1", "0"
     from rwkv.model import RWKV
 
@@ -86,10 +120,15 @@ def run_rwkv(path: Path, lengths: list[int], steps: int, repeats: int) -> dict:
     return out
 
 
+def run_gemm(path: Path, lengths: list[int], steps: int, repeats: int, profile: bool = False) -> dict:
+    """The GEMM bound in a subprocess of its own, so that its buffers count in nobody's peak RSS."""
+    return {f"gemm_bound_{T}": T / gemm_seconds(T, repeats) for T in lengths}
+
+
 def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    fn = run_ours if args.worker == "ours" else run_rwkv
-    result = fn(Path(args.checkpoint), args.lengths, args.decode_steps, args.repeats)
+    fn = {"ours": run_ours, "rwkv": run_rwkv, "gemm": run_gemm}[args.worker]
+    result = fn(Path(args.checkpoint), args.lengths, args.decode_steps, args.repeats, args.profile)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -100,7 +139,8 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 1024])
     p.add_argument("--decode-steps", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--worker", choices=["ours", "rwkv"], help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of our prefill")
+    p.add_argument("--worker", choices=["ours", "rwkv", "gemm"], help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -111,10 +151,11 @@ def main() -> None:
         log.info("building a random 0.1B-shape checkpoint ...")
         build_checkpoint(path)
         results = {}
-        for name in ("rwkv", "ours"):
+        for name in ("rwkv", "ours", "gemm"):
             log.info("running %s (threads=%d) ...", name, args.threads)
             cmd = [sys.executable, __file__, "--worker", name, "--checkpoint", str(path), "--threads", str(args.threads),
                    "--decode-steps", str(args.decode_steps), "--repeats", str(args.repeats), "--lengths", *map(str, args.lengths)]
+            cmd += ["--profile"] if args.profile and name == "ours" else []
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = [f"prefill_{T}" for T in args.lengths] + ["decode", "peak_rss_mb"]
@@ -123,6 +164,12 @@ def main() -> None:
         a, b = results["rwkv"][row], results["ours"][row]
         unit = "MB" if row == "peak_rss_mb" else "tok/s"
         log.info("%-14s %9.1f %s %9.1f %s %7.2fx", row, a, unit[:2], b, unit[:2], b / a)
+    for T in args.lengths:
+        bound = results["gemm"][f"gemm_bound_{T}"]
+        log.info("GEMM bound at T=%d: %.0f tok/s (fp32 matrix products alone); ours reaches %.0f%% of it",
+                 T, bound, 100 * results["ours"][f"prefill_{T}"] / bound)
+    if args.profile:
+        log.info("\nour prefill at T=%d, operators by self CPU time:\n%s", max(args.lengths), results["ours"]["profile"])
 
 
 if __name__ == "__main__":
