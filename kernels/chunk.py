@@ -12,13 +12,14 @@ y_t = S_{t-1} (r_t e^{w_t}) + u_t (b_t.r_t) + v_t (k_t.r_t) need the same intera
     S_next = S0 diag(e^{g_C}) + U^T B̂ + V^T K̂          (B̂, K̂) = (b, k) e^{g_C - g}
 where M_xy is A_xy with query r' plus the diagonal x_t.y_t. Everything except U and S_next is batched over all
 chunks at once; the chunk-to-chunk pass computes only U = P S^T + W and S_next (two small matmuls per chunk),
-and Y is one batched product over the states it leaves behind.
+and Y is batched again over the states each chunk started from.
 
 The interaction matrices come in one of two forms, both exact; neither evaluates a positive exponent that could
 overflow:
-- flat (every chunk whose total decay |g_C| is at most MAX_FLAT_DECAY, which RWKV-7's log decay >= -0.61 per
-  token guarantees for chunks up to 64 tokens): e^{gx_t - g_s} = e^{gx_t} e^{-g_s}, so the four matrices are one
-  [2C, N] x [N, 2C] product per chunk, masked to the lower triangle. Factors stay within [e^{-D}, e^{D}].
+- flat (when every chunk's total decay D = |g_C| is at most MAX_FLAT_DECAY, which RWKV-7's log decay >= -0.61 per
+  token guarantees for chunks up to 64 tokens): e^{gx_t - g_s} = e^{gx_t - g_C} e^{g_C - g_s}, queries scaled up
+  by at most e^D and keys down to exactly B̂, K̂, so the four matrices are one [2C, N] x [N, 2C] product per chunk,
+  masked (not multiplied: the discarded entries may be large) to their lower triangles.
 - tree (stronger decays): a chunk of C = sub * 2^L tokens is a binary tree over base blocks of `sub` tokens. A pair
   s < t in the two halves of a tree node factors through the last token m of the left half (gx_t <= g_m <= g_s):
   e^{gx_t - g_s} = e^{gx_t - g_m} e^{g_m - g_s}, both factors <= 1, so each level of the tree is one batched
@@ -33,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Largest total log decay |g_C| of a chunk for the flat form: its factors e^{-g} stay below e^{40} ~ 2e17, far
+# Largest total log decay |g_C| of a chunk for the flat form: its query factors stay below e^{40} ~ 2e17, far
 # from fp32's 3e38 even after products with the inputs and in the gradients.
 MAX_FLAT_DECAY = 40.0
 

@@ -40,6 +40,14 @@ def lora(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, bias: torch.Tens
     return torch.addmm(bias.view(-1), h.view(-1, h.shape[-1]), up).view(*x.shape[:-1], up.shape[-1])
 
 
+def head_norm(y: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """norm(y) for y [B, T, H, N] and a GroupNorm of H groups, as a layer norm over each head's N channels plus
+    the affine: the same function, but GroupNorm's CPU kernel is slow without spatial dimensions."""
+    B, T, H, N = y.shape
+    y = F.layer_norm(y.reshape(-1, N), (N,), eps=norm.eps).view(B, T, H * N)
+    return torch.addcmul(norm.bias, y, norm.weight)
+
+
 class TimeMix(nn.Module):
     """The attention-like half of a block: token shift, LoRA-modulated r/w/k/v/a/g, WKV-7, gated output."""
 
@@ -103,9 +111,9 @@ class TimeMix(nn.Module):
             keep = mask.view(B, T, 1, 1)
             w_in, k_in, v_in, a_in, b_in = (t * keep for t in (w_in, k_in, v_in, a_in, b_in))
         y, wkv_state = wkv7(r.view(heads), w_in, k_in, v_in, a_in, b_in, wkv_state)
-        y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
-        bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True) * v.view(heads)
-        y = y + bonus.view(B, T, C)
+        y = head_norm(y, self.ln_x).view(heads)
+        bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True)  # per head: v_t (r_t . k_t r_k)
+        y = torch.addcmul(y, bonus, v.view(heads)).view(B, T, C)
         return self.output(y * g), wkv_state, v_first
 
 
