@@ -8,8 +8,11 @@ take turns, one timed call each per round (after a warm-up), so a change in the 
 implementation alike (the machine is shared); --sequential runs one worker at a time instead, for shapes whose
 models do not fit in memory together. Rows: prefill tokens/s at each T and decode tokens/s (--decode-steps
 tokens from a fresh state; ours through `decode_step` + head, the engine's hot path), medians of --repeats
-rounds; peak RSS and our memory estimate. Prints the table with ratios against the `rwkv` package, then the
-decode aims. Usage: python bench/bench_cpu.py [--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4]
+rounds; peak RSS and our memory estimate. A further worker times the model's fp32 matrix products alone for
+each T: the GEMM bound of prefill (prefill can approach but not beat it). Prints the table with ratios against
+the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators for one of
+our fp32 prefills at the longest T.
+Usage: python bench/bench_cpu.py [--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4] [--profile]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ VOCAB = 65536
 # decode aims of issue 14: our decode / the rwkv package's fp32 decode
 # prefill lengths the workers can run (the `rwkv` package needs T >= 2 for its sequence path)
 PREFILL_MAX = 4096
+PREFILL_AIM = 2.0  # 0.1B shape, fp32, T = 1024: ours / the rwkv package
 AIMS = {("0.1b", "fp32"): 0.95, ("0.1b", "best"): 1.5, ("1.5b", "fp32"): 0.95, ("1.5b", "best"): 3.0}
 
 
@@ -68,6 +72,39 @@ def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, C
         return model(ids[:T].view(1, -1), last_only=True)
 
     return prefill, decode, {"estimate_mb": estimate_memory(path, quantize=quantize).weights_bytes / 2**20}
+
+
+def load_gemm(shape: str) -> Callable:
+    """prefill(T) doing only the model's fp32 matrix products for T tokens: per layer r, k, v, output, the FFN
+    and the LoRAs (no value LoRA in layer 0)."""
+    from rwkv7_provider.model import RWKV7Config
+
+    config = RWKV7Config(**SHAPES[shape])
+    C = config.n_embd
+    shapes = [(C, C)] * 4 + [(C, config.ffn_dim), (config.ffn_dim, C)]
+    for rank in (config.dim_w, config.dim_a, config.dim_g, config.dim_v):  # value LoRA last
+        shapes += [(C, rank), (rank, C)]
+    weights = [torch.randn(n_out, n_in) for n_in, n_out in shapes]
+    x = {n_in: torch.randn(PREFILL_MAX, n_in) for n_in, _ in shapes}
+
+    def prefill(T: int):
+        for layer in range(config.n_layer):
+            for w in weights[: -2 if layer == 0 else None]:
+                torch.nn.functional.linear(x[w.shape[1]][:T], w)
+
+    return prefill
+
+
+def profile_prefill(path: Path, T: int, rows: int = 15) -> str:
+    """torch.profiler's operators by self CPU time for one of our fp32 prefills (after a warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prefill, _, _ = load_ours(path, 1, None)
+    with torch.inference_mode():
+        prefill(T)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            prefill(T)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
 def load_rwkv(path: Path, steps: int) -> tuple[Callable, Callable, dict]:
@@ -105,6 +142,8 @@ def worker(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint)
     if args.worker == "rwkv":
         prefill, decode, extra = load_rwkv(path, args.decode_steps)
+    elif args.worker == "gemm":
+        prefill, decode, extra = load_gemm(args.shape), None, {}
     else:
         prefill, decode, extra = load_ours(path, args.decode_steps, None if args.worker == "fp32" else args.worker)
     print(json.dumps({"ready": True}), flush=True)
@@ -125,7 +164,7 @@ class Worker:
     def __init__(self, name: str, args: argparse.Namespace, path: Path) -> None:
         self.name = name
         cmd = [sys.executable, __file__, "--worker", name, "--checkpoint", str(path), "--threads", str(args.threads),
-               "--decode-steps", str(args.decode_steps)]
+               "--decode-steps", str(args.decode_steps), "--shape", args.shape]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._reply()
 
@@ -178,6 +217,7 @@ def main() -> None:
     p.add_argument("--decode-steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sequential", action="store_true", help="one worker at a time (models that do not fit together)")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of our fp32 prefill")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -187,6 +227,7 @@ def main() -> None:
     if max(args.lengths) > PREFILL_MAX or min(args.lengths) < 2:
         p.error(f"--lengths must lie in [2, {PREFILL_MAX}]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)  # the profile runs here
     names = ["rwkv", "fp32", *args.formats]
     metrics = [f"prefill_{T}" for T in args.lengths] + ["decode"]
     results: dict[str, dict] = {}
@@ -199,6 +240,9 @@ def main() -> None:
         for group in groups:
             log.info("starting %s (threads=%d) ...", ", ".join(group), args.threads)
             measure([Worker(n, args, path) for n in group], metrics, args.repeats, args.decode_steps, results)
+        log.info("timing the GEMM bound ...")
+        measure([Worker("gemm", args, path)], metrics[:-1], args.repeats, args.decode_steps, results)
+        profile = profile_prefill(path, max(args.lengths)) if args.profile else None
     rows = metrics + ["peak_rss_mb", "estimate_mb"]
     header = f"{'metric':<14}{'rwkv pkg':>10}" + "".join(f"{'ours ' + n:>12}{'ratio':>7}" for n in names[1:])
     mode = "one at a time" if args.sequential else "interleaved"
@@ -212,12 +256,22 @@ def main() -> None:
             value = results[n][row]
             line += f"{value:>12.1f}" + (f"{value / base:>6.2f}x" if base else f"{'':>7}")
         lines.append(line)
+    for T in args.lengths:
+        bound = results["gemm"][f"prefill_{T}"]
+        lines.append(f"GEMM bound at T={T}: {bound:.0f} tok/s (fp32 products alone); ours fp32 reaches "
+                     f"{100 * results['fp32'][f'prefill_{T}'] / bound:.0f}% of it")
+    if args.shape == "0.1b" and 1024 in args.lengths:
+        ratio = results["fp32"]["prefill_1024"] / results["rwkv"]["prefill_1024"]
+        lines.append(f"aim: prefill T=1024 fp32 / rwkv fp32 = {ratio:.2f}x (aim >= {PREFILL_AIM}x): "
+                     f"{'reached' if ratio >= PREFILL_AIM else 'NOT reached'}")
     best = max(names[1:], key=lambda n: results[n]["decode"])
     for kind, name in (("fp32", "fp32"), ("best", best)):
         ratio = results[name]["decode"] / results["rwkv"]["decode"]
         aim = AIMS[(args.shape, kind)]
         lines.append(f"aim: decode {name} / rwkv fp32 = {ratio:.2f}x (aim >= {aim}x): {'reached' if ratio >= aim else 'NOT reached'}")
     print("\n".join(lines))
+    if profile:
+        print(f"\nour fp32 prefill at T={max(args.lengths)}, operators by self CPU time:\n{profile}")
 
 
 if __name__ == "__main__":

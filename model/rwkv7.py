@@ -24,11 +24,32 @@ from .state import RWKV7State
 LOG_DECAY_SCALE = -math.exp(-0.5)
 
 
-def token_shift(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-    """x[t-1] - x[t] along T, with x_prev [B, C] standing in for x[-1]."""
-    if x.shape[1] == 1:  # decode: skip the concatenation
-        return x_prev.unsqueeze(1) - x
-    return torch.cat([x_prev.unsqueeze(1), x[:, :-1]], dim=1) - x
+def shifted(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+    """x[t-1] along T, with x_prev [B, C] standing in for x[-1] (a view when T = 1).
+
+    The token-shift mixes are lerp(x, shifted, mix) = x + mix * (x[t-1] - x[t]): one pass, no difference tensor.
+    """
+    if x.shape[1] == 1:
+        return x_prev.unsqueeze(1)
+    return torch.cat([x_prev.unsqueeze(1), x[:, :-1]], dim=1)
+
+
+def lora(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None = None, act=None):
+    """bias + act(x @ down) @ up, the bias added inside the second GEMM (no separate pass over [B, T, C])."""
+    h = x @ down
+    if act is not None:
+        h = act(h)
+    if bias is None:
+        return h @ up
+    return torch.addmm(bias.view(-1), h.view(-1, h.shape[-1]), up).view(*x.shape[:-1], up.shape[-1])
+
+
+def head_norm(y: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """norm(y) for y [B, T, H, N] and a GroupNorm of H groups, as a layer norm over each head's N channels plus
+    the affine: the same function, but GroupNorm's CPU kernel is slow without spatial dimensions."""
+    B, T, H, N = y.shape
+    y = F.layer_norm(y.reshape(-1, N), (N,), eps=norm.eps).view(B, T, H * N)
+    return torch.addcmul(norm.bias, y, norm.weight)
 
 
 class TimeMix(nn.Module):
@@ -69,25 +90,23 @@ class TimeMix(nn.Module):
         which leave the state exactly as it was: right padding never changes a row's result."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
-        dx = token_shift(x, x_prev)
         # the six token-shift interpolations in one op (fewer dispatches on the per-token decode path)
         mixes = torch.cat((self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)).unsqueeze(1)  # [6,1,1,C]
-        xr, xw, xk, xv, xa, xg = torch.addcmul(x, dx, mixes).unbind(0)
+        xr, xw, xk, xv, xa, xg = torch.lerp(x, shifted(x, x_prev), mixes).unbind(0)
 
         r = self.receptance(xr)
         k = self.key(xk)
         v = self.value(xv)
-        d = self.w0 + torch.tanh(xw @ self.w1) @ self.w2
-        log_w = LOG_DECAY_SCALE * torch.sigmoid(d.float())
-        iclr = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)
-        g = torch.sigmoid(xg @ self.g1) @ self.g2
+        log_w = LOG_DECAY_SCALE * torch.sigmoid(lora(xw, self.w1, self.w2, self.w0, torch.tanh).float())
+        iclr = torch.sigmoid(lora(xa, self.a1, self.a2, self.a0))
+        g = lora(xg, self.g1, self.g2, act=torch.sigmoid)
 
         kk = F.normalize((k * self.k_k).float().view(B, T, H, N), dim=-1, eps=1e-12)
-        k = k * (1 + (iclr - 1) * self.k_a)
+        k = k * torch.addcmul(1 - self.k_a, iclr, self.k_a)  # k * (1 + (iclr - 1) * k_a)
         if self.layer_id == 0:
             v_first = v
         else:
-            v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
+            v = torch.lerp(v, v_first, torch.sigmoid(lora(xv, self.v1, self.v2, self.v0)))
 
         heads = (B, T, H, N)
         iclr_f = iclr.float().view(heads)
@@ -96,9 +115,9 @@ class TimeMix(nn.Module):
             keep = mask.view(B, T, 1, 1)
             w_in, k_in, v_in, a_in, b_in = (t * keep for t in (w_in, k_in, v_in, a_in, b_in))
         y, wkv_state = wkv7(r.view(heads), w_in, k_in, v_in, a_in, b_in, wkv_state)
-        y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
-        bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True) * v.view(heads)
-        y = y + bonus.view(B, T, C)
+        y = head_norm(y, self.ln_x).view(heads)
+        bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True)  # per head: v_t (r_t . k_t r_k)
+        y = torch.addcmul(y, bonus, v.view(heads)).view(B, T, C)
         return self.output(y * g), wkv_state, v_first
 
 
@@ -112,7 +131,7 @@ class ChannelMix(nn.Module):
         self.value = nn.Linear(config.ffn_dim, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-        k = x + token_shift(x, x_prev) * self.x_k
+        k = torch.lerp(x, shifted(x, x_prev), self.x_k)
         return self.value(torch.relu(self.key(k)).square())
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rwkv7_provider.kernels import wkv7
-from rwkv7_provider.kernels.chunk import wkv7_chunk
+from rwkv7_provider.kernels import chunk, wkv7
+from rwkv7_provider.kernels.chunk import unit_lower_inverse, wkv7_chunk
 from rwkv7_provider.kernels.reference import wkv7_reference
 from rwkv7_provider.kernels.testing import wkv7_inputs
 
@@ -27,6 +27,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(params=["flat", "tree"])
+def form(request, monkeypatch):
+    """Run a test under each form of the interaction matrices: RWKV-7's decays take the flat form by themselves;
+    a negative bound sends every input to the tree form."""
+    if request.param == "tree":
+        monkeypatch.setattr(chunk, "MAX_FLAT_DECAY", -1.0)
+    return request.param
+
+
 def make_inputs(B: int, T: int, H: int, N: int, seed: int = 0) -> list[torch.Tensor]:
     return wkv7_inputs(B, T, H, N, seed=seed, with_state=False)[0]
 
@@ -39,7 +48,7 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.mark.parametrize("N", [64, 16])
 @pytest.mark.parametrize("T", [1, 15, 64, 200])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_forward_matches_reference(N: int, T: int, with_state: bool) -> None:
+def test_forward_matches_reference(N: int, T: int, with_state: bool, form: str) -> None:
     B, H = 2, 2
     xs = make_inputs(B, T, H, N, seed=T + N)
     state = torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(1)) * 0.5 if with_state else None
@@ -52,7 +61,7 @@ def test_forward_matches_reference(N: int, T: int, with_state: bool) -> None:
         assert rel_err(s, s_ref) < 1e-5, (chunk_size, rel_err(s, s_ref))
 
 
-def test_chunk_size_not_power_of_two() -> None:
+def test_chunk_size_not_power_of_two(form: str) -> None:
     xs = make_inputs(1, 50, 2, 16, seed=3)
     y_ref, s_ref = wkv7_reference(*xs)
     for chunk_size in (17, 24, 48):
@@ -60,7 +69,7 @@ def test_chunk_size_not_power_of_two() -> None:
         assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5, chunk_size
 
 
-def test_gradients_match_reference() -> None:
+def test_gradients_match_reference(form: str) -> None:
     B, T, H, N = 2, 37, 2, 32
     xs = make_inputs(B, T, H, N, seed=7)
     state = torch.randn(B, H, N, N, generator=torch.Generator().manual_seed(8)) * 0.5
@@ -89,15 +98,43 @@ def test_input_state_unchanged() -> None:
     assert s.data_ptr() != state.data_ptr()
 
 
-def test_strong_decay_stays_finite() -> None:
-    """Log decays far beyond RWKV-7's range: no exp overflow, so no inf/nan in values or gradients."""
+@pytest.mark.parametrize("scale", [60.0, 4.0])
+def test_strong_decay_stays_finite(scale: float) -> None:
+    """Log decays beyond RWKV-7's range take the tree form: no exp overflow, so no inf/nan in values or gradients.
+    60: down to -36 per token, -2300 over a chunk; 4: just past the flat form's bound over a 32-token chunk."""
     r, w, k, v, a, b = make_inputs(1, 64, 1, 16)
-    w = (w * 60).requires_grad_()  # down to -36 per token, -2300 over a chunk
+    w = (w * scale).requires_grad_()
+    assert (w.detach().view(2, 32, -1).sum(1) < -chunk.MAX_FLAT_DECAY).any()  # not the flat form
     y, s = wkv7_chunk(r, w, k, v, a, b)
     y_ref, s_ref = wkv7_reference(r, w, k, v, a, b)
     assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
     (y.sum() + s.sum()).backward()
     assert torch.isfinite(w.grad).all()
+
+
+def test_flat_form_at_its_decay_bound() -> None:
+    """A constant decay that puts every chunk just inside MAX_FLAT_DECAY: the flat form's largest factors
+    (e^{-g} ~ e^{40}) still give exact values and finite gradients that match the reference."""
+    r, w, k, v, a, b = make_inputs(1, 64, 2, 16, seed=5)
+    w = torch.full_like(w, -0.99 * chunk.MAX_FLAT_DECAY / 32)
+    leaves = [x.clone().requires_grad_() for x in (r, w, k, v, a, b)]
+    ref_leaves = [x.clone().requires_grad_() for x in (r, w, k, v, a, b)]
+    y, s = wkv7_chunk(*leaves)
+    y_ref, s_ref = wkv7_reference(*ref_leaves)
+    assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+    (y.sum() + s.sum()).backward()
+    (y_ref.sum() + s_ref.sum()).backward()
+    for x, x_ref in zip(leaves, ref_leaves):
+        assert torch.isfinite(x.grad).all() and rel_err(x.grad, x_ref.grad) < 1e-4
+
+
+@pytest.mark.parametrize("C", [1, 6, 32, 40])
+def test_unit_lower_inverse(C: int) -> None:
+    """(I - L)^{-1} by base-block solves and doubling, against a plain triangular solve."""
+    L = torch.randn(3, C, C, generator=torch.Generator().manual_seed(C)).tril(-1) * 0.3
+    eye = torch.eye(C).expand(3, C, C)
+    want = torch.linalg.solve_triangular(eye - L, eye, upper=False)
+    torch.testing.assert_close(unit_lower_inverse(L), want, atol=1e-5, rtol=1e-5)
 
 
 def test_low_precision_inputs() -> None:
