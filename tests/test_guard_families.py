@@ -7,7 +7,7 @@ import random
 import re
 
 from rwkv7_provider.guard.augment import augment
-from rwkv7_provider.guard.families import FAMILIES, HOLDOUT_EVERY, Family, family_examples, family_rows
+from rwkv7_provider.guard.families import FAMILIES, HOLDOUT_EVERY, TWINS, Family, family_examples, family_rows
 
 
 def frame_pattern(frame: str) -> re.Pattern:
@@ -43,11 +43,26 @@ def test_training_never_sees_the_heldout_slice_and_the_slice_is_fixed() -> None:
 def test_every_harm_shares_its_words_with_harmless_rows() -> None:
     rows = family_rows("train") + family_rows("heldout")
     for subject in ("a school", "hostage", "my neighbor's house", "passport number", "email password", "right to",
-                    "allowed to", "worthless", "pills", "Muslims", "gay", "shooting"):
+                    "allowed to", "worthless", "pills", "Muslims", "gay", "shooting", "fire", "parents"):
         labels = {ex.label for ex in rows if subject.lower() in ex.text.lower()}
         assert labels == {0, 1}, subject
     harmful = {fam.name for fam in FAMILIES if fam.label}
     assert harmful == {"violence-plan", "others-data", "rights-removal", "self-harm", "hate-generalisation"}
+
+
+def test_twins_are_aligned_frame_by_frame() -> None:
+    """Frame k of a harmful family and of its look-alike share structure and words (so they are held out
+    together and only the intent separates them)."""
+
+    def words(frame: str) -> set[str]:
+        return set(re.findall(r"[a-z']+", re.sub(r"\{\w+\}", " slot ", frame).lower()))
+
+    for harmful, lookalike in TWINS:
+        assert (harmful.label, lookalike.label) == (1, 0)
+        assert len(harmful.frames) == len(lookalike.frames), harmful.name
+        overlap = sorted(len(words(a) & words(b)) / len(words(a) | words(b))
+                         for a, b in zip(harmful.frames, lookalike.frames))
+        assert overlap[0] > 0.1 and overlap[len(overlap) // 2] >= 0.35, harmful.name
 
 
 def test_slots_and_sentences() -> None:
