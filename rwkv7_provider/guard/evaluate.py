@@ -206,12 +206,11 @@ class Report:
         first = self.operating_points[0][2]
         rate = {name: "FPR" if math.isnan(m.recall) else "recall" for name, m in first.items()}
         lines = ["", "Operating points (`block_threshold`: blocked when P(Yes) >= threshold):", "",
-                 "| threshold | recall | FPR | balanced acc. | " + " | ".join(f"{n} {r}" for n, r in rate.items()) + " |",
+                 "| threshold | recall | FPR | balanced acc. |" + "".join(f" {n} {r} |" for n, r in rate.items()),
                  "|---:|---:|---:|---:|" + "---:|" * len(rate)]
         for t, m, groups in self.operating_points:
-            cells = [_fmt(getattr(groups[n], r.lower())) for n, r in rate.items()]
-            lines.append(f"| {t:.2f} | {_fmt(m.recall)} | {_fmt(m.fpr)} | {_fmt(m.balanced_accuracy)} | "
-                         + " | ".join(cells) + " |")
+            cells = "".join(f" {_fmt(getattr(groups[n], r.lower()))} |" for n, r in rate.items())
+            lines.append(f"| {t:.2f} | {_fmt(m.recall)} | {_fmt(m.fpr)} | {_fmt(m.balanced_accuracy)} |" + cells)
         return lines
 
 
