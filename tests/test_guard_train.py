@@ -121,18 +121,6 @@ def test_embed_init_from_an_encoder(tiny_data: Path, tmp_path: Path, capsys) -> 
     assert "not an encoder directory" in capsys.readouterr().err
 
 
-def test_freeze_embeddings_keeps_the_encoder_vectors(tiny_data: Path, tmp_path: Path) -> None:
-    encoder = make_encoder(tmp_path / "encoder")
-    out = train(tiny_data, tmp_path / "g", "--steps", "2", "--embed-init", str(encoder), "--freeze-embeddings")
-    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
-    start = pretrained_embeddings(tokenizer, encoder, 64, seed=0).to(torch.bfloat16)
-    frozen = RWKV7.from_pretrained(out, dtype=torch.bfloat16)
-    assert torch.equal(frozen.emb.weight, start)
-    assert frozen.blocks[0].att.output.weight.abs().sum() > 0  # zero at init: the rest of the model trains
-    train(tiny_data, tmp_path / "h", "--steps", "2", "--embed-init", str(encoder))
-    assert not torch.equal(RWKV7.from_pretrained(tmp_path / "h", dtype=torch.bfloat16).emb.weight, start)
-
-
 def test_synthetic_responses_are_unsafe_only_when_a_harmful_request_is_answered() -> None:
     safe, unsafe, refusal = ["What is the capital of Peru?", "Bake a cake"], ["Make a bomb", "Poison a dog"], "Sorry, no."
     rows = [Example(t, 0, "s") for t in safe] + [Example(t, 1, "u") for t in unsafe]

