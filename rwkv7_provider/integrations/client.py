@@ -9,6 +9,7 @@ applies; the engine settings are read once, when the engine is first needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,7 @@ class RWKV7Client:
     ) -> Completion:
         options = self.options(stop, chat, overrides)
         if self.settings.choices:
-            done = self._scored(self.engine.score(prompt, self.settings.choices))
+            done = self._scored(self._decided(self.engine.score(prompt, self.settings.choices)))
         else:
             done = self._generated(self.engine.generate(prompt, options))
         return replace(done, text=clean_reply(done.text)) if chat else done
@@ -101,7 +102,7 @@ class RWKV7Client:
     ) -> Completion:
         options = self.options(stop, chat, overrides)
         if self.settings.choices:
-            done = self._scored(await self.engine.ascore(prompt, self.settings.choices))
+            done = self._scored(self._decided(await self.engine.ascore(prompt, self.settings.choices)))
         else:
             done = self._generated(await self.engine.agenerate(prompt, options))
         return replace(done, text=clean_reply(done.text)) if chat else done
@@ -113,7 +114,7 @@ class RWKV7Client:
         options = self.options(stop, chat, overrides)
         trim = _ReplyTrimmer(chat)
         if self.settings.choices:
-            yield from trim.feed(self.engine.score(prompt, self.settings.choices))
+            yield from trim.feed(self._decided(self.engine.score(prompt, self.settings.choices)))
             return
         deltas = self.engine.stream(prompt, options)
         for delta in deltas:
@@ -126,7 +127,7 @@ class RWKV7Client:
         options = self.options(stop, chat, overrides)
         trim = _ReplyTrimmer(chat)
         if self.settings.choices:
-            for out in trim.feed(await self.engine.ascore(prompt, self.settings.choices)):
+            for out in trim.feed(self._decided(await self.engine.ascore(prompt, self.settings.choices))):
                 yield out
             return
         deltas = self.engine.astream(prompt, options)
@@ -135,6 +136,20 @@ class RWKV7Client:
                 yield out
         for out in trim.feed(deltas.generation):
             yield out
+
+    def _decided(self, s: ScoreResult) -> ScoreResult:
+        """The answer under `block_threshold`: the first choice when its probability, normalised over the
+        choices, is >= the threshold, otherwise the most probable of the others; `probability` is the
+        answer's normalised probability. Without a threshold the engine's most probable choice stands."""
+        threshold = self.settings.block_threshold
+        if threshold is None:
+            return s
+        top = max(s.logprobs.values())
+        weights = {c: math.exp(lp - top) for c, lp in s.logprobs.items()}
+        total = sum(weights.values())
+        first, *others = self.settings.choices
+        best = first if weights[first] / total >= threshold else max(others, key=weights.__getitem__)
+        return replace(s, best=best, probability=weights[best] / total)
 
     @staticmethod
     def _generated(g: Generation) -> Completion:

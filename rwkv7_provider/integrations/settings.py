@@ -45,7 +45,8 @@ def check_device(device: str) -> str:
 class ProviderSettings(GenerationOptions):
     """Engine settings (`model` ... `cache_dir`, `max_batch_size`, `max_wait`, `max_prompt_tokens`) select and
     configure the shared engine; the generation options are this instance's defaults, overridable per call;
-    `choices` switches to answering by scoring."""
+    `choices` switches to answering by scoring, and `block_threshold` moves the point where the first choice (a
+    guard's "Yes", block) wins, so a deployment trades false positives for recall without retraining."""
 
     model: str = Field("default", description="checkpoint path, or 'default' for the embedded guard model")
     dtype: str | None = Field(None, description="float32 / bfloat16 / float16; None: the model's choice")
@@ -68,6 +69,13 @@ class ProviderSettings(GenerationOptions):
     choices: list[str] | None = Field(
         None, description="answer by scoring these strings (e.g. ['Yes', 'No']) instead of sampling"
     )
+    block_threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="with `choices`: the first choice is the answer when its probability, normalised over the "
+        "choices, is >= this; otherwise the most probable other choice. None: the most probable choice",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -80,6 +88,12 @@ class ProviderSettings(GenerationOptions):
                 details = "; ".join(f"{k!r}{suggest(k, known)}" for k in unknown)
                 raise ValueError(f"unknown rwkv7 parameter(s): {details}. Known parameters: {', '.join(known)}")
         return data
+
+    @model_validator(mode="after")
+    def _threshold_needs_choices(self) -> ProviderSettings:
+        if self.block_threshold is not None and not self.choices:
+            raise ValueError("block_threshold applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
+        return self
 
     @field_validator("dtype", "compute_dtype")
     @classmethod

@@ -35,7 +35,7 @@ def generation_info(done: Completion) -> dict[str, Any]:
 
 
 def identifying_params(settings: ProviderSettings) -> dict[str, Any]:
-    return {"model": settings.model, "choices": settings.choices} | {
+    return {"model": settings.model, "choices": settings.choices, "block_threshold": settings.block_threshold} | {
         k: getattr(settings, k) for k in GenerationOptions.names()
     }
 
