@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import torch_dtype
 from ..errors import ParameterError
 
 log = logging.getLogger(__name__)
 
 # bf16 must beat float32 by this much to be chosen: it rounds activations, so a tie is not worth it.
 BF16_MIN_SPEEDUP = 1.3
-COMPUTE_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,12 @@ def cpu_features() -> CpuFeatures:
 
 
 def parse_compute_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
-    if value is None or isinstance(value, torch.dtype):
-        if value not in (None, torch.float32, torch.bfloat16):
-            raise ParameterError(f"compute_dtype must be float32 or bfloat16, got {value}")
-        return value
-    try:
-        return COMPUTE_DTYPES[str(value).lower().removeprefix("torch.")]
-    except KeyError:
-        raise ValueError(f"unknown compute_dtype {value!r}; expected one of {sorted(COMPUTE_DTYPES)}") from None
+    """float32 / bfloat16, as a torch dtype or any spelling in `dtypes.DTYPE_NAMES`; None stays None."""
+    if isinstance(value, str):
+        value = torch_dtype(value)
+    if value is not None and value not in COMPUTE_DTYPES:
+        raise ParameterError(f"compute_dtype must be float32 or bfloat16, got {value!r}")
+    return value
 
 
 def _gemm_seconds(dtype: torch.dtype) -> float:

@@ -3,7 +3,8 @@
 Layers (each folder one layer, imports point down only): `integrations/` (NeMo Guardrails, LangChain) over
 `runtime/` (engine, prefix state cache, options), with `guard/` (the embedded guard's training pipeline and
 weights) beside them; `model/` (RWKV-7 in PyTorch) and `kernels/` (the WKV-7 operator) below; `errors.py`
-holds the one base class `RWKV7Error` of every error the package raises for bad input.
+holds the one base class `RWKV7Error` of every error the package raises for bad input, `dtypes.py` the dtype
+names every layer accepts.
 
 `import rwkv7_provider` is cheap: the public names below are imported on first access, so LangChain-only
 users never pay for nemoguardrails' import (seconds) and nobody pays for torch until a model is used.

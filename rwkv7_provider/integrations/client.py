@@ -53,9 +53,9 @@ def check_checkpoint(settings: ProviderSettings) -> None:
     """Fail at construction, not at the first request, when the checkpoint cannot be used: from its headers
     (a text file renamed .pth, a folder without weights, another RWKV generation, missing or mis-shaped
     tensors) and from the memory it would need in the chosen dtype / format on the chosen device."""
+    from ..dtypes import torch_dtype
     from ..model.checkpoint import inspect_checkpoint
     from ..model.loading import check_memory, estimate_memory
-    from ..runtime.options import torch_dtype
     from ..runtime.registry import resolve_model_path
 
     info = inspect_checkpoint(resolve_model_path(settings.model))

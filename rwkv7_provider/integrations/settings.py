@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ..dtypes import canonical_dtype
 from ..errors import ParameterError
 from ..runtime.options import (
     DEFAULT_MAX_PROMPT_TOKENS,
     DEFAULT_MAX_WAIT,
     GenerationOptions,
-    canonical_dtype,
     format_errors,
     suggest,
 )

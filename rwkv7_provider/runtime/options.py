@@ -1,5 +1,5 @@
-"""The one definition of every generation option, its default and its check; the dtype names; the engine
-defaults that the provider settings expose.
+"""The one definition of every generation option, its default and its check; the engine defaults that the
+provider settings expose.
 
 `GenerationOptions` is what `Engine.generate` / `stream` take (as keyword arguments or as one object), what
 the guardrails provider and the LangChain classes expose as parameters (their settings schema inherits it),
@@ -27,33 +27,6 @@ DEFAULT_MAX_TOKENS = 256
 # of a message can be steered by what it did not read.
 DEFAULT_MAX_PROMPT_TOKENS = 32768
 DEFAULT_MAX_WAIT = 0.002  # seconds an idle scheduler may wait to fill a batch, only right after serving several
-
-# dtype spellings accepted in configs -> canonical torch name
-DTYPE_NAMES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-}
-
-
-def canonical_dtype(name: Any) -> str | None:
-    """"bf16", "torch.bfloat16", torch.bfloat16 ... -> "bfloat16"; None stays None."""
-    if name is None:
-        return None
-    key = str(name).lower().removeprefix("torch.")
-    try:
-        return DTYPE_NAMES[key]
-    except KeyError:
-        raise ParameterError(f"unsupported dtype {name!r}; use one of float32, bfloat16, float16") from None
-
-
-def torch_dtype(name: Any):  # -> torch.dtype | None
-    """The torch dtype for a dtype name (see `canonical_dtype`)."""
-    import torch
-
-    canonical = canonical_dtype(name)
-    return None if canonical is None else getattr(torch, canonical)
-
 
 def suggest(name: str, known: list[str]) -> str:
     """' (did you mean 'x'?)' for a near miss, else ''."""

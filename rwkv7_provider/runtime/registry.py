@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import torch_dtype
 from ..errors import CheckpointError
 from ..model import RWKV7
 from ..model.checkpoint import default_dtype, resolve_checkpoint
 from ..model.tokenizer import Tokenizer, load_tokenizer
 from .engine import Engine
-from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, torch_dtype
+from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT
 
 log = logging.getLogger(__name__)
 
