@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from rwkv7_provider import cli
-from rwkv7_provider.errors import GuardDataError
+from rwkv7_provider.errors import GuardDataError, ParameterError
+from rwkv7_provider.guard import card as card_module
 from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.augment import augment
@@ -278,3 +279,23 @@ def test_templates_and_helpers() -> None:
     rows = [Example("a", 0, "s1"), Example("b", 1, "s2"), Example("c", 0, "s2")]
     assert split_by_source(rows, {"s2"}) == ([rows[0]], rows[1:])
     assert all(w > 0 for w in sample_weights(rows, source_cap=1))
+
+
+def test_a_run_on_every_source_quotes_its_recipe_card(tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    args = [a for a in TINY_ARGS if a != "--no-eval"]
+    recipe = tmp_path / "recipe"
+    guard_train.main(["--data-dir", str(tiny_data), "--out", str(recipe), *args, "--steps", "1"])
+    with pytest.raises(ParameterError, match="--recipe-card needs --heldout ''"):
+        guard_train.main(["--data-dir", str(tiny_data), "--out", str(tmp_path / "x"), *args, "--steps", "1",
+                          "--recipe-card", str(recipe / "MODEL_CARD.md")])
+    args[args.index("--heldout") + 1] = ""
+    guard_train.main(["--data-dir", str(tiny_data), "--out", str(tmp_path / "g"), *args, "--steps", "1",
+                      "--recipe-card", str(recipe / "MODEL_CARD.md")])
+    card = (tmp_path / "g" / "MODEL_CARD.md").read_text()
+    assert "Held-out sources: none" in card
+    chosen = card.split("## How this recipe was chosen", 1)[1]
+    assert "Held-out sources (never trained on; the metrics below): `toxigen-seed`, `truthfulqa`." in chosen
+    assert "#### input rail (held-out sources)" in chosen and "| guard |" in chosen
+    with pytest.raises(ValueError, match="no held-out sources or metrics"):
+        card_module.recipe_section("# a card without metrics")

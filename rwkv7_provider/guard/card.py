@@ -31,15 +31,31 @@ MAX_CARD_ROWS = {"input": 10_000, "output": 600}
 
 
 HELDOUT_NONE = """Held-out sources: none. These weights were trained on every source; the recipe's numbers on held-out
-sources come from the same command with the default `--heldout` (see "How this recipe was chosen" below)."""
+sources come from the same command with the default `--heldout` (see "How this recipe was chosen" below, when
+the run was given that run's card)."""
+RECIPE = """
+
+## How this recipe was chosen
+
+The same command with the default `--heldout` (the sources below never trained on) was scored on those
+sources; this section is that run's card. The recipe and the recommended `block_threshold` were chosen on these
+numbers, so they flatter it somewhat; the shipped weights also trained on these sources and cannot be scored on
+them. The tables above that remain unbiased for the shipped weights are the family slice (templates no run
+trains on).
+
+{heldout}
+
+{metrics}"""
 
 
-def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict) -> None:
+def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict,
+                     recipe: Path | None = None) -> None:
     """Evaluate the freshly trained guard and write MODEL_CARD.md beside the weights.
 
     Sections: each task's held-out sources (when the run held any out) and the held-out family slice, which
     no run trains on. At most MAX_CARD_ROWS rows per task are scored (every k-th row, so every source stays
     represented): the held-out bot responses are long, and the card must not cost more than the training run.
+    `recipe`: the card of the same recipe trained with sources held out, quoted for a run that held none out.
     """
     _, dev = split_by_source(load_data(data_dir), heldout)
     baselines = {task: baseline_for(data_dir, heldout, task) for task in TASKS}
@@ -53,7 +69,17 @@ def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str,
                      evaluate(out, family_rows("heldout"), "input", baselines["input"])))
     for title, report in sections:
         log.info("%s:\n%s", title, report.markdown())
-    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, sections))
+    recipe_md = recipe_section(recipe.read_text()) if recipe else ""
+    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, sections) + recipe_md)
+
+
+def recipe_section(card: str) -> str:
+    """The held-out sources line and the metrics of another run's card, as a section of this one."""
+    heldout = next((line for line in card.splitlines() if line.startswith("Held-out sources")), "")
+    if "## Metrics" not in card or "## Intended use" not in card or not heldout:
+        raise ValueError("the recipe card has no held-out sources or metrics: pass the card of a run with --heldout")
+    metrics = card.split("## Metrics", 1)[1].split("## Intended use", 1)[0].strip()
+    return RECIPE.format(heldout=heldout, metrics=metrics.replace("\n### ", "\n#### "))
 
 
 def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple[str, Report]]) -> str:

@@ -173,6 +173,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="bf16: autocast the forward to bfloat16 (weights and optimiser stay fp32); "
                         "default bf16 on cuda, fp32 on cpu")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation and the model card metrics")
+    p.add_argument("--recipe-card", type=Path,
+                   help="with --heldout '': the MODEL_CARD.md of the same recipe trained with sources held out; "
+                        "its held-out metrics go into this card (the weights do not depend on it)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -204,6 +207,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     t_start = time.time()
     heldout = {s for s in args.heldout.split(",") if s}
+    if args.recipe_card and (heldout or not args.recipe_card.is_file()):
+        raise ParameterError("--recipe-card needs --heldout '' and an existing MODEL_CARD.md of the held-out run")
     examples = load_data(args.data_dir)
     train_rows, dev_rows = split_by_source(examples, heldout)
     if not train_rows:
@@ -237,7 +242,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
                       checkpoint_every=args.checkpoint_every)
     # Settings that change the result; a run may resume with other threads or on another device.
     settings = {k: str(v) for k, v in vars(args).items()
-                if k not in ("no_progress", "no_eval", "threads", "checkpoint_every", "device")}
+                if k not in ("no_progress", "no_eval", "recipe_card", "threads", "checkpoint_every", "device")}
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s, %.2fM parameters, on %s (%s)", model.config, n_params / 1e6, device, args.precision)
     loss_fn = functools.partial(guard_loss, unsafe_weight=args.unsafe_weight,
@@ -264,7 +269,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if not args.no_eval:
         from .card import write_model_card
 
-        write_model_card(args.out, args.data_dir, heldout, command, info["guard"])
+        write_model_card(args.out, args.data_dir, heldout, command, info["guard"], recipe=args.recipe_card)
     log.info("guard written to %s in %.0f s", args.out, time.time() - t_start)
     return args.out
 
