@@ -94,19 +94,23 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     closed_loop(check, take(warmup), args.clients)  # warm-up: first-call costs out of the timings
     rates: dict[int, list[float]] = {1: [], args.clients: []}
     latencies: dict[int, list[float]] = {1: [], args.clients: []}
+    stats = engine.scheduler.stats
+    forwards = rows = 0  # of the concurrent phases only
     for r in range(args.rounds):
         for clients in (1, args.clients):
+            before = (stats.forwards, stats.forward_rows)
             rate, lat = closed_loop(check, take(args.checks), clients)
+            if clients > 1:
+                forwards, rows = forwards + stats.forwards - before[0], rows + stats.forward_rows - before[1]
             rates[clients].append(rate)
             latencies[clients] += lat
             log.info("%s round %d: %d client(s) %.1f checks/s", name, r + 1, clients, rate)
-    stats = engine.scheduler.stats
     return {
         "model": name,
         "rates": {c: statistics.median(v) for c, v in rates.items()},
         "p50": {c: pct(v, 0.5) for c, v in latencies.items()},
         "p99": {c: pct(v, 0.99) for c, v in latencies.items()},
-        "mean_rows": stats.forward_rows / max(1, stats.forwards),
+        "mean_rows": rows / max(1, forwards),
     }
 
 
@@ -172,11 +176,11 @@ def main() -> None:
     c = args.clients
     print(f"\nwarm self-checks (score Yes/No), {args.threads} torch threads, medians of {args.rounds} rounds")
     print(f"{'model':<7} {'1 client/s':>11} {f'{c} clients/s':>13} {'ratio':>7} {'p50 1':>8} {'p99 1':>8} "
-          f"{f'p50 {c}':>8} {f'p99 {c}':>8} {'rows/fwd':>9}")
+          f"{f'p50 {c}':>8} {f'p99 {c}':>8} {f'rows/fwd {c}':>12}")
     for r in rows:
         one, many = r["rates"][1], r["rates"][c]
         print(f"{r['model']:<7} {one:>11.1f} {many:>13.1f} {many / one:>6.2f}x {r['p50'][1]:>7.1f}ms "
-              f"{r['p99'][1]:>7.1f}ms {r['p50'][c]:>7.1f}ms {r['p99'][c]:>7.1f}ms {r['mean_rows']:>9.1f}")
+              f"{r['p99'][1]:>7.1f}ms {r['p50'][c]:>7.1f}ms {r['p99'][c]:>7.1f}ms {r['mean_rows']:>12.1f}")
     if args.long_prompts:
         long_prompts(args.threads)
     log.info("peak RSS of this process: %.0f MB", peak_rss_mb())
