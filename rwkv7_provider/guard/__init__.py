@@ -3,6 +3,7 @@
     prompts.py        the canonical self-check templates (what the shipped configs send) and paraphrases
     data.py           labeled JSONL: loading, held-out sources, rebalancing, the exact prompts
     augment.py        generated rows whose framing is label-neutral (look-alikes, lists, bot responses)
+    families.py       generated failure families (harmful requests and their look-alikes), a quarter held out
     embed_init.py     token embeddings started from a BERT-style encoder (training time only)
     scoring.py        how the guard answers a batch of checks (shared by training and evaluation)
     train.py          `rwkv7-provider train-guard`
