@@ -7,6 +7,7 @@ The WKV recurrence itself lives in `rwkv7_provider.kernels.wkv7` (sequential, ch
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +25,45 @@ from .state import RWKV7State
 LOG_DECAY_SCALE = -math.exp(-0.5)
 
 
-def shifted(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-    """x[t-1] along T, with x_prev [B, C] standing in for x[-1] (a view when T = 1).
+@dataclass(frozen=True)
+class Ragged:
+    """Right-padded rows [B, T] packed into one sequence [1, N] of their N real tokens.
+
+    Rows of a serving batch differ in length; padding them all to the longest wastes up to half of a prefill's
+    GEMMs. Packed, every per-token op (the GEMMs, most of the work) runs on real tokens only; just the WKV
+    recurrence, which is per row, runs on the padded layout, the padding entering it as identity tokens.
+    """
+
+    index: torch.Tensor  # [N] positions of the real tokens in the flattened [B * T] batch
+    first: torch.Tensor  # [B] packed position of each row's first token
+    last: torch.Tensor  # [B] packed position of each row's last token
+    rows: int
+    width: int
+
+    @classmethod
+    def from_lengths(cls, lengths: torch.Tensor, width: int) -> Ragged:
+        mask = torch.arange(width, device=lengths.device) < lengths[:, None]
+        last = lengths.cumsum(0) - 1
+        return cls(mask.flatten().nonzero().squeeze(1), last - lengths + 1, last, len(lengths), width)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, ...] -> [N, ...]"""
+        return x.reshape(self.rows * self.width, *x.shape[2:])[self.index]
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ...] -> [B, T, ...], zeros in the padding."""
+        out = x.new_zeros(self.rows * self.width, *x.shape[1:]).index_copy(0, self.index, x)
+        return out.view(self.rows, self.width, *x.shape[1:])
+
+
+def shifted(x: torch.Tensor, x_prev: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+    """x[t-1] along T, with x_prev [B, C] standing in for x[-1] (a view when T = 1); for packed rows (x [1, N, C])
+    each row's first token takes its own row of x_prev.
 
     The token-shift mixes are lerp(x, shifted, mix) = x + mix * (x[t-1] - x[t]): one pass, no difference tensor.
     """
+    if ragged is not None:
+        return torch.cat([x[:, :1], x[:, :-1]], dim=1).index_copy_(1, ragged.first, x_prev.unsqueeze(0))
     if x.shape[1] == 1:
         return x_prev.unsqueeze(1)
     return torch.cat([x_prev.unsqueeze(1), x[:, :-1]], dim=1)
@@ -83,16 +118,16 @@ class TimeMix(nn.Module):
         x_prev: torch.Tensor,
         wkv_state: torch.Tensor,
         v_first: torch.Tensor | None,
-        mask: torch.Tensor | None = None,
+        ragged: Ragged | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: LN1 output [B, T, C]; mask [B, T] (True = real token) or None. Returns (output [B, T, C],
-        new WKV state, v_first). Masked positions feed the WKV identity tokens (log decay 0, k = v = a = b = 0),
-        which leave the state exactly as it was: right padding never changes a row's result."""
+        """x: LN1 output [B, T, C], or packed rows [1, N, C] with `ragged`. Returns (output, new WKV state,
+        v_first). Packed rows enter the WKV padded, the padding as identity tokens (log decay 0, k = v = a = b =
+        0), which leave the state exactly as it was: padding never changes a row's result."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
         # the six token-shift interpolations in one op (fewer dispatches on the per-token decode path)
         mixes = torch.cat((self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g)).unsqueeze(1)  # [6,1,1,C]
-        xr, xw, xk, xv, xa, xg = torch.lerp(x, shifted(x, x_prev), mixes).unbind(0)
+        xr, xw, xk, xv, xa, xg = torch.lerp(x, shifted(x, x_prev, ragged), mixes).unbind(0)
 
         r = self.receptance(xr)
         k = self.key(xk)
@@ -110,11 +145,12 @@ class TimeMix(nn.Module):
 
         heads = (B, T, H, N)
         iclr_f = iclr.float().view(heads)
-        w_in, k_in, v_in, a_in, b_in = log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f
-        if mask is not None:
-            keep = mask.view(B, T, 1, 1)
-            w_in, k_in, v_in, a_in, b_in = (t * keep for t in (w_in, k_in, v_in, a_in, b_in))
-        y, wkv_state = wkv7(r.view(heads), w_in, k_in, v_in, a_in, b_in, wkv_state)
+        wkv_in = (r.view(heads), log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f)
+        if ragged is not None:
+            wkv_in = tuple(ragged.pad(t[0]) for t in wkv_in)
+        y, wkv_state = wkv7(*wkv_in, wkv_state)
+        if ragged is not None:
+            y = ragged.pack(y).unsqueeze(0)
         y = head_norm(y, self.ln_x).view(heads)
         bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True)  # per head: v_t (r_t . k_t r_k)
         y = torch.addcmul(y, bonus, v.view(heads)).view(B, T, C)
@@ -130,8 +166,8 @@ class ChannelMix(nn.Module):
         self.key = nn.Linear(config.n_embd, config.ffn_dim, bias=False)
         self.value = nn.Linear(config.ffn_dim, config.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
-        k = torch.lerp(x, shifted(x, x_prev), self.x_k)
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor, ragged: Ragged | None = None) -> torch.Tensor:
+        k = torch.lerp(x, shifted(x, x_prev, ragged), self.x_k)
         return self.value(torch.relu(self.key(k)).square())
 
 
@@ -153,26 +189,21 @@ class Block(nn.Module):
         att_x_prev: torch.Tensor,
         wkv_state: torch.Tensor,
         ffn_x_prev: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        last: torch.Tensor | None = None,
+        ragged: Ragged | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Returns (x, v_first, (att_x_prev, wkv, ffn_x_prev) after each row's last real token).
-
-        mask [B, T] and last [B] (index of each row's last real token) describe right padding; None = none.
-        """
+        """Returns (x, v_first, (att_x_prev, wkv, ffn_x_prev) after each row's last token); x is [B, T, C], or
+        packed rows [1, N, C] with `ragged`."""
         xa = self.ln1(x)
-        dx, wkv_state, v_first = self.att(xa, att_x_prev, wkv_state, v_first, mask)
+        dx, wkv_state, v_first = self.att(xa, att_x_prev, wkv_state, v_first, ragged)
         x = x + dx
         xf = self.ln2(x)
-        x = x + self.ffn(xf, ffn_x_prev)
-        return x, v_first, (_at(xa, last), wkv_state, _at(xf, last))
+        x = x + self.ffn(xf, ffn_x_prev, ragged)
+        return x, v_first, (_at(xa, ragged), wkv_state, _at(xf, ragged))
 
 
-def _at(x: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-    """x[b, last[b]] for every row ([B, C]); the final position when `last` is None."""
-    if last is None:
-        return x[:, -1]
-    return x[torch.arange(x.shape[0], device=x.device), last]
+def _at(x: torch.Tensor, ragged: Ragged | None) -> torch.Tensor:
+    """Each row's value at its last token ([B, C])."""
+    return x[:, -1] if ragged is None else x[0, ragged.last]
 
 
 class RWKV7(nn.Module):
@@ -249,26 +280,27 @@ class RWKV7(nn.Module):
         """Final hidden states after ln_out ([B, T, C]) and the new state; the head is left to the caller.
 
         `lengths` [B]: rows are right-padded to T and row b has lengths[b] real tokens. Each row's new state is
-        exactly the state after its own tokens, and positions past a row's length hold meaningless values.
+        exactly the state after its own tokens, and positions past a row's length hold zeros. Such rows run
+        packed (see `Ragged`): the padding costs no GEMM work.
         """
         self.check_input(input_ids, state, lengths)
         if state is None:
             state = self.zero_state(input_ids.shape[0])
-        mask = last = None
+        ragged = None
         if lengths is not None and int(lengths.min()) < input_ids.shape[1]:
-            lengths = lengths.to(input_ids.device)
-            mask = torch.arange(input_ids.shape[1], device=input_ids.device) < lengths[:, None]
-            last = lengths - 1
+            ragged = Ragged.from_lengths(lengths.to(input_ids.device), input_ids.shape[1])
+            input_ids = ragged.pack(input_ids).unsqueeze(0)
         x = self.blocks[0].ln0(self.emb(input_ids))
         v_first = None
         new = []
         for i, block in enumerate(self.blocks):
             x, v_first, layer_state = block(
-                x, v_first, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], mask, last
+                x, v_first, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], ragged
             )
             new.append(layer_state)
         att, wkv, ffn = (torch.stack(parts) for parts in zip(*new))
-        return self.ln_out(x), RWKV7State(att, wkv, ffn)
+        x = self.ln_out(x)
+        return (x if ragged is None else ragged.pad(x[0])), RWKV7State(att, wkv, ffn)
 
     def decode_step(self, input_ids: torch.Tensor, state: RWKV7State) -> torch.Tensor:
         """One token per row (input_ids [B]), updating `state` IN PLACE; returns the hidden states [B, C].

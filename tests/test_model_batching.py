@@ -25,15 +25,46 @@ def _ids(n: int, seed: int) -> list[int]:
 def test_right_padding_leaves_each_row_exact(model, impl, monkeypatch) -> None:
     monkeypatch.setenv("RWKV7_WKV_IMPL", impl)
     rows = [_ids(n, seed) for seed, n in enumerate((7, 40, 1, 33))]
-    _, start = model.forward_hidden(torch.tensor([_ids(5, 9)] * len(rows)))  # a non-zero starting state
+    _, start = model.forward_hidden(torch.tensor([_ids(5, 9 + b) for b in range(len(rows))]))  # a state per row
     T = max(map(len, rows))
     padded = torch.tensor([r + [0] * (T - len(r)) for r in rows])
     hidden, state = model.forward_hidden(padded, start, lengths=torch.tensor([len(r) for r in rows]))
     for b, r in enumerate(rows):
         want_hidden, want = model.forward_hidden(torch.tensor([r]), start.select(b))
         torch.testing.assert_close(hidden[b, : len(r)], want_hidden[0], atol=1e-5, rtol=1e-5)
+        assert not hidden[b, len(r) :].any()  # the padding holds zeros
         for got_t, want_t in zip(state.select(b).tensors(), want.tensors()):
             torch.testing.assert_close(got_t, want_t, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_costs_no_gemm_work(model) -> None:
+    """Padded rows run packed: the projections see only the real tokens."""
+    seen = []
+    hook = model.blocks[1].att.receptance.register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    try:
+        model.forward_hidden(torch.tensor([_ids(30, 0), _ids(30, 1)]), lengths=torch.tensor([30, 3]))
+    finally:
+        hook.remove()
+    assert seen == [33 * SMALL.n_embd]
+
+
+def test_padded_rows_train_like_single_rows() -> None:
+    """Gradients through the packed path equal those of the rows run one by one."""
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        m = RWKV7(SMALL)
+    m.load_state_dict(random_state_dict(SMALL, seed=4), assign=True)
+    rows = [_ids(9, 0), _ids(4, 1)]
+    padded = torch.tensor([rows[0], rows[1] + [0] * 5])
+    hidden, _ = m.forward_hidden(padded, lengths=torch.tensor([9, 4]))
+    (hidden[0, :9].sum() + hidden[1, :4].sum()).backward()
+    packed = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad(set_to_none=True)
+    sum(m.forward_hidden(torch.tensor([r]))[0].sum() for r in rows).backward()
+    single = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+    assert packed.keys() == single.keys() and "blocks.1.att.w1" in packed
+    for n, grad in single.items():
+        torch.testing.assert_close(packed[n], grad, atol=1e-4, rtol=1e-4, msg=n)
 
 
 def test_lengths_are_checked(model) -> None:

@@ -11,9 +11,10 @@ yields the model work it needs and is resumed with the result:
     Emit(text)                a streamed text delta for the client: -> None at once
 
 Each iteration runs at most one batched prefill forward, one batched head for the scores that are ready
-and one decode step for every generation in flight; requests join and leave between iterations. Prefill rows start from different snapshots and have different lengths: they are
-right-padded (`forward_hidden(..., lengths=)` leaves each row exact) and cut into pieces so that one
-forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
+and one decode step for every generation in flight; requests join and leave between iterations. Prefill rows
+start from different snapshots and have different lengths: they are right-padded (`forward_hidden(...,
+lengths=)` packs them, so the padding costs no GEMM work, and leaves each row exact) and cut into pieces so
+that one forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
 
 Who runs the iterations (the leader): a caller of `run` when no one else does, until its own request is
 done (so a lone client never hands work to another thread), otherwise a background worker thread, which
@@ -50,6 +51,7 @@ IDLE_EXIT_S = 2.0  # an idle background worker exits after this long (an unused 
 # CPU a forward's fixed part (weights read once, per-op dispatch) costs what ~6 tokens do for the 4 x 128 guard
 # and ~30 for the 0.1B shape; 32 errs towards fewer forwards. On a GPU a forward costs far more than padding.
 FORWARD_COST_TOKENS = {"cpu": 32, "cuda": 4096}
+PADDING_COST = 0.15  # a padded slot of a prefill batch, in tokens: only the WKV (~10-15% of a forward) runs padded
 
 Steps = Generator[Any, Any, Any]
 _SCHEDULERS: weakref.WeakSet[Scheduler] = weakref.WeakSet()
@@ -231,17 +233,22 @@ class _Job:
 
 
 def piece_length(remaining: list[int], budget: int, forward_cost: int) -> int:
-    """Tokens per row for one padded prefill forward over rows with `remaining` tokens each.
+    """Tokens per row for one prefill forward over rows with `remaining` tokens each.
 
-    A forward costs about `forward_cost + rows * T` tokens of compute (padding included). T is the
-    candidate that finishes these rows cheapest, counting this forward and one more for what is left
-    (rows longer than T continue there: the state carries over exactly), with rows * T <= budget.
+    A forward costs about `forward_cost` plus its real tokens plus PADDING_COST per padded slot (the model
+    packs the rows, so padding costs only its share of the WKV recurrence). T is the candidate that finishes
+    these rows cheapest, counting this forward and one more for what is left (rows longer than T continue
+    there: the state carries over exactly), with rows * T <= budget (the padded WKV buffers).
     """
     cap = max(1, budget // len(remaining))
 
-    def cost(length: int) -> int:
+    def forward(lengths: list[int]) -> float:
+        real = sum(lengths)
+        return forward_cost + real + PADDING_COST * (len(lengths) * max(lengths) - real)
+
+    def cost(length: int) -> float:
         rest = [r - length for r in remaining if r > length]
-        return forward_cost + len(remaining) * length + (forward_cost + len(rest) * max(rest) if rest else 0)
+        return forward([min(r, length) for r in remaining]) + (forward(rest) if rest else 0)
 
     return min(sorted({min(r, cap) for r in remaining}), key=cost)
 
