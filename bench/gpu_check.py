@@ -7,7 +7,9 @@
 The log goes to stderr and, when $OUT is set (the device machine), line by line to $OUT/gpu_check.log.
 The engine section needs the package's runtime dependencies; pydantic is not in the H200 image, so carry
 its wheels (pydantic, pydantic-core, annotated-types, typing-inspection; see the device README) or the
-section fails with the import error.
+section fails with the import error. The engine's embedded guard and the guard-training part of the model
+section also need tokenizers and safetensors (and tqdm for training); without them the guard-training part
+is skipped with a note.
 
 Correctness (exit status 1 if any check fails): the chunked forward (y, final state, input state untouched),
 the chunked backward (gradients of r, w, k, v, a, b and the initial state) and the in-place decode step,
