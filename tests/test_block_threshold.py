@@ -114,5 +114,5 @@ def test_with_more_choices_the_best_other_choice_answers_below_the_threshold():
 def test_bad_thresholds_fail_at_construction(parameters, message):
     with pytest.raises(ParameterError, match=message):
         RWKV7Model("default", **parameters)
-    with pytest.raises(ValueError, match=message):  # LangChain: pydantic's ValidationError
+    with pytest.raises(ParameterError, match=message):  # LangChain: the same error, not pydantic's
         RWKV7LLM(model="default", **parameters)
