@@ -152,3 +152,12 @@ def test_dispatcher_chunk_equals_reference() -> None:
     y_ref, s_ref = wkv7(*xs, state, impl="reference")
     y, s = wkv7(*xs, state, impl="chunk")
     assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
+
+
+def test_default_chunk_size_pads_short_batches_less() -> None:
+    sizes = {T: chunk.default_chunk_size(T) for T in (1, 8, 20, 40, 52, 78, 128, 140, 1024)}
+    assert sizes == {1: 16, 8: 16, 20: 32, 40: 16, 52: 32, 78: 16, 128: 32, 140: 32, 1024: 32}
+    xs = make_inputs(3, 78, 2, 64, seed=5)
+    y_ref, s_ref = wkv7_reference(*xs)
+    y, s = wkv7_chunk(*xs)  # the default: 16 here
+    assert rel_err(y, y_ref) < 1e-5 and rel_err(s, s_ref) < 1e-5
