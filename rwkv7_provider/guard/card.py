@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import ParameterError
 from ..model.rwkv7 import RWKV7
 from .data import TASKS, load_data, split_by_source
 from .evaluate import Report, baseline_for, evaluate
@@ -49,13 +50,14 @@ trains on).
 
 
 def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str, info: dict,
-                     recipe: Path | None = None) -> None:
+                     recipe: str = "") -> None:
     """Evaluate the freshly trained guard and write MODEL_CARD.md beside the weights.
 
     Sections: each task's held-out sources (when the run held any out) and the held-out family slice, which
     no run trains on. At most MAX_CARD_ROWS rows per task are scored (every k-th row, so every source stays
     represented): the held-out bot responses are long, and the card must not cost more than the training run.
-    `recipe`: the card of the same recipe trained with sources held out, quoted for a run that held none out.
+    `recipe`: `recipe_section` of the card of the same recipe trained with sources held out (for a run that
+    held none out), appended as it is.
     """
     _, dev = split_by_source(load_data(data_dir), heldout)
     baselines = {task: baseline_for(data_dir, heldout, task) for task in TASKS}
@@ -69,15 +71,15 @@ def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str,
                      evaluate(out, family_rows("heldout"), "input", baselines["input"])))
     for title, report in sections:
         log.info("%s:\n%s", title, report.markdown())
-    recipe_md = recipe_section(recipe.read_text()) if recipe else ""
-    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, sections) + recipe_md)
+    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, sections) + recipe)
 
 
 def recipe_section(card: str) -> str:
-    """The held-out sources line and the metrics of another run's card, as a section of this one."""
+    """The held-out sources line and the metrics of another run's card, as a section of this one (checked
+    before training, so a wrong card fails at once rather than after the run)."""
     heldout = next((line for line in card.splitlines() if line.startswith("Held-out sources")), "")
     if "## Metrics" not in card or "## Intended use" not in card or not heldout:
-        raise ValueError("the recipe card has no held-out sources or metrics: pass the card of a run with --heldout")
+        raise ParameterError("the recipe card has no held-out sources or metrics: pass the card of a run with --heldout")
     metrics = card.split("## Metrics", 1)[1].split("## Intended use", 1)[0].strip()
     return RECIPE.format(heldout=heldout, metrics=metrics.replace("\n### ", "\n#### "))
 

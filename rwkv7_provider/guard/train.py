@@ -209,6 +209,11 @@ def run(args: argparse.Namespace, command: str) -> Path:
     heldout = {s for s in args.heldout.split(",") if s}
     if args.recipe_card and (heldout or not args.recipe_card.is_file()):
         raise ParameterError("--recipe-card needs --heldout '' and an existing MODEL_CARD.md of the held-out run")
+    recipe = ""
+    if args.recipe_card:
+        from .card import recipe_section
+
+        recipe = recipe_section(args.recipe_card.read_text())
     examples = load_data(args.data_dir)
     train_rows, dev_rows = split_by_source(examples, heldout)
     if not train_rows:
@@ -269,7 +274,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if not args.no_eval:
         from .card import write_model_card
 
-        write_model_card(args.out, args.data_dir, heldout, command, info["guard"], recipe=args.recipe_card)
+        write_model_card(args.out, args.data_dir, heldout, command, info["guard"], recipe)
     log.info("guard written to %s in %.0f s", args.out, time.time() - t_start)
     return args.out
 
