@@ -9,6 +9,7 @@ applies; the engine settings are read once, when the engine is first needed.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from .settings import ProviderSettings
 if TYPE_CHECKING:
     from ..runtime.engine import Engine
     from ..runtime.results import Generation, ScoreResult
+    from ..runtime.structure import Plan
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class RWKV7Client:
     ) -> Completion:
         options = self.options(stop, chat, overrides)
         if self.settings.choices:
-            done = self._scored(self._decided(self.engine.score(prompt, self.settings.choices)))
+            done = self._scored(self.classify(prompt))
         else:
             done = self._generated(self.engine.generate(prompt, options))
         return replace(done, text=clean_reply(done.text)) if chat else done
@@ -102,7 +104,7 @@ class RWKV7Client:
     ) -> Completion:
         options = self.options(stop, chat, overrides)
         if self.settings.choices:
-            done = self._scored(self._decided(await self.engine.ascore(prompt, self.settings.choices)))
+            done = self._scored(await self.aclassify(prompt))
         else:
             done = self._generated(await self.engine.agenerate(prompt, options))
         return replace(done, text=clean_reply(done.text)) if chat else done
@@ -114,7 +116,7 @@ class RWKV7Client:
         options = self.options(stop, chat, overrides)
         trim = _ReplyTrimmer(chat)
         if self.settings.choices:
-            yield from trim.feed(self._decided(self.engine.score(prompt, self.settings.choices)))
+            yield from trim.feed(self.classify(prompt))
             return
         deltas = self.engine.stream(prompt, options)
         for delta in deltas:
@@ -127,7 +129,7 @@ class RWKV7Client:
         options = self.options(stop, chat, overrides)
         trim = _ReplyTrimmer(chat)
         if self.settings.choices:
-            for out in trim.feed(self._decided(await self.engine.ascore(prompt, self.settings.choices))):
+            for out in trim.feed(await self.aclassify(prompt)):
                 yield out
             return
         deltas = self.engine.astream(prompt, options)
@@ -137,6 +139,35 @@ class RWKV7Client:
         for out in trim.feed(deltas.generation):
             yield out
 
+    def classify(self, prompt: str) -> ScoreResult:
+        """The `choices` answer to `prompt`: structure-aware when the prompt is a known template's (see
+        `runtime/structure.py`), literal otherwise, then `block_threshold` and `unfamiliar_script` applied."""
+        plan = self.engine.templates.plan(prompt)
+        if plan is None:
+            return self._decided(self.engine.score(prompt, self.settings.choices))
+        return self._verdict(plan, [self.engine.score(p, self.settings.choices) for p in plan.prompts])
+
+    async def aclassify(self, prompt: str) -> ScoreResult:
+        """`classify` without blocking the event loop; a span's pieces are scored concurrently (one batch)."""
+        plan = self.engine.templates.plan(prompt)
+        if plan is None:
+            return self._decided(await self.engine.ascore(prompt, self.settings.choices))
+        scores = await asyncio.gather(*(self.engine.ascore(p, self.settings.choices) for p in plan.prompts))
+        return self._verdict(plan, scores)
+
+    def _verdict(self, plan: Plan, scores: list[ScoreResult]) -> ScoreResult:
+        """The most blocking of the whole span's and its pieces' scores, decided, with every scored token
+        counted; then the `unfamiliar_script` policy for text mostly in scripts the model does not know."""
+        first = self.settings.choices[0]
+        worst = max(scores, key=lambda s: _share(s, first))
+        decided = self._decided(replace(worst, prompt_tokens=sum(s.prompt_tokens for s in scores),
+                                        cached_tokens=sum(s.cached_tokens for s in scores)))
+        policy = self.settings.unfamiliar_script
+        if policy == "score" or plan.familiar >= 0.5:
+            return decided
+        best = first if policy == "block" else max(self.settings.choices[1:], key=decided.logprobs.__getitem__)
+        return replace(decided, best=best, probability=_share(decided, best))
+
     def _decided(self, s: ScoreResult) -> ScoreResult:
         """The answer under `block_threshold`: the first choice when its probability, normalised over the
         choices, is >= the threshold, otherwise the most probable of the others; `probability` is the
@@ -144,12 +175,9 @@ class RWKV7Client:
         threshold = self.settings.block_threshold
         if threshold is None:
             return s
-        top = max(s.logprobs.values())
-        weights = {c: math.exp(lp - top) for c, lp in s.logprobs.items()}
-        total = sum(weights.values())
         first, *others = self.settings.choices
-        best = first if weights[first] / total >= threshold else max(others, key=weights.__getitem__)
-        return replace(s, best=best, probability=weights[best] / total)
+        best = first if _share(s, first) >= threshold else max(others, key=s.logprobs.__getitem__)
+        return replace(s, best=best, probability=_share(s, best))
 
     @staticmethod
     def _generated(g: Generation) -> Completion:
@@ -175,6 +203,11 @@ class RWKV7Client:
             scores=dict(s.logprobs),
         )
 
+
+def _share(s: ScoreResult, choice: str) -> float:
+    """The probability of `choice` normalised over the scored choices."""
+    top = max(s.logprobs.values())
+    return math.exp(s.logprobs[choice] - top) / sum(math.exp(lp - top) for lp in s.logprobs.values())
 
 
 class _ReplyTrimmer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -77,6 +77,13 @@ class ProviderSettings(GenerationOptions):
         "choices, is >= this; otherwise the most probable other choice. None: the most probable choice",
     )
 
+    unfamiliar_script: Literal["score", "block", "allow"] = Field(
+        "score",
+        description="with `choices`, for a known template's user text mostly (more than half of its letters) "
+        "outside the scripts the model was trained on (Latin for the embedded guard): 'score' it as any "
+        "other text, 'block' it, or 'allow' it",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _known_names(cls, data: Any) -> Any:
@@ -94,6 +101,19 @@ class ProviderSettings(GenerationOptions):
         if self.block_threshold is not None and not self.choices:
             raise ValueError("block_threshold applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
         return self
+
+    @model_validator(mode="after")
+    def _script_policy_needs_choices(self) -> ProviderSettings:
+        if self.unfamiliar_script != "score" and not self.choices:
+            raise ValueError("unfamiliar_script applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
+        return self
+
+    @field_validator("unfamiliar_script", mode="before")
+    @classmethod
+    def _script_policy(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in ("score", "block", "allow"):
+            return value.lower()
+        raise ValueError(f"unfamiliar_script must be 'score', 'block' or 'allow', got {value!r}")
 
     @field_validator("dtype", "compute_dtype")
     @classmethod

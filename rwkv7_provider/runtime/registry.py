@@ -21,6 +21,7 @@ from ..model.checkpoint import default_dtype, resolve_checkpoint
 from ..model.tokenizer import Tokenizer, load_tokenizer
 from .engine import Engine
 from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT
+from .structure import trained_templates
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def get_engine(
             max_wait=max_wait,
             max_prompt_tokens=max_prompt_tokens,
         )
+        engine.register_templates(trained_templates(path))  # a guard knows the templates it was trained on
         _ENGINES[key] = (engine, settings)
         log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, quantize)
         return engine
