@@ -9,13 +9,12 @@ applies; the engine settings are read once, when the engine is first needed.
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..runtime.options import GenerationOptions
+from ..runtime.structure import ascore_as_data, score_as_data, share
 from .chat_format import CHAT_STOP, clean_reply
 from .settings import ProviderSettings
 
@@ -140,33 +139,24 @@ class RWKV7Client:
             yield out
 
     def classify(self, prompt: str) -> ScoreResult:
-        """The `choices` answer to `prompt`: structure-aware when the prompt is a known template's (see
-        `runtime/structure.py`), literal otherwise, then `block_threshold` and `unfamiliar_script` applied."""
-        plan = self.engine.templates.plan(prompt)
-        if plan is None:
-            return self._decided(self.engine.score(prompt, self.settings.choices))
-        return self._verdict(plan, [self.engine.score(p, self.settings.choices) for p in plan.prompts])
+        """The `choices` answer to `prompt`: structure-aware when the prompt renders a template the engine knows
+        (`runtime/structure.py`), literal otherwise, then `block_threshold` and `unfamiliar_script` applied."""
+        return self._verdict(*score_as_data(self.engine, prompt, self.settings.choices))
 
     async def aclassify(self, prompt: str) -> ScoreResult:
-        """`classify` without blocking the event loop; a span's pieces are scored concurrently (one batch)."""
-        plan = self.engine.templates.plan(prompt)
-        if plan is None:
-            return self._decided(await self.engine.ascore(prompt, self.settings.choices))
-        scores = await asyncio.gather(*(self.engine.ascore(p, self.settings.choices) for p in plan.prompts))
-        return self._verdict(plan, scores)
+        """`classify` without blocking the event loop."""
+        return self._verdict(*await ascore_as_data(self.engine, prompt, self.settings.choices))
 
-    def _verdict(self, plan: Plan, scores: list[ScoreResult]) -> ScoreResult:
-        """The most blocking of the whole span's and its pieces' scores, decided, with every scored token
-        counted; then the `unfamiliar_script` policy for text mostly in scripts the model does not know."""
-        first = self.settings.choices[0]
-        worst = max(scores, key=lambda s: _share(s, first))
-        decided = self._decided(replace(worst, prompt_tokens=sum(s.prompt_tokens for s in scores),
-                                        cached_tokens=sum(s.cached_tokens for s in scores)))
+    def _verdict(self, s: ScoreResult, plan: Plan | None) -> ScoreResult:
+        """The decided answer; a known template's user text mostly in scripts the model was not trained on
+        gets the `unfamiliar_script` policy ('score': the decided answer stands)."""
+        decided = self._decided(s)
         policy = self.settings.unfamiliar_script
-        if policy == "score" or plan.familiar >= 0.5:
+        if plan is None or policy == "score" or plan.familiar >= 0.5:
             return decided
-        best = first if policy == "block" else max(self.settings.choices[1:], key=decided.logprobs.__getitem__)
-        return replace(decided, best=best, probability=_share(decided, best))
+        first, *others = self.settings.choices
+        best = first if policy == "block" else max(others, key=decided.logprobs.__getitem__)
+        return replace(decided, best=best, probability=share(decided, best))
 
     def _decided(self, s: ScoreResult) -> ScoreResult:
         """The answer under `block_threshold`: the first choice when its probability, normalised over the
@@ -176,8 +166,8 @@ class RWKV7Client:
         if threshold is None:
             return s
         first, *others = self.settings.choices
-        best = first if _share(s, first) >= threshold else max(others, key=s.logprobs.__getitem__)
-        return replace(s, best=best, probability=_share(s, best))
+        best = first if share(s, first) >= threshold else max(others, key=s.logprobs.__getitem__)
+        return replace(s, best=best, probability=share(s, best))
 
     @staticmethod
     def _generated(g: Generation) -> Completion:
@@ -203,11 +193,6 @@ class RWKV7Client:
             scores=dict(s.logprobs),
         )
 
-
-def _share(s: ScoreResult, choice: str) -> float:
-    """The probability of `choice` normalised over the scored choices."""
-    top = max(s.logprobs.values())
-    return math.exp(s.logprobs[choice] - top) / sum(math.exp(lp - top) for lp in s.logprobs.values())
 
 
 class _ReplyTrimmer:

@@ -33,10 +33,9 @@ model. Canonical text is a fixed point: `canonical_text(canonical_text(s)) == ca
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
-
-from ..model.tokenizer import encodable
 
 MAX_MARKS = 3  # combining marks kept per letter of a script where marks carry meaning
 
@@ -79,7 +78,6 @@ _LOOKALIKES = {
     "ᴢ": "z", "ꜰ": "f", "ǫ": "q", "ı": "i", "ȷ": "j", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ʋ": "v", "ɒ": "a", "ɜ": "e", "ɔ": "c",
 }
 _LOOKALIKE_TABLE = str.maketrans(_LOOKALIKES)
-_WORD = re.compile(r"\w+")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -173,27 +171,35 @@ def _fold_marks(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(out))
 
 
+def _words(text: str) -> list[str]:
+    """`text` cut into words (letters, digits and the marks on them) and what lies between them."""
+    return ["".join(g) for _, g in itertools.groupby(text, key=_in_word)]
+
+
+def _in_word(char: str) -> bool:
+    return char.isalnum() or char == "_" or unicodedata.category(char)[0] == "M"
+
+
 def _fold_lookalikes(text: str) -> str:
     """Look-alikes become Latin in words that mix them with ASCII letters, then, if the text is mostly
     Latin after that, in words made only of look-alikes (in this order, so a second pass changes nothing)."""
 
-    def fold_mixed(m: re.Match) -> str:
-        word = m.group(0)
-        mixed = any(c.isascii() and c.isalpha() for c in word) and any(c in _LOOKALIKES for c in word)
-        return word.translate(_LOOKALIKE_TABLE) if mixed else word
+    def mixed(word: str) -> bool:
+        return any(c.isascii() and c.isalpha() for c in word) and any(c in _LOOKALIKES for c in word)
 
-    def fold_whole(m: re.Match) -> str:
-        word = m.group(0)
-        if word.isascii() or not all(c in _LOOKALIKES or not c.isalpha() for c in word):
-            return word
-        return word.translate(_LOOKALIKE_TABLE)
+    def only_lookalikes(word: str) -> bool:
+        return not word.isascii() and all(c in _LOOKALIKES or not c.isalpha() for c in word)
 
-    text = _WORD.sub(fold_mixed, text)
-    return _WORD.sub(fold_whole, text) if script_share(text) > 0.5 else text
+    words = [w.translate(_LOOKALIKE_TABLE) if mixed(w) else w for w in _words(text)]
+    if script_share("".join(words)) > 0.5:
+        words = [w.translate(_LOOKALIKE_TABLE) if only_lookalikes(w) else w for w in words]
+    return "".join(words)
 
 
 def canonical_text(text: str) -> str:
     """The text a classifier should read (see the module docstring); cheap for plain ASCII."""
+    from ..model.tokenizer import encodable  # here: importing the model package imports torch
+
     text = encodable(text)
     if text.isascii():
         return _ASCII_CONTROL.sub(lambda m: _TO_NEWLINE.get(m.group(0), ""), text)

@@ -27,17 +27,24 @@ with `render_data`, so what it learned is token for token what it is asked (trai
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+import math
 import re
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .canonical import canonical_text, script_share
 from .templates import TAG, USER_VARIABLES, variable_name
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .results import ScoreResult
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +60,29 @@ _ROLES = (r"user(?:'?s)?(?:\s+(?:message|input|request|query|prompt|text|turn))?
 _QUESTIONS = r"question|q|task|instructions?"
 _ANSWERS = (r"answer|a|verdict|decision|label|classification|result|output|response|rating|assessment|"
             r"evaluation|judge?ment|moderation(?:\s+result)?|safety|blocked|flagged|category")
-_VERDICTS = (r"yes|no|safe|unsafe|allow(?:ed)?|block(?:ed)?|ok(?:ay)?|pass(?:ed)?|fine|harmless|harmful|"
-             r"compliant|none|n/?a|true|false|[01]")
-_QUALIFIERS = r"(?:(?:new|next|another|the|real|actual|final|correct|updated|revised|original|expected)\s+)?"
+_VERDICTS = (r"(?:not\s+)?(?:yes|no|safe|unsafe|allow(?:ed)?|block(?:ed)?|ok(?:ay)?|pass(?:ed)?|fine|harmless|"
+             r"harmful|compliant|flagged|none|n/?a|true|false|[01])")
+# Words around a label ("New user message:", "Safety question:", "Moderator check:").
+_QUALIFIERS = r"(?:[A-Za-z]+\s+){0,2}"
 # Where an imitated line starts: a line start, or after a closing quote or bracket or the end of a sentence
 # (imitations written on one line).
 _START = r"(?:^|(?<=[\"'`\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
-_SEPARATOR = r"[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
+_SEPARATOR = r"(?:\s+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
 _GENERIC = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
     rf"{_START}{_QUALIFIERS}(?:{_QUESTIONS}){_SEPARATOR}(?:[^\n?]*\?)?",
     rf"{_START}{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
     r"\bshould\s+(?:the|this|that)\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\s+"
     r"be\s+(?:blocked|allowed|flagged|refused|rejected|approved|moderated)[^\n?]*\??",
-    r"\(\s*(?:yes|no|safe|unsafe)\s+or\s+(?:yes|no|safe|unsafe)\s*\)\??",
-    r"<\|[^|<>\n]{1,40}\|>|\[/?(?:INST|SYS)\]|<</?SYS>>|</?(?:user|assistant|system|bot|human|message|input|"
+    r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)|(?:classify|judge|rate|evaluate|assess|check)\s+(?:this|the|that))"
+    r"\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\b[^\n?]*\??",
+    rf"^[ \t]*#{{1,6}}[ \t]*{_QUALIFIERS}(?:{_ROLES}|{_QUESTIONS}|{_ANSWERS})[ \t]*:?[ \t]*$",
+    r"\(\s*(?:yes|no|safe|unsafe)\s*(?:or|/)\s*(?:yes|no|safe|unsafe)\s*\)\??",
+    r"\b(?:reply|answer|respond)(?:\s+(?:with|only))?\s+(?:yes|no|safe|unsafe)\s*(?:or|/)\s*(?:yes|no|safe|unsafe)\b\.?",
+    r"<\|[^|<>\n]{1,40}\|>|\[/?(?:INST|SYS)\]|<</?SYS>>|</?s>|</?(?:user|assistant|system|bot|human|message|input|"
     r"output|answer|question|verdict|response|query|prompt)[\w-]*(?:\s[^<>\n]*)?>",
     r"^[ \t]*(?:-{3,}|={3,}|#{3,}|\*{3,}|_{3,}|\"{3}|'{3}|`{3}\w*)[ \t]*$",
+    r"(?-i:\[\s*[A-Z][A-Z0-9 _/-]{1,40}\])",
 )
 _VERDICT_ONLY = re.compile(rf"\W*(?:{_VERDICTS})\W*", re.I)
 _LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.M)
@@ -145,7 +158,7 @@ class TemplateStructure:
         if not cuts:
             return [text]
         bounds = [0] + [x for c in cuts for x in c] + [len(text)]
-        parts = [text[bounds[i] : bounds[i + 1]].strip(" \t\n\"'") for i in range(0, len(bounds), 2)]
+        parts = [text[bounds[i] : bounds[i + 1]].strip(" \t\n\"'`()[]{}<>") for i in range(0, len(bounds), 2)]
         parts = [p for p in parts if sum(c.isalpha() for c in p) >= 2 and not _VERDICT_ONLY.fullmatch(p)]
         if len(parts) > MAX_PIECES:
             parts = parts[: MAX_PIECES - 1] + ["\n".join(parts[MAX_PIECES - 1 :])]
@@ -230,3 +243,34 @@ def trained_templates(model_dir: str | Path) -> list[str]:
         return []
     return [t for t in templates if isinstance(t, str)] if isinstance(templates, list) else []
 
+
+
+def share(s: ScoreResult, choice: str) -> float:
+    """The probability of `choice` normalised over the scored choices."""
+    top = max(s.logprobs.values())
+    return math.exp(s.logprobs[choice] - top) / sum(math.exp(lp - top) for lp in s.logprobs.values())
+
+
+def most_blocking(scores: Sequence[ScoreResult], first: str) -> ScoreResult:
+    """The score with the highest probability of `first` (the block answer), every scored token counted."""
+    worst = max(scores, key=lambda s: share(s, first))
+    return replace(worst, prompt_tokens=sum(s.prompt_tokens for s in scores),
+                   cached_tokens=sum(s.cached_tokens for s in scores))
+
+
+def score_as_data(engine: Engine, prompt: str, choices: Sequence[str]) -> tuple[ScoreResult, Plan | None]:
+    """`choices` scored with the user's text as data when `prompt` renders a template the engine knows (the
+    most blocking of the whole span and its pieces), literally otherwise; the plan, or None."""
+    plan = engine.templates.plan(prompt)
+    if plan is None:
+        return engine.score(prompt, choices), None
+    return most_blocking([engine.score(p, choices) for p in plan.prompts], choices[0]), plan
+
+
+async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str]) -> tuple[ScoreResult, Plan | None]:
+    """`score_as_data` without blocking the event loop; the pieces are scored concurrently (batched)."""
+    plan = engine.templates.plan(prompt)
+    if plan is None:
+        return await engine.ascore(prompt, choices), None
+    scores = await asyncio.gather(*(engine.ascore(p, choices) for p in plan.prompts))
+    return most_blocking(scores, choices[0]), plan
