@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import unicodedata
 
 MAX_MARKS = 3  # combining marks kept per letter of a script where marks carry meaning
@@ -52,7 +51,8 @@ _INVISIBLE = frozenset(
 )
 _TO_SPACE = {"\u2800": " "}  # braille blank: looks like a space
 _TO_NEWLINE = {"\r\n": "\n", "\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"}
-_ASCII_CONTROL = re.compile(r"\r\n?|[\x00-\x08\x0b-\x1f\x7f]")
+_ASCII_CONTROLS = str.maketrans({chr(c): None for c in (*range(0x09), *range(0x0E, 0x20), 0x7F)}
+                                | {"\r": "\n", "\x0b": "\n", "\x0c": "\n"})
 _QUOTES = str.maketrans({c: '"' for c in "\u201c\u201d\u201e\u201f\u2033\u2036\u301d\u301e\u00ab\u00bb"}
                         | {c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u2035\u2039\u203a"})
 
@@ -202,7 +202,7 @@ def canonical_text(text: str) -> str:
 
     text = encodable(text)
     if text.isascii():
-        return _ASCII_CONTROL.sub(lambda m: _TO_NEWLINE.get(m.group(0), ""), text)
+        return text.replace("\r\n", "\n").translate(_ASCII_CONTROLS)
     text = _reading_order(_decode_tags(text))
     for a, b in _TO_NEWLINE.items():
         text = text.replace(a, b)
@@ -215,6 +215,8 @@ def canonical_text(text: str) -> str:
 
 def script_share(text: str, scripts: frozenset[str] = frozenset({"LATIN"})) -> float:
     """The share of the letters of `text` written in `scripts` (1.0 for a text without letters)."""
+    if text.isascii():
+        return 1.0 if "LATIN" in scripts or not any(c.isalpha() for c in text) else 0.0
     letters = [c for c in text if c.isalpha()]
     if not letters:
         return 1.0

@@ -84,6 +84,11 @@ _GENERIC = (
     r"^[ \t]*(?:-{3,}|={3,}|#{3,}|\*{3,}|_{3,}|\"{3}|'{3}|`{3}\w*)[ \t]*$",
     r"(?-i:\[\s*[A-Z][A-Z0-9 _/-]{1,40}\])",
 )
+# Every marker contains one of these (lower case); a span without any is one piece without running the markers'
+# regex, which is what almost every message costs.
+_TRIGGERS = (":", "=", "<", ">", "[", "#", "---", "___", "***", '"""', "'''", "```", "should", "reply", "answer",
+             "respond", "message", "input", "request", "text", "prompt", "response", "content", "(yes", "(no", "(safe",
+             "(unsafe", "( yes", "( no")
 _VERDICT_ONLY = re.compile(rf"\W*(?:{_VERDICTS})\W*", re.I)
 _LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.M)
 
@@ -130,30 +135,57 @@ class TemplateStructure:
 
     def match(self, prompt: str) -> dict[str, str] | None:
         """The raw text of each variable when `prompt` is this template rendered, else None."""
-        if not (prompt.startswith(self.literals[0]) and prompt.endswith(self.literals[-1])):
+        head, tail = self.literals[0], self.literals[-1]
+        if len(prompt) < len(head) + len(tail) or not (prompt.startswith(head) and prompt.endswith(tail)):
             return None
+        if len(self.slots) == 1:
+            return {self.slots[0]: prompt[len(head) : len(prompt) - len(tail)]}
         m = self._pattern.fullmatch(prompt)
         return None if m is None else {name: m.group(f"v{i}") for i, name in enumerate(self.slots)}
 
     def data(self, name: str, text: str) -> str:
         """The canonical text of a span with this template's closing delimiter neutralised."""
-        text = canonical_text(text)
-        closer = self.closers[self.slots.index(name)]
-        if closer == "\n":
-            return text.replace("\n", " ")
-        return text.translate({ord(c): _SUBSTITUTES[c] for c in closer})
+        return self._neutral(name, canonical_text(text))
 
     def render(self, values: dict[str, str]) -> str:
         """The template filled with the spans as data (what is scored, and what the guard trains on)."""
-        parts = [self.literals[0]]
-        for name, lit in zip(self.slots, self.literals[1:]):
-            parts += [self.data(name, values[name]), lit]
-        return "".join(parts)
+        return self._fill({name: self.data(name, values[name]) for name in self.slots})
 
     def pieces(self, text: str) -> list[str]:
         """The canonical span cut at imitation markers (pieces without two letters, or only a verdict word,
         dropped), at most MAX_PIECES; a span without markers is one piece."""
-        text = canonical_text(text)
+        return self._pieces(canonical_text(text))
+
+    def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
+        """The prompts to score for these raw variable values: the whole, then each piece of each span."""
+        canonical = {name: canonical_text(values[name]) for name in self.slots}
+        spans = {name: self._neutral(name, text) for name, text in canonical.items()}
+        prompts = [self._fill(spans)]
+        for name in self.slots:
+            parts = self._pieces(canonical[name])
+            if len(parts) > 1:
+                for part in parts:
+                    prompt = self._fill(spans | {name: self._neutral(name, part)})
+                    if prompt not in prompts:
+                        prompts.append(prompt)
+        return Plan(self.template, tuple(prompts), spans, script_share("".join(spans.values()), scripts))
+
+    def _neutral(self, name: str, canonical: str) -> str:
+        closer = self.closers[self.slots.index(name)]
+        if closer == "\n":
+            return canonical.replace("\n", " ")
+        return canonical.translate({ord(c): _SUBSTITUTES[c] for c in closer})
+
+    def _fill(self, spans: dict[str, str]) -> str:
+        parts = [self.literals[0]]
+        for name, lit in zip(self.slots, self.literals[1:]):
+            parts += [spans[name], lit]
+        return "".join(parts)
+
+    def _pieces(self, text: str) -> list[str]:
+        low = text.lower()
+        if not any(t in low for t in _TRIGGERS):
+            return [text]
         cuts = [(m.start(), m.end()) for m in self._markers.finditer(text) if m.end() > m.start()]
         if not cuts:
             return [text]
@@ -163,17 +195,6 @@ class TemplateStructure:
         if len(parts) > MAX_PIECES:
             parts = parts[: MAX_PIECES - 1] + ["\n".join(parts[MAX_PIECES - 1 :])]
         return parts
-
-    def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
-        """The prompts to score for these raw variable values: the whole, then each piece of each span."""
-        whole = self.render(values)
-        prompts = [whole]
-        for name in self.slots:
-            parts = self.pieces(values[name])
-            if len(parts) > 1:
-                prompts += [p for p in (self.render(values | {name: part}) for part in parts) if p not in prompts]
-        spans = {name: self.data(name, values[name]) for name in self.slots}
-        return Plan(self.template, tuple(prompts), spans, script_share("".join(spans.values()), scripts))
 
 
 def _closer(literal: str) -> str:
