@@ -14,7 +14,8 @@ would call the meaning:
 3. NFKC: full-width, mathematical, circled and other compatibility forms become plain letters and digits,
    odd spaces become spaces;
 4. control, format, private-use and unassigned characters (NUL, zero-width, soft hyphen, BOM, bidi marks,
-   Hangul fillers, variation selectors) are removed; line and paragraph separators become newlines;
+   Hangul fillers, variation selectors) are removed, and so are narrow spaces between single letters (a hair
+   space between every letter shows a word); line and paragraph separators become newlines;
 5. combining marks on Latin letters and on non-letters are removed ("café" reads "cafe", which no English
    guard confuses, and a flood of accents reads as the bare word); on other scripts, where marks are vowels
    and meaning (Devanagari, Arabic, Hebrew, Thai), they are kept, at most `MAX_MARKS` per letter;
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import unicodedata
 
 MAX_MARKS = 3  # combining marks kept per letter of a script where marks carry meaning
@@ -50,6 +52,11 @@ _INVISIBLE = frozenset(
     + "".join(map(chr, range(0xFE00, 0xFE10)))
 )
 _TO_SPACE = {"\u2800": " "}  # braille blank: looks like a space
+# Letters interleaved with a narrow space ("b\u200ao\u200am\u200ab": a hair space is all but invisible on
+# screen) are one word; NFKC would make them spaced letters. Wider spaces look like spaces and stay.
+_NARROW_SPACES = "\u2006\u2008\u2009\u200a\u202f\u205f"
+_SPACED_LETTERS = re.compile(rf"(?<!\w)\w(?:[{_NARROW_SPACES}]\w)+(?!\w)")
+_NARROW_SPACE = re.compile(f"[{_NARROW_SPACES}]")
 _TO_NEWLINE = {"\r\n": "\n", "\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"}
 _ASCII_CONTROLS = str.maketrans({chr(c): None for c in (*range(0x09), *range(0x0E, 0x20), 0x7F)}
                                 | {"\r": "\n", "\x0b": "\n", "\x0c": "\n"})
@@ -204,6 +211,7 @@ def canonical_text(text: str) -> str:
     if text.isascii():
         return text.replace("\r\n", "\n").translate(_ASCII_CONTROLS)
     text = _reading_order(_decode_tags(text))
+    text = _SPACED_LETTERS.sub(lambda m: _NARROW_SPACE.sub("", m.group(0)), text)
     for a, b in _TO_NEWLINE.items():
         text = text.replace(a, b)
     text = unicodedata.normalize("NFKC", text)
