@@ -15,7 +15,8 @@ would call the meaning:
    odd spaces become spaces;
 4. control, format, private-use and unassigned characters (NUL, zero-width, soft hyphen, BOM, bidi marks,
    Hangul fillers, variation selectors) are removed, and so are narrow spaces between single letters (a hair
-   space between every letter shows a word); line and paragraph separators become newlines;
+   space between every letter shows a word) and next to punctuation; line and paragraph separators become
+   newlines;
 5. combining marks on Latin letters and on non-letters are removed ("café" reads "cafe", which no English
    guard confuses, and a flood of accents reads as the bare word); on other scripts, where marks are vowels
    and meaning (Devanagari, Arabic, Hebrew, Thai), they are kept, at most `MAX_MARKS` per letter;
@@ -57,6 +58,7 @@ _TO_SPACE = {"\u2800": " "}  # braille blank: looks like a space
 _NARROW_SPACES = "\u2006\u2008\u2009\u200a\u202f\u205f"
 _SPACED_LETTERS = re.compile(rf"(?<!\w)\w(?:[{_NARROW_SPACES}]\w)+(?!\w)")
 _NARROW_SPACE = re.compile(f"[{_NARROW_SPACES}]")
+_NARROW_BY_PUNCTUATION = re.compile(rf"[{_NARROW_SPACES}](?=[^\w\s])|(?<=[^\w\s])[{_NARROW_SPACES}]")
 _TO_NEWLINE = {"\r\n": "\n", "\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"}
 _ASCII_CONTROLS = str.maketrans({chr(c): None for c in (*range(0x09), *range(0x0E, 0x20), 0x7F)}
                                 | {"\r": "\n", "\x0b": "\n", "\x0c": "\n"})
@@ -212,6 +214,7 @@ def canonical_text(text: str) -> str:
         return text.replace("\r\n", "\n").translate(_ASCII_CONTROLS)
     text = _reading_order(_decode_tags(text))
     text = _SPACED_LETTERS.sub(lambda m: _NARROW_SPACE.sub("", m.group(0)), text)
+    text = _NARROW_BY_PUNCTUATION.sub("", text)
     for a, b in _TO_NEWLINE.items():
         text = text.replace(a, b)
     text = unicodedata.normalize("NFKC", text)
