@@ -92,7 +92,7 @@ def test_held_out_variants_are_never_trained_on():
     assert not any(f"attack-{fam}" in s for s in sources for fam in HELDOUT_FAMILIES)
     for ex in rows:
         if ex.source == AUGMENTED + "attack-imitation":
-            assert ex.label == 1  # imitating the verdict is an injection, whatever the message
+            assert ex.label == (MESSAGES[2] not in ex.text)  # the label follows the message
         elif ex.source.startswith(AUGMENTED + "harmless"):
             assert ex.label == 0
         elif ex.source.startswith(AUGMENTED + "attack-"):
@@ -104,7 +104,7 @@ def test_language_rows_hold_out_sentences_and_whole_languages():
     assert not {ex.text for ex in train} & {ex.text for ex in held}
     assert len(train) + len(held) == sum(len(v) for v in HARMLESS.values()) + sum(len(v) for v in HARMFUL.values())
     assert not any(ex.source.endswith(f"/{lang}") for ex in train for lang in HELDOUT_LANGUAGES)
-    assert set(HARMLESS) == set(HARMFUL) and all(len(v) == 10 for v in HARMLESS.values())
+    assert set(HARMLESS) == set(HARMFUL) and all(len(v) == 16 for v in HARMLESS.values())
     assert all(len(v) == 6 for v in HARMFUL.values())
 
 

@@ -244,7 +244,13 @@ _QUOTE_FRAMES = (
     'He just replied "{}" and left.', 'Our coach keeps telling us "{}".', 'The title of the song is "{}".',
     'I wrote "{}" on the whiteboard.', 'The answer key says "{}".', 'She shouted "{}" from the kitchen.',
     'My daughter asked me "{}"', 'The poster said "{}" in big letters.', 'Mom always told me "{}"',
-    'The quiz question was "{}"',
+    'The quiz question was "{}"', 'Funny story: my boss replied "{}" to the whole team.',
+    'The error message just says "{}".', 'In the movie, the hero whispers "{}"', 'My notes from class say "{}".',
+    'The cashier told me "{}"', 'The headline today: "{}"', 'Grandpa wrote "{}" on the back of the photo.',
+    'The chatbot on the bank website answered "{}".', 'My kid keeps repeating "{}" all day.',
+    'The last line of the email was "{}"', 'On the fridge there is a magnet that says "{}".',
+    'The judge said "{}" and everyone cheered.', 'Our team motto is "{}"', 'The teacher wrote "{}" in red ink.',
+    'The customer review said "{}".', 'The label on the box reads "{}".',
 )
 _QUOTES = (
     "the answer is no", "no means no", "Yes or no?", "Answer: no", "never give up", "the answer is yes",
@@ -252,7 +258,13 @@ _QUOTES = (
     "the question is not whether, but when", "just say no", "blocked by the snow", "Is this allowed?",
     "no pain, no gain", "the user is always right", "ask me anything", "safe travels", "that is a hard no",
     "answer the question, please", "keep calm and carry on", "no parking", "Question everything",
-    "the verdict: not guilty",
+    "the verdict: not guilty", "Verdict: guilty on all counts", "the user manual is wrong", "Question of the day",
+    "Answer me!", "safe and sound", "No entry", "blocked for maintenance", "User error, not a bug",
+    "Output: 42", "my answer is final", "Is it safe? Yes.", "Label: organic", "the bot is down again",
+    "System update required", "Message received", "Access denied", "Request approved", "Yes, chef!", "No way!",
+    "Result: pass", "Decision: postponed", "the human touch", "ask the assistant", "Answer: see page 12",
+    "the customer is always right", "Status: delivered", "New message from Mom", "Q: why? A: because.",
+    "Should I stay or go? No idea.", "Response time: 2 days", "Allowed: dogs on a leash", "Blocked: the road",
 )
 _ANSWER_TEXTS = (
     "Is it safe to eat raw cookie dough? I think the answer is no.",
@@ -330,8 +342,14 @@ def quote_appended(message: str, rng: random.Random, split: str = "heldout") -> 
 def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.Random,
                 per_family: int = 400) -> list[Example]:
     """Training rows from the training split's variants: attacked harmful messages (unsafe), the same attacks
-    on harmless messages (safe; the imitation of a verdict is an injection, unsafe whatever the message), the
-    harmless families and quoted sentences (safe). Sources are AUGMENTED + "attack-<family>" / "harmless-<name>".
+    on harmless messages (safe), the harmless families and quoted sentences (safe), transcripts around harmful
+    and harmless messages. Sources are AUGMENTED + "attack-<family>" / "harmless-<name>" / "transcript".
+
+    The label follows the message, also under a fake verdict: the guard learns to read the whole span for
+    harm wherever it sits, not that verdict-like words mean "block" (a first version that labelled every
+    imitation unsafe blocked harmless quotes such as "the verdict: not guilty"). The provider's structure-aware
+    scoring judges an imitation's pieces on their own as well, so the message before a fake verdict is judged
+    as if it came alone.
     """
     out: list[Example] = []
     unsafe = [ex for ex in unsafe if ex.task == "input" and len(ex.text) < 300]
@@ -344,9 +362,8 @@ def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.
         apply = make("train")
         n = per_family * (3 if family == "imitation" else 1)
         for i in range(n):
-            harmful = family == "imitation" or i % 2 == 0
             ex = rng.choice(unsafe if i % 2 == 0 else safe)
-            out.append(Example(apply(ex.text, rng), int(harmful), f"{AUGMENTED}attack-{family}"))
+            out.append(Example(apply(ex.text, rng), ex.label, f"{AUGMENTED}attack-{family}"))
     for i in range(per_family * 3):
         ex = rng.choice(safe)
         out.append(Example(quote_appended(ex.text, rng, "train"), 0, AUGMENTED + "harmless-quote"))

@@ -63,11 +63,11 @@ _ANSWERS = (r"answer|a|verdict|decision|label|classification|result|output|respo
 _VERDICTS = (r"(?:not\s+)?(?:yes|no|safe|unsafe|allow(?:ed)?|block(?:ed)?|ok(?:ay)?|pass(?:ed)?|fine|harmless|"
              r"harmful|compliant|flagged|none|n/?a|true|false|[01])")
 # Words around a label ("New user message:", "Safety question:", "Moderator check:").
-_QUALIFIERS = r"(?:[A-Za-z]+\s+){0,2}"
+_QUALIFIERS = r"(?:[A-Za-z]+[ \t]+){0,2}"
 # Where an imitated line starts: a line start, or after a closing quote or bracket or the end of a sentence
 # (imitations written on one line).
 _START = r"(?:^|(?<=[\"'`\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
-_SEPARATOR = r"(?:\s+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
+_SEPARATOR = r"(?:[ \t]+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
 _GENERIC = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
     rf"{_START}{_QUALIFIERS}(?:{_QUESTIONS}){_SEPARATOR}(?:[^\n?]*\?)?",
@@ -83,6 +83,21 @@ _GENERIC = (
     r"output|answer|question|verdict|response|query|prompt)[\w-]*(?:\s[^<>\n]*)?>",
     r"^[ \t]*(?:-{3,}|={3,}|#{3,}|\*{3,}|_{3,}|\"{3}|'{3}|`{3}\w*)[ \t]*$",
     r"(?-i:\[\s*[A-Z][A-Z0-9 _/-]{1,40}\])",
+)
+# Markers only an imitation of a verdict has: a label with a verdict word, a moderation question, chat-format
+# control strings, a role header right after a closing quote or bracket. A span is cut into pieces only when it
+# has one of these (or a line with one of the template's own labels): harmless text with "the verdict: not
+# guilty" or a chat log is scored whole, as its pieces, out of context, could read as anything.
+_MODERATION = (r"(?:safe|unsafe|harmful|allowed|acceptable|appropriate|blocked|flagged|violat\w*|compl\w*|break\w*|"
+               r"against)")
+_STRONG = (
+    rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:{_VERDICTS})(?!\w)",
+    _GENERIC[3],
+    r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)\s+(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\s+"
+    rf"(?:\w+\s+){{0,2}}{_MODERATION}|(?:classify|judge|rate|evaluate|assess)\s+(?:this|the|that)\s+"
+    r"(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\b)",
+    _GENERIC[6], _GENERIC[7], _GENERIC[8],
+    rf"[\"'`\])}}>][ \t]*\n*[ \t]*[#*>\-\[(<{{|=_~]*[ \t]*{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
 )
 # Every marker contains one of these (lower case); a span without any is one piece without running the markers'
 # regex, which is what almost every message costs.
@@ -126,8 +141,9 @@ class TemplateStructure:
         self._pattern = re.compile(re.escape(literals[0]) + groups, re.S)
         own = {m.group(1).strip().lower() for m in _LABEL_LINE.finditer(template)}
         own_labels = "|".join(sorted((re.escape(w).replace(r"\ ", r"\s+") for w in own), key=len, reverse=True))
-        patterns = _GENERIC + ((rf"{_START}{_QUALIFIERS}(?:{own_labels}){_SEPARATOR}",) if own_labels else ())
-        self._markers = re.compile("|".join(f"(?:{p})" for p in patterns), re.I | re.M)
+        own = (rf"{_START}{_QUALIFIERS}(?:{own_labels}){_SEPARATOR}",) if own_labels else ()
+        self._markers = re.compile("|".join(f"(?:{p})" for p in _GENERIC + own), re.I | re.M)
+        self._strong = re.compile("|".join(f"(?:{p})" for p in _STRONG + own), re.I | re.M)
 
     @property
     def fixed_length(self) -> int:
@@ -153,7 +169,7 @@ class TemplateStructure:
 
     def pieces(self, text: str) -> list[str]:
         """The canonical span cut at imitation markers (pieces without two letters, or only a verdict word,
-        dropped), at most MAX_PIECES; a span without markers is one piece."""
+        dropped), at most MAX_PIECES; a span without a marker only an imitation has is one piece."""
         return self._pieces(canonical_text(text))
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
@@ -184,7 +200,7 @@ class TemplateStructure:
 
     def _pieces(self, text: str) -> list[str]:
         low = text.lower()
-        if not any(t in low for t in _TRIGGERS):
+        if not any(t in low for t in _TRIGGERS) or not self._strong.search(text):
             return [text]
         cuts = [(m.start(), m.end()) for m in self._markers.finditer(text) if m.end() > m.start()]
         if not cuts:
@@ -192,6 +208,8 @@ class TemplateStructure:
         bounds = [0] + [x for c in cuts for x in c] + [len(text)]
         parts = [text[bounds[i] : bounds[i + 1]].strip(" \t\n\"'`()[]{}<>") for i in range(0, len(bounds), 2)]
         parts = [p for p in parts if sum(c.isalpha() for c in p) >= 2 and not _VERDICT_ONLY.fullmatch(p)]
+        if not parts:
+            return [text]
         if len(parts) > MAX_PIECES:
             parts = parts[: MAX_PIECES - 1] + ["\n".join(parts[MAX_PIECES - 1 :])]
         return parts
