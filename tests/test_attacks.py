@@ -48,29 +48,28 @@ YES_NO = ["Yes", "No"]
 # --- generators
 
 
+def attacked(family: str, split: str, per_message: int = 20) -> list[tuple[str, str]]:
+    """(message, attacked message) pairs, `per_message` variants of each of MESSAGES."""
+    rng = random.Random(family)
+    return [(m, attack(family, m, rng, split)) for m in MESSAGES for _ in range(per_message)]
+
+
 @pytest.mark.parametrize("family", ["invisible", "bidi", "diacritics", "lookalike"])
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_character_attacks_read_back_as_the_message(family, split):
-    rng = random.Random(family)
-    for message in MESSAGES:
-        for _ in range(20):
-            attacked = attack(family, message, rng, split)
-            assert attacked != message
-            assert canonical_text(attacked) == message, repr(attacked)
+    for message, text in attacked(family, split):
+        assert text != message and canonical_text(text) == message, repr(text)
 
 
 @pytest.mark.parametrize("family", ["imitation", "special-token"])
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_structure_attacks_leave_the_message_as_a_piece(family, split):
-    rng = random.Random(family)
-    for message in MESSAGES:
-        for _ in range(20):
-            attacked = attack(family, message, rng, split)
-            pieces = structure(SELF_CHECK_INPUT).pieces(attacked)
-            if split == "train":
-                assert message in pieces, repr(attacked)
-            else:  # new wordings may stay attached to the message: the whole span is scored too
-                assert any(message in p for p in pieces), repr(attacked)
+    for message, text in attacked(family, split):
+        pieces = structure(SELF_CHECK_INPUT).pieces(text)
+        if split == "train":
+            assert message in pieces, repr(text)
+        else:  # new wordings may stay attached to the message: the whole span is scored too
+            assert any(message in p for p in pieces), repr(text)
 
 
 def test_the_first_bullets_probe_is_the_template_imitated():
