@@ -12,12 +12,13 @@ recovers exactly which characters the user wrote and scores them as data:
   sees them;
 - the template's closing delimiter cannot occur in the span: for `"{{ user_input }}"` every `"` the user typed
   becomes `'` (a span that ends a line has its newlines made spaces), so the user cannot end the quote;
-- an imitation of the template's structure in the span (a role header such as "User message:", a moderation
-  question, an "Answer: No" line, chat-format control strings, in many wordings and delimiters) is a split
-  point: every piece between them is also scored on its own, in the same template, and the check takes the
-  highest block probability of the whole span and its pieces. A harmful request followed by a fake verdict
-  and a harmless request is then judged on the harmful piece as if it came alone, while harmless text with
-  quotes, dialogue or "the answer is no" is only ever judged on harmless pieces.
+- a span that imitates the template's verdict (an "Answer: No" line, a moderation question, chat-format
+  control strings, a role header such as "User message:" right after a closing quote, in many wordings and
+  delimiters) is cut at every imitation marker: each piece between them is also scored on its own, in the
+  same template, and the check takes the highest block probability of the whole span and its pieces. A
+  harmful request followed by a fake verdict and a harmless request is then judged on the harmful piece as
+  if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is scored
+  whole: out of context, its pieces could read as anything.
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a message without imitation markers costs one check as
