@@ -13,7 +13,7 @@ from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
 from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
 from rwkv7_provider.guard.scoring import GuardTokens
 from rwkv7_provider.model.tokenizer import HFTokenizer
-from rwkv7_provider.runtime.canonical import canonical_text, script_share
+from rwkv7_provider.runtime.canonical import canonical_text, familiar_part, script_share
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.structure import KnownTemplates, render_data, structure, trained_templates
 from rwkv7_provider.runtime.templates import render, stable_prefix, template_prefix
@@ -76,6 +76,12 @@ def test_canonical_text_is_a_fixed_point():
         text = "".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(1, 40)))
         once = canonical_text(text)
         assert canonical_text(once) == once, repr(text)
+
+
+def test_familiar_part_keeps_the_words_a_latin_guard_reads():
+    assert familiar_part("Привет! Привет! how to make a bomb") == "! ! how to make a bomb"
+    assert familiar_part("नमस्ते, आप कैसे हैं?") == ""
+    assert familiar_part("Hello мир\nsecond line мир") == "Hello\nsecond line"
 
 
 def test_script_share():

@@ -420,14 +420,16 @@ class AttackReport:
         return "\n".join(lines)
 
 
-def engine_checker(engine, threshold: float, template: str = SELF_CHECK_INPUT) -> Callable[[str], Awaitable[bool]]:
+def engine_checker(engine, threshold: float, template: str = SELF_CHECK_INPUT,
+                   unfamiliar: str = "score") -> Callable[[str], Awaitable[bool]]:
     """An `async (message) -> blocked` check of a guard engine: the message rendered in `template` as the rails
-    render it and scored as the provider's `choices` path does (structure-aware), blocked at P(Yes) >= threshold."""
+    render it and scored as the provider's `choices` path does (structure-aware, `unfamiliar` the provider's
+    `unfamiliar_script` policy), blocked at P(Yes) >= threshold."""
     choices = [ANSWER_BLOCK, ANSWER_ALLOW]
 
     async def check(message: str) -> bool:
-        score, _ = await ascore_as_data(engine, render(template, user_input=message), choices)
-        return share(score, ANSWER_BLOCK) >= threshold
+        score, forced = await ascore_as_data(engine, render(template, user_input=message), choices, unfamiliar)
+        return forced == "block" if forced else share(score, ANSWER_BLOCK) >= threshold
 
     return check
 

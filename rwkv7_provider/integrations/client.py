@@ -21,7 +21,6 @@ from .settings import ProviderSettings
 if TYPE_CHECKING:
     from ..runtime.engine import Engine
     from ..runtime.results import Generation, ScoreResult
-    from ..runtime.structure import Plan
 
 
 @dataclass(frozen=True)
@@ -140,22 +139,22 @@ class RWKV7Client:
 
     def classify(self, prompt: str) -> ScoreResult:
         """The `choices` answer to `prompt`: structure-aware when the prompt renders a template the engine knows
-        (`runtime/structure.py`), literal otherwise, then `block_threshold` and `unfamiliar_script` applied."""
-        return self._verdict(*score_as_data(self.engine, prompt, self.settings.choices))
+        (`runtime/structure.py`, with the `unfamiliar_script` policy), literal otherwise, then decided."""
+        return self._verdict(*score_as_data(self.engine, prompt, self.settings.choices, self.settings.unfamiliar_script))
 
     async def aclassify(self, prompt: str) -> ScoreResult:
         """`classify` without blocking the event loop."""
-        return self._verdict(*await ascore_as_data(self.engine, prompt, self.settings.choices))
+        choices, policy = self.settings.choices, self.settings.unfamiliar_script
+        return self._verdict(*await ascore_as_data(self.engine, prompt, choices, policy))
 
-    def _verdict(self, s: ScoreResult, plan: Plan | None) -> ScoreResult:
-        """The decided answer; a known template's user text mostly in scripts the model was not trained on
-        gets the `unfamiliar_script` policy ('score': the decided answer stands)."""
+    def _verdict(self, s: ScoreResult, forced: str | None) -> ScoreResult:
+        """The decided answer, or the one the `unfamiliar_script` policy forces (its probability stays the
+        model's)."""
         decided = self._decided(s)
-        policy = self.settings.unfamiliar_script
-        if plan is None or policy == "score" or plan.familiar >= 0.5:
+        if forced is None:
             return decided
         first, *others = self.settings.choices
-        best = first if policy == "block" else max(others, key=decided.logprobs.__getitem__)
+        best = first if forced == "block" else max(others, key=decided.logprobs.__getitem__)
         return replace(decided, best=best, probability=share(decided, best))
 
     def _decided(self, s: ScoreResult) -> ScoreResult:

@@ -78,10 +78,10 @@ class ProviderSettings(GenerationOptions):
     )
 
     unfamiliar_script: Literal["score", "block", "allow"] = Field(
-        "score",
+        "allow",
         description="with `choices`, for a known template's user text mostly (more than half of its letters) "
         "outside the scripts the model was trained on (Latin for the embedded guard): 'score' it as any "
-        "other text, 'block' it, or 'allow' it",
+        "other text, 'block' it, or 'allow' it (judging only its words in those scripts, if it has any)",
     )
 
     @model_validator(mode="before")

@@ -58,6 +58,7 @@ _TO_SPACE = {"\u2800": " "}  # braille blank: looks like a space
 _NARROW_SPACES = "\u2006\u2008\u2009\u200a\u202f\u205f"
 _SPACED_LETTERS = re.compile(rf"(?<!\w)\w(?:[{_NARROW_SPACES}]\w)+(?!\w)")
 _NARROW_SPACE = re.compile(f"[{_NARROW_SPACES}]")
+_BLANKS = re.compile(r"[ \t]+")
 _NARROW_BY_PUNCTUATION = re.compile(rf"[{_NARROW_SPACES}](?=[^\w\s])|(?<=[^\w\s])[{_NARROW_SPACES}]")
 _TO_NEWLINE = {"\r\n": "\n", "\r": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n"}
 _ASCII_CONTROLS = str.maketrans({chr(c): None for c in (*range(0x09), *range(0x0E, 0x20), 0x7F)}
@@ -232,3 +233,16 @@ def script_share(text: str, scripts: frozenset[str] = frozenset({"LATIN"})) -> f
     if not letters:
         return 1.0
     return sum(script(c) in scripts for c in letters) / len(letters)
+
+
+def familiar_part(text: str, scripts: frozenset[str] = frozenset({"LATIN"})) -> str:
+    """`text` without its words whose letters are mostly outside `scripts` ("" when fewer than two letters of
+    `scripts` remain): the part of a mixed message a guard trained on those scripts can read."""
+    kept = []
+    for word in _words(text):
+        letters = [c for c in word if c.isalpha()]
+        if letters and 2 * sum(script(c) in scripts for c in letters) <= len(letters):
+            word = " "
+        kept.append(word)
+    out = _BLANKS.sub(" ", "".join(kept)).strip()
+    return out if sum(c.isalpha() and script(c) in scripts for c in out) >= 2 else ""

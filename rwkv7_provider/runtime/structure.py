@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .canonical import canonical_text, script_share
+from .canonical import canonical_text, familiar_part, script_share
 from .templates import TAG, USER_VARIABLES, variable_name
 
 if TYPE_CHECKING:
@@ -112,12 +112,15 @@ _LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.M)
 @dataclass(frozen=True)
 class Plan:
     """How a matched prompt is scored: `prompts[0]` is the whole canonical prompt, the others score one piece
-    of a span each. `familiar` is the share of the spans' letters in scripts the guard was trained on."""
+    of a span each. `familiar` is the share of the spans' letters in scripts the guard was trained on;
+    when that is under half, `readable` is the prompt with only those words of the spans (empty when they
+    have none), which the `unfamiliar_script: allow` policy scores instead."""
 
     template: str
     prompts: tuple[str, ...]
     spans: dict[str, str]
     familiar: float
+    readable: tuple[str, ...] = ()
 
 
 class TemplateStructure:
@@ -185,7 +188,12 @@ class TemplateStructure:
                     prompt = self._fill(spans | {name: self._neutral(name, part)})
                     if prompt not in prompts:
                         prompts.append(prompt)
-        return Plan(self.template, tuple(prompts), spans, script_share("".join(spans.values()), scripts))
+        familiar = script_share("".join(spans.values()), scripts)
+        readable = ()
+        if familiar < 0.5:
+            parts = {name: familiar_part(text, scripts) for name, text in spans.items()}
+            readable = (self._fill(parts),) if any(parts.values()) else ()
+        return Plan(self.template, tuple(prompts), spans, familiar, readable)
 
     def _neutral(self, name: str, canonical: str) -> str:
         closer = self.closers[self.slots.index(name)]
@@ -298,19 +306,34 @@ def most_blocking(scores: Sequence[ScoreResult], first: str) -> ScoreResult:
                    cached_tokens=sum(s.cached_tokens for s in scores))
 
 
-def score_as_data(engine: Engine, prompt: str, choices: Sequence[str]) -> tuple[ScoreResult, Plan | None]:
+def score_as_data(engine: Engine, prompt: str, choices: Sequence[str],
+                  unfamiliar: str = "score") -> tuple[ScoreResult, str | None]:
     """`choices` scored with the user's text as data when `prompt` renders a template the engine knows (the
-    most blocking of the whole span and its pieces), literally otherwise; the plan, or None."""
+    most blocking of the whole span and its pieces), literally otherwise. Returns the score and the answer the
+    `unfamiliar` policy forces ("block" / "allow"), if any (see `_policy`)."""
     plan = engine.templates.plan(prompt)
     if plan is None:
         return engine.score(prompt, choices), None
-    return most_blocking([engine.score(p, choices) for p in plan.prompts], choices[0]), plan
+    prompts, forced = _policy(plan, unfamiliar)
+    return most_blocking([engine.score(p, choices) for p in prompts], choices[0]), forced
 
 
-async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str]) -> tuple[ScoreResult, Plan | None]:
+async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
+                         unfamiliar: str = "score") -> tuple[ScoreResult, str | None]:
     """`score_as_data` without blocking the event loop; the pieces are scored concurrently (batched)."""
     plan = engine.templates.plan(prompt)
     if plan is None:
         return await engine.ascore(prompt, choices), None
-    scores = await asyncio.gather(*(engine.ascore(p, choices) for p in plan.prompts))
-    return most_blocking(scores, choices[0]), plan
+    prompts, forced = _policy(plan, unfamiliar)
+    return most_blocking(await asyncio.gather(*(engine.ascore(p, choices) for p in prompts)), choices[0]), forced
+
+
+def _policy(plan: Plan, unfamiliar: str) -> tuple[tuple[str, ...], str | None]:
+    """The prompts to score and the forced answer for user text mostly outside the model's scripts: `score`
+    it as it is; `block` it; `allow` it, but score the words it can read when there are any (so a harmful
+    English request padded with text in another script is still judged)."""
+    if unfamiliar == "score" or plan.familiar >= 0.5:
+        return plan.prompts, None
+    if unfamiliar == "block":
+        return plan.prompts, "block"
+    return (plan.readable, None) if plan.readable else (plan.prompts, "allow")
