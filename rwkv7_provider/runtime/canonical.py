@@ -244,5 +244,5 @@ def familiar_part(text: str, scripts: frozenset[str] = frozenset({"LATIN"})) -> 
         if letters and 2 * sum(script(c) in scripts for c in letters) <= len(letters):
             word = " "
         kept.append(word)
-    out = _BLANKS.sub(" ", "".join(kept)).strip()
+    out = "\n".join(_BLANKS.sub(" ", line).strip() for line in "".join(kept).split("\n")).strip()
     return out if sum(c.isalpha() and script(c) in scripts for c in out) >= 2 else ""
