@@ -164,6 +164,7 @@ def test_unfamiliar_script_policy(rigged):
 @pytest.mark.parametrize("params, message", [
     ({"unfamiliar_script": "deny", "choices": YES_NO}, "must be 'score', 'block' or 'allow'"),
     ({"unfamiliar_script": "block"}, "applies to `choices` scoring"),
+    ({"unfamiliar_script": "score"}, "applies to `choices` scoring"),
 ])
 def test_bad_unfamiliar_script_fails_at_construction(params, message):
     with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace("`", ".")):

@@ -104,7 +104,7 @@ class ProviderSettings(GenerationOptions):
 
     @model_validator(mode="after")
     def _script_policy_needs_choices(self) -> ProviderSettings:
-        if self.unfamiliar_script != "score" and not self.choices:
+        if "unfamiliar_script" in self.model_fields_set and not self.choices:
             raise ValueError("unfamiliar_script applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
         return self
 
