@@ -252,6 +252,7 @@ class KnownTemplates:
         self.scripts = frozenset(scripts)
         self._known: dict[str, TemplateStructure] = {}
         self._lock = threading.Lock()
+        self._told = False
 
     def register(self, templates: Iterable[str]) -> int:
         """Add templates; those without a plain per-request variable (or with other tags) are skipped. Returns
@@ -269,14 +270,22 @@ class KnownTemplates:
         return len(self._known)
 
     def plan(self, prompt: str) -> Plan | None:
-        """The scoring plan of the most specific known template `prompt` is a rendering of, else None."""
+        """The scoring plan of the most specific known template `prompt` is a rendering of, else None (said
+        once per engine in the log: such a prompt is scored literally)."""
         best, values = None, None
         for s in list(self._known.values()):
             if best is None or s.fixed_length > best.fixed_length:
                 found = s.match(prompt)
                 if found is not None:
                     best, values = s, found
-        return None if best is None else best.plan(values, self.scripts)
+        if best is None:
+            if not self._told:
+                self._told = True
+                log.warning("a `choices` prompt matches none of the %d known template(s): it is scored as it is; "
+                            "register its template (Engine.register_templates, or pre-warm it) to have the "
+                            "user's text scored as data", len(self._known))
+            return None
+        return best.plan(values, self.scripts)
 
 
 def trained_templates(model_dir: str | Path) -> list[str]:
