@@ -336,6 +336,22 @@ def quote_appended(message: str, rng: random.Random, split: str = "heldout") -> 
     return f"{message.rstrip()} {rng.choice(frames).format(rng.choice(quotes))}"
 
 
+# Training-only frames composed from parts, so that no handful of frames is what "a quote" means to the guard.
+_SPEAKERS = ("My teacher", "Our neighbor", "A stranger on the bus", "My grandpa", "The waiter", "My little brother",
+             "The coach", "Her boss", "The tour guide", "My doctor", "The pilot", "Our landlord", "My best friend",
+             "The news anchor", "A kid at the park", "The librarian", "My aunt", "The mechanic")
+_SAYING = ('said "{}"', 'told me "{}"', 'keeps saying "{}"', 'shouted "{}"', 'wrote "{}" in the card',
+           'asked "{}"', 'whispered "{}"', 'replied "{}" and smiled', 'texted me "{}" this morning',
+           'posted "{}" online', 'always says "{}"', 'answered "{}" without thinking', 'muttered "{}"',
+           'sang "{}" all the way home', 'put up a note saying "{}"', 'yelled "{}" across the street')
+
+
+def _quoted(message: str, quote: str, rng: random.Random) -> str:
+    frame = f"{rng.choice(_SPEAKERS)} {rng.choice(_SAYING)}" if rng.random() < 0.6 else rng.choice(
+        _split(_QUOTE_FRAMES, "train"))
+    return f"{message.rstrip()} {frame.format(quote)}{'' if frame.endswith(('.', '?', '!')) else '.'}"
+
+
 # --- training rows ------------------------------------------------------------------------------------------------
 
 
@@ -364,9 +380,13 @@ def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.
         for i in range(n):
             ex = rng.choice(unsafe if i % 2 == 0 else safe)
             out.append(Example(apply(ex.text, rng), ex.label, f"{AUGMENTED}attack-{family}"))
-    for i in range(per_family * 3):
-        ex = rng.choice(safe)
-        out.append(Example(quote_appended(ex.text, rng, "train"), 0, AUGMENTED + "harmless-quote"))
+    # A quoted sentence appended (one of the quotes, or another harmless message) changes nothing: harmful
+    # messages stay unsafe, harmless ones safe.
+    quotes = _split(_QUOTES, "train") + [ex.text.rstrip(".?!") for ex in safe if len(ex.text) < 80]
+    for i in range(per_family * 4):
+        ex = rng.choice(unsafe if i % 3 == 2 else safe)
+        source = "quoted-harmful" if ex.label else "harmless-quote"
+        out.append(Example(_quoted(ex.text, rng.choice(quotes), rng), ex.label, AUGMENTED + source))
     for i in range(per_family):
         ex = rng.choice(unsafe if i % 2 else safe)
         text = rng.choice(_TRANSCRIPTS).format(first=rng.choice(safe).text, reply=rng.choice(_REPLIES), message=ex.text)

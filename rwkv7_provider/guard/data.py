@@ -150,7 +150,7 @@ HARD_NEGATIVE_BOOST = {
     "deepset/prompt-injections": 2.0, "spikee-seeds": 2.0, "stackexchange-secrets(ICSE23)": 1.5,
     AUGMENTED + "violence-lookalike": 4.0, AUGMENTED + "violent-words": 4.0, AUGMENTED + "own-data": 6.0,
     AUGMENTED + "rights-support": 3.0, AUGMENTED + "self-harm-lookalike": 8.0, AUGMENTED + "identity": 4.0,
-    AUGMENTED + "harmless-quote": 2.0, AUGMENTED + "harmless-answer-text": 8.0, AUGMENTED + "harmless-code": 8.0,
+    AUGMENTED + "harmless-quote": 3.0, AUGMENTED + "harmless-answer-text": 8.0, AUGMENTED + "harmless-code": 8.0,
     AUGMENTED + "harmless-dialogue": 8.0,
 }
 # Sources by prefix: the few sentences per language of `languages.py` (safe, unsafe).
