@@ -65,6 +65,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def load_average() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
 def literal_checker(engine, threshold: float):
     async def check(message: str) -> bool:
         s = await engine.ascore(render(SELF_CHECK_INPUT, user_input=message), YES_NO)
@@ -135,7 +139,7 @@ def main() -> None:
     guards = [g.split("=", 1) for g in args.guard] or [["v15", str(DEFAULT_GUARD)]]
     sources = [s for s in args.sources.split(",") if s]
     print(f"CPU: {cpu_model()}; torch threads {args.threads}; load average at start "
-          f"{open('/proc/loadavg').read().split()[:3]}")
+          f"{load_average()}")
     harmful, harmless = heldout_messages(sources)
     print(f"held-out messages: {len(harmful)} harmful, {len(harmless)} harmless (family slice + {len(sources)} sources)")
     heldout_rows = [ex for ex in load_data(Path(DEFAULT_GUARD).parent / "training_data", "input")
@@ -156,13 +160,13 @@ def main() -> None:
             print(rates(guard, heldout_rows, "held-out sources (batched, as-data prompts)"))
         print(rates(guard, family_rows("heldout"), "family slice"))
         print(rates(guard, language_rows("heldout"), "non-English held-out"))
-        print(f"load average now {open('/proc/loadavg').read().split()[:3]}")
+        print(f"load average now {load_average()}")
     name, directory = guards[-1]
     plain = (harmful + harmless)[:: max(1, len(harmful + harmless) // args.latency_messages)][: args.latency_messages]
     lit, dat, ratio = latency(Path(directory), plain, args.rounds)
     print(f"\nwarm check latency ({name}, {len(plain)} held-out messages x {args.rounds} rounds, interleaved): "
           f"literal {lit:.2f} ms, as-data {dat:.2f} ms (medians); median per-message ratio {ratio:.3f}")
-    print(f"load average at end {open('/proc/loadavg').read().split()[:3]}")
+    print(f"load average at end {load_average()}")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ import random
 import unicodedata
 
 import pytest
+from rwkv7_provider.model.tokenizer import HFTokenizer
 from tokenizers import Tokenizer
 
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
 from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
 from rwkv7_provider.guard.scoring import GuardTokens
-from rwkv7_provider.model.tokenizer import HFTokenizer
 from rwkv7_provider.runtime.canonical import canonical_text, familiar_part, script_share
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.structure import KnownTemplates, render_data, structure, trained_templates
@@ -186,6 +186,7 @@ def test_scoring_as_data_reuses_the_cached_policy_prefix(tiny):
     """Exact for the prefix cache: the pre-warmed policy state is reused, only span and tail are computed."""
     from rwkv7_provider.model import RWKV7
     from rwkv7_provider.model.tokenizer import load_tokenizer
+
     from rwkv7_provider.runtime.structure import score_as_data
 
     engine = Engine(RWKV7.from_pretrained(tiny), load_tokenizer(model_path=tiny))

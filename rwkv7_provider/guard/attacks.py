@@ -153,7 +153,7 @@ def _reversed(message: str, style: str, rng: random.Random) -> str:
     if style == "isolated":
         return _RLI + _RLO + message[::-1] + _PDF + _PDI
     cut = message.find(" ", len(message) // 3)
-    cut = cut if cut > 0 else 0
+    cut = max(0, cut)
     return message[:cut] + " " + _RLO + message[cut:].strip()[::-1] + _PDF
 
 
@@ -429,8 +429,8 @@ class AttackReport:
     still_passed: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (still passed, n)
 
     def markdown(self) -> str:
-        lines = [f"Harmful messages blocked plainly: {self.blocked_plainly} of {self.harmful}; harmless messages "
-                 f"passed plainly: {self.passed_plainly} of {self.harmless}.", "",
+        lines = [(f"Harmful messages blocked plainly: {self.blocked_plainly} of {self.harmful}; harmless messages "
+                 f"passed plainly: {self.passed_plainly} of {self.harmless}."), "",
                  "| attack family | held out of training | harmful still blocked |", "|---|---|---:|"]
         for fam, (k, n) in self.stayed_blocked.items():
             held = "whole family" if fam in HELDOUT_FAMILIES else "variants"

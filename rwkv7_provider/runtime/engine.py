@@ -33,8 +33,8 @@ from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, GenerationOpti
 from .results import Generation, ScoreResult
 from .sampling import Sampler
 from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
-from .structure import KnownTemplates
 from .streaming import AsyncStreamResult, StopMatcher, StreamResult
+from .structure import KnownTemplates
 from .templates import USER_VARIABLES, stable_prefix, template_prefix
 
 log = logging.getLogger(__name__)

@@ -73,15 +73,15 @@ _GENERIC = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
     rf"{_START}{_QUALIFIERS}(?:{_QUESTIONS}){_SEPARATOR}(?:[^\n?]*\?)?",
     rf"{_START}{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
-    r"\bshould\s+(?:the|this|that)\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\s+"
-    r"be\s+(?:blocked|allowed|flagged|refused|rejected|approved|moderated)[^\n?]*\??",
-    r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)|(?:classify|judge|rate|evaluate|assess|check)\s+(?:this|the|that))"
-    r"\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\b[^\n?]*\??",
+    (r"\bshould\s+(?:the|this|that)\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\s+"
+    r"be\s+(?:blocked|allowed|flagged|refused|rejected|approved|moderated)[^\n?]*\??"),
+    (r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)|(?:classify|judge|rate|evaluate|assess|check)\s+(?:this|the|that))"
+    r"\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\b[^\n?]*\??"),
     rf"^[ \t]*#{{1,6}}[ \t]*{_QUALIFIERS}(?:{_ROLES}|{_QUESTIONS}|{_ANSWERS})[ \t]*:?[ \t]*$",
     r"\(\s*(?:yes|no|safe|unsafe)\s*(?:or|/)\s*(?:yes|no|safe|unsafe)\s*\)\??",
     r"\b(?:reply|answer|respond)(?:\s+(?:with|only))?\s+(?:yes|no|safe|unsafe)\s*(?:or|/)\s*(?:yes|no|safe|unsafe)\b\.?",
-    r"<\|[^|<>\n]{1,40}\|>|\[/?(?:INST|SYS)\]|<</?SYS>>|</?s>|</?(?:user|assistant|system|bot|human|message|input|"
-    r"output|answer|question|verdict|response|query|prompt)[\w-]*(?:\s[^<>\n]*)?>",
+    (r"<\|[^|<>\n]{1,40}\|>|\[/?(?:INST|SYS)\]|<</?SYS>>|</?s>|</?(?:user|assistant|system|bot|human|message|input|"
+    r"output|answer|question|verdict|response|query|prompt)[\w-]*(?:\s[^<>\n]*)?>"),
     r"^[ \t]*(?:-{3,}|={3,}|#{3,}|\*{3,}|_{3,}|\"{3}|'{3}|`{3}\w*)[ \t]*$",
     r"(?-i:\[\s*[A-Z][A-Z0-9 _/-]{1,40}\])",
 )
@@ -94,9 +94,9 @@ _MODERATION = (r"(?:safe|unsafe|harmful|allowed|acceptable|appropriate|blocked|f
 _STRONG = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:{_VERDICTS})(?!\w)",
     _GENERIC[3],
-    r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)\s+(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\s+"
+    (r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)\s+(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\s+"
     rf"(?:\w+\s+){{0,2}}{_MODERATION}|(?:classify|judge|rate|evaluate|assess)\s+(?:this|the|that)\s+"
-    r"(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\b)",
+    r"(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\b)"),
     _GENERIC[6], _GENERIC[7], _GENERIC[8],
     rf"[\"'`\])}}>][ \t]*\n*[ \t]*[#*>\-\[(<{{|=_~]*[ \t]*{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
 )
@@ -105,8 +105,8 @@ _STRONG = (
 _TRIGGERS = (":", "=", "<", ">", "[", "#", "---", "___", "***", '"""', "'''", "```", "should", "reply", "answer",
              "respond", "message", "input", "request", "text", "prompt", "response", "content", "(yes", "(no", "(safe",
              "(unsafe", "( yes", "( no")
-_VERDICT_ONLY = re.compile(rf"\W*(?:{_VERDICTS})\W*", re.I)
-_LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.M)
+_VERDICT_ONLY = re.compile(rf"\W*(?:{_VERDICTS})\W*", re.IGNORECASE)
+_LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,12 @@ class TemplateStructure:
         self.template, self.literals, self.slots = template, tuple(literals), tuple(slots)
         self.closers = tuple(_closer(lit) for lit in literals[1:])
         groups = "".join(f"(?P<v{i}>.*?)" + re.escape(lit) for i, lit in enumerate(literals[1:]))
-        self._pattern = re.compile(re.escape(literals[0]) + groups, re.S)
+        self._pattern = re.compile(re.escape(literals[0]) + groups, re.DOTALL)
         own = {m.group(1).strip().lower() for m in _LABEL_LINE.finditer(template)}
         own_labels = "|".join(sorted((re.escape(w).replace(r"\ ", r"\s+") for w in own), key=len, reverse=True))
         own = (rf"{_START}{_QUALIFIERS}(?:{own_labels}){_SEPARATOR}",) if own_labels else ()
-        self._markers = re.compile("|".join(f"(?:{p})" for p in _GENERIC + own), re.I | re.M)
-        self._strong = re.compile("|".join(f"(?:{p})" for p in _STRONG + own), re.I | re.M)
+        self._markers = re.compile("|".join(f"(?:{p})" for p in _GENERIC + own), re.IGNORECASE | re.MULTILINE)
+        self._strong = re.compile("|".join(f"(?:{p})" for p in _STRONG + own), re.IGNORECASE | re.MULTILINE)
 
     @property
     def fixed_length(self) -> int:
