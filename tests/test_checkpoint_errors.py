@@ -78,19 +78,19 @@ def model(small_pth):
 
 
 def test_token_ids_out_of_range(model):
-    with pytest.raises(ValueError, match="token id out of range"):
+    with pytest.raises(InputError, match="token id out of range"):
         model(torch.tensor([[1, SMALL.vocab_size]]))
-    with pytest.raises(ValueError, match="token id out of range"):
+    with pytest.raises(InputError, match="token id out of range"):
         model(torch.tensor([[-1]]))
 
 
 def test_empty_input(model):
-    with pytest.raises(ValueError, match="empty input"):
+    with pytest.raises(InputError, match="empty input"):
         model(torch.zeros(1, 0, dtype=torch.long))
 
 
 def test_wrong_input_type_and_state_batch(model):
     with pytest.raises(InputError, match="integer tensor"):
         model(torch.zeros(1, 3))
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(InputError, match="batch"):
         model(torch.zeros(2, 3, dtype=torch.long), model.zero_state(1))

@@ -360,7 +360,7 @@ def test_forced_tool_choice_and_text_answer():
     message = model.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather?")
     assert "must answer with a call of the tool 'get_weather'" in engine.prompts[0]
     assert "expected a tool call" in message.invalid_tool_calls[0]["error"]
-    with pytest.raises(ValueError, match="not one of the bound tools"):
+    with pytest.raises(ParameterError, match="not one of the bound tools"):
         model.bind_tools([get_weather], tool_choice="get_time")
 
 

@@ -197,7 +197,7 @@ def epoch_sample(examples: Sequence[Example], weights: Sequence[float], rng: ran
 
 def templates(task: str) -> tuple[str, ...]:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        raise ParameterError(f"unknown task {task!r}; expected one of {TASKS}")
     return INPUT_TEMPLATES if task == "input" else OUTPUT_TEMPLATES
 
 

@@ -126,7 +126,7 @@ class TfidfBaseline:
         except ImportError as e:
             raise ImportError("the TF-IDF baseline needs scikit-learn: pip install 'rwkv7-provider[eval]'") from e
         if len({ex.label for ex in train}) < 2:
-            raise ValueError("the baseline needs both safe and unsafe training rows")
+            raise GuardDataError("the baseline needs both safe and unsafe training rows")
         self.pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000),
                                   LogisticRegression(max_iter=2000, C=4.0))
         self.pipe.fit([_text(ex) for ex in train], [ex.label for ex in train])
@@ -224,7 +224,7 @@ def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: Tfid
     model, toks = load_guard(model_dir)
     rows = [ex for ex in rows if ex.task == task]
     if not rows:
-        raise ValueError(f"no {task}-task rows to evaluate")
+        raise GuardDataError(f"no {task}-task rows to evaluate")
     template = templates(task)[0]
     g_scores = score_examples(model, toks, list(rows), template)
     b_scores = baseline.score(rows) if baseline else None

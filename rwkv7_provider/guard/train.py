@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     examples = load_data(args.data_dir)
     train_rows, dev_rows = split_by_source(examples, heldout)
     if not train_rows:
-        raise ValueError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
+        raise GuardDataError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
     rng = random.Random(args.seed)
     train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2, args.augment_responses)
     log.info("%d training rows (with augmentation), %d held-out rows", len(train_rows), len(dev_rows))

@@ -40,6 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from ..errors import ParameterError
 from ..model import RWKV7State
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ class PrefixCache:
         vocab_size: int | None = None,
     ) -> None:
         if budget_bytes < 0:
-            raise ValueError(f"cache budget must be >= 0 bytes, got {budget_bytes}")
+            raise ParameterError(f"cache budget must be >= 0 bytes, got {budget_bytes}")
         self.fingerprint, self.dtype, self.device = fingerprint, dtype, torch.device(device)
         self.expected, self.vocab_size = expected, vocab_size
         self.directory = (
