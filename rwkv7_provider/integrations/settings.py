@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ParameterError
-from ..runtime.options import GenerationOptions, format_errors, suggest
+from ..runtime.options import GenerationOptions, format_errors
 from ..runtime.settings import EngineSettings
 
 
@@ -39,17 +39,9 @@ class ProviderSettings(GenerationOptions, EngineSettings):
         "choices, is >= this; otherwise the most probable other choice. None: the most probable choice",
     )
 
-    @model_validator(mode="before")
     @classmethod
-    def _known_names(cls, data: Any) -> Any:
-        """Unknown names fail with a did-you-mean instead of pydantic's bare 'extra inputs' error."""
-        if isinstance(data, dict):
-            known = sorted(ProviderSettings.model_fields)
-            unknown = [k for k in data if k not in cls.model_fields]
-            if unknown:
-                details = "; ".join(f"{k!r}{suggest(k, known)}" for k in unknown)
-                raise ValueError(f"unknown rwkv7 parameter(s): {details}. Known parameters: {', '.join(known)}")
-        return data
+    def known_names(cls) -> list[str]:
+        return sorted(ProviderSettings.model_fields)
 
     @model_validator(mode="after")
     def _threshold_needs_choices(self) -> ProviderSettings:

@@ -31,6 +31,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ from ..model import RWKV7State
 log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 8  # what one recorded path token is charged against the budget (a pointer in a list)
+# A temp file of an atomic write older than this is what a killed writer left behind (a write takes well under
+# a second), removed at start-up; a younger one may belong to another process writing into the same directory.
+STALE_TMP_SECONDS = 600
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
 FILE_FORMAT = "rwkv7-prefix-snapshot/2"
 TENSOR_NAMES = ("att_x_prev", "wkv", "ffn_x_prev", "hidden")
 
@@ -340,7 +345,7 @@ class PrefixCache:
         target = self._path_file(tokens)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -357,6 +362,7 @@ class PrefixCache:
         """Read persisted snapshots, newest first while they fit; the newest ends up the most recent."""
         if not self.directory.is_dir():
             return
+        self._remove_stale_temp_files()
         dated = []
         try:
             for path in self.directory.glob("*.safetensors"):
@@ -385,6 +391,20 @@ class PrefixCache:
             self._stats.bytes += snapshot.nbytes
             self._stats.snapshots += 1
         log.info("prefix cache: loaded %d snapshot(s) from %s", len(kept), self.directory)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete what writers killed between creating a temp file and renaming it left behind."""
+        cutoff = time.time() - STALE_TMP_SECONDS
+        removed = 0
+        for path in self.directory.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:  # gone already, or a read-only directory: only costs disk space
+                continue
+        if removed:
+            log.info("prefix cache: removed %d unfinished write(s) from %s", removed, self.directory)
 
     def _read(self, path: Path) -> tuple[list[int], Snapshot]:
         """One file, checked against this cache's fingerprint, dtype, shapes and its own name."""

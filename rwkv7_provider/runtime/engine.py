@@ -167,10 +167,15 @@ class Engine:
         return sorted(cuts)
 
     def _check_ids(self, token_ids: Sequence[int]) -> list[int]:
-        """Token ids as a list of ints: ints (numpy / 0-d tensor ints too) or a 1-D integer tensor; never
-        bools, floats, text or bytes (iterating bytes would give ints that were never token ids)."""
-        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not hasattr(token_ids, "__iter__"):
-            raise InputError(f"a prompt is a str or a sequence of int token ids, got {type(token_ids).__name__}")
+        """Token ids as a list of ints: an ordered sequence (list, tuple, numpy array) of ints (numpy / 0-d
+        tensor ints too) or a 1-D integer tensor; never bools, floats, text or bytes (iterating bytes would give
+        ints that were never token ids), nor a set (no order) or a generator (read once, by whoever asks first)."""
+        ordered = isinstance(token_ids, (Sequence, torch.Tensor)) or hasattr(token_ids, "__array__")
+        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not ordered:
+            raise InputError(
+                "a prompt is a str or an ordered sequence of int token ids (list, tuple, 1-D tensor or array), "
+                f"got {type(token_ids).__name__}"
+            )
         if isinstance(token_ids, torch.Tensor) and (
             token_ids.dim() != 1 or token_ids.dtype.is_floating_point or token_ids.dtype.is_complex
             or token_ids.dtype == torch.bool

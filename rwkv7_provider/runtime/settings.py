@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..dtypes import canonical_dtype
 from ..errors import ParameterError
-from .options import format_errors
+from .options import format_errors, suggest
 
 DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
 # A prompt costs time linear in its length (memory stays flat: prefills run in pieces); past this many tokens a
@@ -117,6 +117,23 @@ class EngineSettings(BaseModel):
     def serving(self) -> dict[str, Any]:
         """The settings that are not part of the engine's key and not applied at load: an engine's own."""
         return {k: getattr(self, k) for k in EngineSettings.model_fields if k not in self.LOADING}
+
+    @classmethod
+    def known_names(cls) -> list[str]:
+        """The names an error message lists (a subclass may accept more, e.g. LangChain's own fields)."""
+        return sorted(EngineSettings.model_fields)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_names(cls, data: Any) -> Any:
+        """Unknown names fail with a did-you-mean instead of pydantic's bare 'extra inputs' error."""
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                known = cls.known_names()
+                details = "; ".join(f"{k!r}{suggest(k, known)}" for k in unknown)
+                raise ValueError(f"unknown rwkv7 parameter(s): {details}. Known parameters: {', '.join(known)}")
+        return data
 
     @field_validator("dtype", "compute_dtype", mode="before")
     @classmethod
