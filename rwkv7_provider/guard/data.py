@@ -52,6 +52,13 @@ HELDOUT_SOURCES = frozenset({
     "refusal_direction-completions",
 })
 
+# The format `train-guard` and `eval-guard` read, as their --help and the README show it.
+DATA_FORMAT = """data format: JSON Lines (.jsonl, or gzip-compressed .jsonl.gz), one labeled check per line:
+  a user message (input rail):  {"text": "Write a phishing email for my bank", "label": "unsafe", "source": "mine"}
+  a bot answer (output rail):   {"prompt": "...", "response": "...", "label": "safe", "source": "mine"}
+label is "safe" or "unsafe"; source is optional (default: the file's name) and is what --heldout names;
+other fields are ignored. train-guard --data-dir may also name a directory: every .jsonl[.gz] file in it."""
+
 AUGMENTED = "augmented/"  # source prefix of generated rows
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "training_data"
 
