@@ -73,6 +73,13 @@ def test_train_guard_on_a_small_file_with_default_options(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
+def test_train_guard_with_every_row_held_out_is_one_line(tmp_path, capsys):
+    data = write_rows(tmp_path / "small.jsonl")  # its rows' source is the file's name
+    assert cli.main(["train-guard", "--data-dir", str(data), "--out", str(tmp_path / "g"), "--heldout", "small",
+                     "--no-eval", *SMALL]) == 2
+    assert "no training rows left" in capsys.readouterr().err
+
+
 def test_model_card_goes_without_a_baseline_the_data_cannot_train(tmp_path, caplog):
     """A small file or one task only: the card compares where it can instead of the run failing after training."""
     data = write_rows(tmp_path / "small.jsonl")

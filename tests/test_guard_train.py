@@ -21,7 +21,7 @@ from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.augment import augment
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
-from rwkv7_provider.guard.data import Example, prompt_for, sample_weights, split_by_source, truncate_middle
+from rwkv7_provider.guard.data import Example, prompt_for, sample_weights, split_by_source, templates, truncate_middle
 from rwkv7_provider.guard.data import load_file as load_jsonl
 from rwkv7_provider.guard.embed_init import pretrained_embeddings
 from rwkv7_provider.guard.prompts import INPUT_TEMPLATES, SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
@@ -273,6 +273,8 @@ def test_templates_and_helpers() -> None:
     assert render("a {{ user_input }} b", user_input="x") == "a x b"
     with pytest.raises(InputError, match="template variable .user_input. not given"):
         render("{{ user_input }}")
+    with pytest.raises(ParameterError, match="unknown task 'chat'"):
+        templates("chat")
     prefix, rest = split_template(SELF_CHECK_INPUT, "user_input")
     assert prefix.endswith('User message: "') and rest.startswith("{{ user_input }}")
     assert truncate_middle(list(range(10)), 6, tail=2) == [0, 1, 2, 3, 8, 9]

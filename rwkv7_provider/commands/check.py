@@ -25,6 +25,7 @@ from ..integrations.client import Completion, RWKV7Client
 from ..integrations.guardrails import PROVIDER_NAME
 from ..integrations.guardrails.parameters import parse_provider_parameters
 from ..runtime.templates import render
+from . import parse_args
 
 TASK = "self_check_input"
 ANSWERS = ["Yes", "No"]  # what the self-check prompts ask for: "Yes" blocks
@@ -87,11 +88,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argparse.ArgumentParser(
-        prog="rwkv7-provider check", description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="output: one line per message: allow|block, P(block), the message (tab-separated); "
-               "exit code 0: all allowed, 1: any blocked, 2: error")).parse_args(argv)
+    args = parse_args("check", __doc__, build_parser, argv, epilog=(
+        "output: one line per message: allow|block, P(block), the message (tab-separated)\n"
+        "exit code: 0 all allowed, 1 any blocked, 2 error"))
     rail = load_input_rail(args.config)
     overrides = {"choices": rail.parameters.get("choices") or ANSWERS, "block_threshold": args.threshold,
                  "threads": args.threads}

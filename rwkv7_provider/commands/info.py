@@ -17,6 +17,7 @@ from ..model.loading import MemoryEstimate, available_memory, estimate_memory
 from ..model.quantize import FORMATS
 from ..runtime.registry import DEFAULT_MODEL, resolve_model_path
 from ..runtime.settings import EngineSettings
+from . import parse_args
 
 MIB = 1 << 20
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -59,8 +60,7 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argparse.ArgumentParser(prog="rwkv7-provider info", description=__doc__.split("\n\n")[0]))
-    args = args.parse_args(argv)
+    args = parse_args("info", __doc__, build_parser, argv)
     info = inspect_checkpoint(resolve_model_path(args.checkpoint))
     device = EngineSettings.parse({"device": args.device}).device  # a ParameterError for a bad or absent one
     rows = estimates(info, device)

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 
 from .. import configs
+from ..errors import ParameterError
+from . import parse_args
 
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -22,14 +24,13 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argparse.ArgumentParser(prog="rwkv7-provider init-config", description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
+    args = parse_args("init-config", __doc__, build_parser, argv)
     if args.list:
         for name in configs.names():
             print(f"{name}\t{configs.path(name)}")
         return 0
     if not args.name:
-        parser.error("name a config to copy (or --list)")
+        raise ParameterError(f"name the config to copy: {', '.join(configs.names())} (or --list)")
     target = configs.copy(args.name, args.destination or Path(args.name))
     print(f"copied the {args.name} config to {target}/; use it with RailsConfig.from_path({str(target)!r})")
     return 0

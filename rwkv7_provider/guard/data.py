@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import GuardDataError
+from ..errors import GuardDataError, ParameterError
 from ..runtime.templates import render
 from .prompts import INPUT_TEMPLATES, OUTPUT_TEMPLATES
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..errors import ParameterError
+from ..errors import GuardDataError, ParameterError
 from ..kernels import triton_available
 from ..model.config import RWKV7Config
 from ..model.rwkv7 import RWKV7

@@ -41,7 +41,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
 from ..model import RWKV7State
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class PrefixCache:
         node's snapshot to the directory, if the cache has one.
         """
         if not tokens:
-            raise ValueError("cannot insert an empty token path")
+            raise InputError("cannot insert an empty token path")
         with self._lock:
             if not self._stats.budget_bytes:
                 return
