@@ -26,7 +26,7 @@ from nemoguardrails.llm.frameworks import get_framework
 from nemoguardrails.types import ChatMessage, LLMModel
 
 from rwkv7_provider import RWKV7LLM, ChatRWKV7
-from rwkv7_provider.errors import ParameterError
+from rwkv7_provider.errors import CheckpointError, ParameterError
 from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
 from rwkv7_provider.guardrails import RWKV7Model, register
 from rwkv7_provider.integrations.chat_format import render_chat
@@ -183,7 +183,7 @@ rails:
 
 
 def test_missing_checkpoint_fails_at_config_load(tmp_path):
-    with pytest.raises(ValueError, match="checkpoint not found"):  # a CheckpointError
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         LLMRails(load_config("moderation", str(tmp_path / "no_such_model")))
 
 
@@ -196,7 +196,7 @@ models:
     parameters:
       streaming: true
 """
-    with pytest.raises(ValueError, match="streaming"):
+    with pytest.raises(ValueError, match="streaming"):  # nemoguardrails' own error: it refuses the flag first
         LLMRails(RailsConfig.from_content(yaml_content=content))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import numpy as np
 import pytest
 import torch
 from rwkv7_provider.model import RWKV7
@@ -395,13 +396,17 @@ def test_max_prompt_tokens(model):
         ([1.0, 2.0], "must be ints"),
         ([5, 2.7], "must be ints"),
         ([True, 5], "must be ints"),
-        (b"hello", "a str or a sequence of int"),
-        (bytearray(b"hi"), "a str or a sequence of int"),
+        (b"hello", "a str or an ordered sequence of int"),
+        (bytearray(b"hi"), "a str or an ordered sequence of int"),
+        ({5, 6, 7}, "ordered sequence .* got set"),
+        ((t for t in [5, 6, 7]), "ordered sequence .* got generator"),
+        (iter([5, 6, 7]), "ordered sequence .* got list_iterator"),
+        ({5: 0, 6: 0}, "ordered sequence .* got dict"),
         (torch.tensor([1.0, 2.0]), "1-D integer tensor"),
         (torch.tensor([True]), "1-D integer tensor"),
         (torch.tensor([[1, 2]]), "1-D integer tensor"),
-        (None, "a str or a sequence of int"),
-        (12, "a str or a sequence of int"),
+        (None, "a str or an ordered sequence of int"),
+        (12, "a str or an ordered sequence of int"),
     ],
 )
 def test_token_ids_are_checked_not_coerced(model, ids, match):
@@ -416,6 +421,8 @@ def test_integer_like_ids_are_accepted(model):
     want = engine.generate([5, 6, 7], max_tokens=3, temperature=0).text
     assert engine.generate(torch.tensor([5, 6, 7]), max_tokens=3, temperature=0).text == want
     assert engine.generate((5, 6, 7), max_tokens=3, temperature=0).text == want
+    assert engine.generate(range(5, 8), max_tokens=3, temperature=0).text == want
+    assert engine.generate(np.array([5, 6, 7]), max_tokens=3, temperature=0).text == want
 
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_serving.py"

@@ -77,7 +77,7 @@ class RWKV7Client:
         if self._engine is None:
             from ..runtime.registry import get_engine
 
-            self._engine = get_engine(self.settings.model, **self.settings.engine_settings())
+            self._engine = get_engine(self.settings.model, self.settings.engine_settings())
         return self._engine
 
     def options(self, stop: list[str] | str | None, chat: bool, overrides: dict[str, Any]) -> GenerationOptions:

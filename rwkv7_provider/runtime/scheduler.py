@@ -35,6 +35,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator
+from concurrent.futures import CancelledError  # a cancelled request: the standard exception, not an RWKV7Error
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +113,6 @@ class SchedulerStats:
     waits: int = 0  # times the leader waited (up to max_wait) for a fuller batch
 
 
-class Cancelled(Exception):
-    """The request was cancelled by its client."""
-
-
 class Ticket:
     """One request: its steps (run by the leader only) and what its client waits on (deltas, the result)."""
 
@@ -169,7 +166,7 @@ class Ticket:
         """Stop the request: it leaves the batch at the next iteration (no-op once finished)."""
         if not self._done:
             self.cancelled = True
-            self.fail(Cancelled("request cancelled"))
+            self.fail(CancelledError("request cancelled"))
 
     def result(self) -> Any:
         with self._cond:

@@ -35,6 +35,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict
 
+from ...errors import InputError, ParameterError
 from ..chat_format import content_text, render_chat
 from ..client import Completion
 from .llms import LangChainSettings, generation_info, identifying_params
@@ -64,7 +65,7 @@ def render_messages(messages: Sequence[BaseMessage], tool_prompt: str | None = N
         elif isinstance(m, ChatMessage):
             turns.append((m.role, _text(m), None))
         else:
-            raise TypeError(f"ChatRWKV7 cannot render a {type(m).__name__}")
+            raise InputError(f"ChatRWKV7 cannot render a {type(m).__name__}")
     if tool_prompt:
         if turns and turns[0][0] == "system":
             turns[0] = ("system", f"{turns[0][1]}\n{tool_prompt}", None)
@@ -242,7 +243,7 @@ class ChatRWKV7(BaseChatModel, LangChainSettings):
         kwargs.pop("method", None)
         kwargs.pop("strict", None)
         if kwargs:
-            raise ValueError(f"unsupported arguments for with_structured_output: {sorted(kwargs)}")
+            raise ParameterError(f"unsupported arguments for with_structured_output: {sorted(kwargs)}")
         name = convert_to_openai_tool(schema)["function"]["name"]
         llm = self.bind_tools(
             [schema],

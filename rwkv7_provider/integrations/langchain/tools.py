@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import ParameterError
+
 ARGUMENT_KEYS = ("arguments", "args", "parameters")
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 CALL_START = re.compile(r'[\[{]\s*\{?\s*"name"\s*:')
@@ -78,7 +80,7 @@ def render_tool_prompt(tools: Sequence[dict[str, Any]], tool_choice: str | None 
     elif tool_choice in names:
         lines.append(f"You must answer with a call of the tool {tool_choice!r}.")
     else:
-        raise ValueError(
+        raise ParameterError(
             f"tool_choice {tool_choice!r} is not one of the bound tools {names} or auto/any/required/none"
         )
     return "\n".join(lines)
