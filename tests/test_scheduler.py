@@ -27,7 +27,9 @@ from rwkv7_provider.model import RWKV7
 
 from rwkv7_provider.errors import InputError, ParameterError
 from rwkv7_provider.runtime.engine import Engine
-from rwkv7_provider.runtime.scheduler import Forward, piece_length
+from rwkv7_provider.runtime import scheduler as scheduler_module
+from rwkv7_provider.runtime.sampling import sample_batch
+from rwkv7_provider.runtime.scheduler import IDLE_EXIT_S, Forward, piece_length
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
 from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
 from rwkv7_provider.testing import MergeTokenizer, make_checkpoint, merge_model
@@ -273,6 +275,22 @@ def test_an_abandoned_stream_is_cancelled(model):
     next(stream)
     del stream
     wait_until(lambda: engine.scheduler.stats.cancelled == 1 and engine.scheduler.decode.size == 0)
+
+
+def test_a_request_cancelled_during_an_iteration_leaves_at_once(model, monkeypatch):
+    """Cancelled after the iteration's sweep of cancelled requests but before its decode row is advanced, as
+    the only request: it still leaves `_live` (and is counted) without waiting for other work to arrive."""
+    engine = Engine(model, TOK)
+    streams = []
+
+    def cancelling_sample(logits, samplers):
+        streams[0].close()  # the client closes its stream while the leader samples the next tokens
+        return sample_batch(logits, samplers)
+
+    monkeypatch.setattr(scheduler_module, "sample_batch", cancelling_sample)
+    streams.append(engine.stream("Hello", max_tokens=10_000, temperature=0))
+    wait_until(lambda: engine.scheduler.stats.cancelled == 1, timeout=IDLE_EXIT_S / 2)
+    assert not engine.scheduler._live and engine.scheduler.decode.size == 0
 
 
 def test_cancelling_asyncio_tasks_and_closing_async_streams(model, serial):

@@ -381,7 +381,11 @@ class Scheduler:
             self._reset(e)
 
     def _busy(self) -> bool:
-        return bool(self._forwards or self._logprobs or self._joins or self._slots)
+        """Work in flight, counting a request cancelled while it waited in no queue (between model calls): it
+        still needs one iteration to leave `_live` and close its steps."""
+        return bool(self._forwards or self._logprobs or self._joins or self._slots) or any(
+            t.cancelled for t in self._live
+        )
 
     def _arrivals(self, me: threading.Thread, linger: float) -> list[Ticket] | None:
         """New requests (possibly none while work is in flight) for the leader `me`; None when it should stop
