@@ -117,8 +117,11 @@ class RWKV7Client:
             yield from trim.feed(self._decided(self.engine.score(prompt, self.settings.choices)))
             return
         deltas = self.engine.stream(prompt, options)
-        for delta in deltas:
-            yield from trim.feed(delta)
+        try:
+            for delta in deltas:
+                yield from trim.feed(delta)
+        finally:  # a consumer that closes this generator early cancels the request now, not at collection
+            deltas.close()
         yield from trim.feed(deltas.generation)
 
     async def acomplete_stream(
@@ -131,9 +134,12 @@ class RWKV7Client:
                 yield out
             return
         deltas = self.engine.astream(prompt, options)
-        async for delta in deltas:
-            for out in trim.feed(delta):
-                yield out
+        try:
+            async for delta in deltas:
+                for out in trim.feed(delta):
+                    yield out
+        finally:
+            await deltas.aclose()
         for out in trim.feed(deltas.generation):
             yield out
 
