@@ -71,7 +71,7 @@ def test_cancelling_half_of_64_streams(engine_model):
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     path = make_checkpoint(tmp_path_factory.mktemp("cancel") / "tiny", seed=5)
-    return RWKV7Client(parse_settings({"model": str(path), "temperature": 0, "max_tokens": 10**5}))
+    return RWKV7Client(parse_settings({"model": str(path), "temperature": 0, "max_tokens": 10**5, "max_tokens_limit": 10**5}))
 
 
 def test_a_closed_sync_generator_cancels_its_request(client):
@@ -119,3 +119,14 @@ def test_an_aclosed_async_generator_cancels_its_request(client):
     kept = asyncio.run(main())
     wait_until(lambda: engine.scheduler.stats.cancelled == before + 1 and engine.scheduler.decode.size == 0)
     assert kept is not None
+
+
+def test_max_tokens_is_capped_by_a_provider_setting(client):
+    """10**9 tokens used to be accepted (a stream ran on for minutes); now the limit names itself."""
+    from rwkv7_provider.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="max_tokens=1000000000 is more than max_tokens_limit=100000"):
+        client.complete("Hello", max_tokens=10**9)
+    with pytest.raises(ParameterError, match="max_tokens_limit=8192"):
+        parse_settings({"max_tokens": 9000})
+    assert parse_settings({"max_tokens": 9000, "max_tokens_limit": 9000}).max_tokens == 9000

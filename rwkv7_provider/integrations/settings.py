@@ -18,6 +18,7 @@ from ..dtypes import canonical_dtype
 from ..errors import ParameterError
 from ..runtime.options import (
     DEFAULT_MAX_PROMPT_TOKENS,
+    DEFAULT_MAX_TOKENS_LIMIT,
     DEFAULT_MAX_WAIT,
     GenerationOptions,
     format_errors,
@@ -66,6 +67,12 @@ class ProviderSettings(GenerationOptions):
     max_prompt_tokens: int | None = Field(
         DEFAULT_MAX_PROMPT_TOKENS, ge=1, description="longer prompts fail with an InputError (None: no limit)"
     )
+    max_tokens_limit: int = Field(
+        DEFAULT_MAX_TOKENS_LIMIT,
+        ge=1,
+        description="the largest `max_tokens` a call may ask for; more fails with a ParameterError (a runaway "
+        "generation holds a batch slot for minutes)",
+    )
     choices: list[str] | None = Field(
         None, description="answer by scoring these strings (e.g. ['Yes', 'No']) instead of sampling"
     )
@@ -93,6 +100,11 @@ class ProviderSettings(GenerationOptions):
     def _threshold_needs_choices(self) -> ProviderSettings:
         if self.block_threshold is not None and not self.choices:
             raise ValueError("block_threshold applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
+        return self
+
+    @model_validator(mode="after")
+    def _max_tokens_within_limit(self) -> ProviderSettings:
+        check_max_tokens(self.max_tokens, self.max_tokens_limit)
         return self
 
     @field_validator("dtype", "compute_dtype")
@@ -142,6 +154,15 @@ class ProviderSettings(GenerationOptions):
     def generation_options(self) -> GenerationOptions:
         """This instance's generation defaults."""
         return GenerationOptions.model_validate({k: getattr(self, k) for k in GenerationOptions.names()})
+
+
+def check_max_tokens(max_tokens: int, limit: int | None) -> None:
+    """A ValueError (a ParameterError through `parse_settings` / the client) when `max_tokens` passes `limit`."""
+    if limit is not None and max_tokens > limit:
+        raise ValueError(
+            f"max_tokens={max_tokens} is more than max_tokens_limit={limit} (a provider / server setting: "
+            "raise it, or ask for fewer tokens)"
+        )
 
 
 def parse_settings(data: dict[str, Any]) -> ProviderSettings:

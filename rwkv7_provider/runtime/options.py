@@ -26,6 +26,9 @@ DEFAULT_MAX_TOKENS = 256
 # request is refused with an InputError rather than silently truncated, because a guard that checks only part
 # of a message can be steered by what it did not read.
 DEFAULT_MAX_PROMPT_TOKENS = 32768
+# The largest `max_tokens` a provider / server accepts unless configured otherwise: a bound, so that a request
+# asking for 10**9 tokens cannot hold a batch slot for hours.
+DEFAULT_MAX_TOKENS_LIMIT = 8192
 DEFAULT_MAX_WAIT = 0.002  # seconds an idle scheduler may wait to fill a batch, only right after serving several
 
 def suggest(name: str, known: list[str]) -> str:
