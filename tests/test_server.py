@@ -36,7 +36,7 @@ def tiny(tmp_path_factory) -> str:
 
 
 def config_for(tiny: str, **limits):
-    models = [served_model("tiny", tiny, {"max_tokens_limit": 4096}), default_model()]
+    models = [served_model("tiny", tiny, {"max_tokens_limit": 100_000}), default_model()]
     return build_config(models, **limits)
 
 
@@ -83,6 +83,8 @@ def test_completions_n_seed_and_stop(oai, tiny):
     sampled = oai.completions.create(model="tiny", prompt="Once", temperature=1.0, max_tokens=8, n=3, seed=7)
     assert [c.text for c in sampled.choices] == [client.complete("Once", temperature=1.0, max_tokens=8, seed=7 + i).text
                                                  for i in range(3)]
+    streamed = oai.completions.create(model="tiny", prompt="Once upon", temperature=0, max_tokens=8, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == out.choices[0].text
     full = client.complete("Once upon", temperature=0, max_tokens=12).text
     stop = next(full[k : k + 2] for k in range(2, len(full) - 1) if full[k : k + 2].isprintable())
     cut = oai.completions.create(model="tiny", prompt="Once upon", temperature=0, max_tokens=12, stop=[stop])
@@ -185,7 +187,7 @@ def post(url: str, path: str, body, **kwargs) -> httpx.Response:
      "Unrecognized request argument"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, None, "temperature"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9}, 400, None,
-     "max_tokens_limit=4096"),
+     "max_tokens_limit=100000"),
     ({"model": "tiny", "messages": []}, 400, "messages", "at least 1"),
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages", "unknown chat role"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs",
@@ -248,9 +250,9 @@ def wait_until(condition, timeout: float = 30.0) -> None:
 
 def test_timeout_cancels_the_engine_request(tiny):
     engine = engine_of(tiny)
-    with running(config_for(tiny, request_timeout=0.3)) as base:
+    with running(config_for(tiny, request_timeout=1.0)) as base:
         before = engine.scheduler.stats.cancelled
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 4000}
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 90_000}
         response = post(base, "/v1/chat/completions", body)
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
         wait_until(lambda: engine.scheduler.stats.cancelled > before and engine.scheduler.decode.size == 0)
@@ -259,7 +261,7 @@ def test_timeout_cancels_the_engine_request(tiny):
 def test_a_dropped_connection_frees_its_batch_slot(url, tiny):
     engine = engine_of(tiny)
     before = engine.scheduler.stats.cancelled
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 4000}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 90_000}
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body | {"stream": True}, timeout=60) as response:
         lines = response.iter_lines()
         assert all(next(lines) is not None for _ in range(6))  # a few events arrived: it is decoding
