@@ -241,10 +241,10 @@ def test_queue_limit_answers_429_with_retry_after(tiny):
         assert rejected.headers["retry-after"] == "1" and rejected.json()["error"]["code"] == "queue_full"
 
 
-def wait_until(condition, timeout: float = 30.0) -> None:
+def wait_until(condition, timeout: float = 30.0, state=lambda: None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"condition not reached in time; state: {state()}"
         time.sleep(0.02)
 
 
@@ -265,7 +265,9 @@ def test_a_dropped_connection_frees_its_batch_slot(url, tiny):
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body | {"stream": True}, timeout=60) as response:
         lines = response.iter_lines()
         assert all(next(lines) is not None for _ in range(6))  # a few events arrived: it is decoding
-    wait_until(lambda: engine.scheduler.stats.cancelled == before + 1 and engine.scheduler.decode.size == 0)
+    state = lambda: (before, engine.scheduler.stats, engine.scheduler.decode.size)  # noqa: E731
+    wait_until(lambda: engine.scheduler.stats.cancelled == before + 1 and engine.scheduler.decode.size == 0,
+               state=state)
 
     # a non-streaming request whose client goes away before the answer
     host, port = url.removeprefix("http://").split(":")
@@ -273,8 +275,9 @@ def test_a_dropped_connection_frees_its_batch_slot(url, tiny):
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-        wait_until(lambda: engine.scheduler.decode.size == 1)
-    wait_until(lambda: engine.scheduler.stats.cancelled == before + 2 and engine.scheduler.decode.size == 0)
+        wait_until(lambda: engine.scheduler.decode.size == 1, state=state)
+    wait_until(lambda: engine.scheduler.stats.cancelled == before + 2 and engine.scheduler.decode.size == 0,
+               state=state)
 
 
 def test_http_and_in_process_requests_share_batches(url, tiny):
