@@ -193,7 +193,7 @@ def post(url: str, path: str, body, **kwargs) -> httpx.Response:
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs",
      "classifier models"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x " * 40000}]}, 400, None, "max_prompt_tokens"),
-    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}, 400, "n", "streamed"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}, 400, "n", "one completion"),
 ])
 def test_bad_requests_get_openai_errors(url, body, status, param, says):
     response = post(url, "/v1/chat/completions", body)
@@ -307,11 +307,13 @@ def test_http_and_in_process_requests_share_batches(url, tiny):
 def test_api_key(tiny):
     with pytest.raises(ParameterError, match="needs an API key|exposes the model"):
         build_config([default_model()], host="0.0.0.0")
-    with running(config_for(tiny, api_key="s3cret")) as base:
+    with running(config_for(tiny, api_key="s3cret", max_tokens_limit=50)) as base:
         assert httpx.get(f"{base}/v1/models").status_code == 401
         assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        ok = openai.OpenAI(base_url=f"{base}/v1", api_key="s3cret").models.list()
-        assert {m.id for m in ok.data} == {"tiny", "default"}
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="s3cret", max_retries=0)
+        assert {m.id for m in client.models.list().data} == {"tiny", "default"}
+        with pytest.raises(openai.BadRequestError, match="server's max_tokens_limit=50"):  # the server's own cap
+            client.completions.create(model="tiny", prompt="x", max_tokens=51)
 
 
 def test_response_headers_and_routes_from_outside(tiny):

@@ -85,17 +85,24 @@ class Service:
                            headers={"Retry-After": "5"})
         return served, self.clients[served.name]
 
-    def check_max_tokens(self, value: int | None) -> None:
+    def admissible(self, body: Any, n: int, logprobs: bool) -> tuple[ServedModel, RWKV7Client]:
+        """The model and client for a completion request, after the server's own limits: `max_tokens_limit`,
+        `max_n` (`n` completions in all), one stream per request, logprobs from classifiers only."""
+        served, client = self.model(body.model)
         limit = self.config.max_tokens_limit
-        if value is not None and limit is not None and value > limit:
-            raise APIError(400, f"max_tokens={value} is more than the server's max_tokens_limit={limit}",
+        if body.max_tokens is not None and limit is not None and body.max_tokens > limit:
+            raise APIError(400, f"max_tokens={body.max_tokens} is more than the server's max_tokens_limit={limit}",
                            "max_tokens", "invalid_value")
-
-    def check_n(self, n: int, stream: bool) -> None:
         if n > self.config.max_n:
-            raise APIError(400, f"n={n} is more than the server's max_n={self.config.max_n}", "n", "invalid_value")
-        if stream and n > 1:
-            raise APIError(400, "n > 1 cannot be streamed; ask for one stream per completion", "n", "invalid_value")
+            raise APIError(400, f"n={n} completions is more than the server's max_n={self.config.max_n}", "n",
+                           "invalid_value")
+        if body.stream and n > 1:
+            raise APIError(400, "only one completion can be streamed per request (n = 1, one prompt)", "n",
+                           "invalid_value")
+        if logprobs and not served.classifier:
+            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
+                           "logprobs", "unsupported_parameter")
+        return served, client
 
 
 async def parse(request: Request, schema: type[T]) -> T:
@@ -226,12 +233,7 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
         return await observed("chat.completions", body.model, _chat(request, body))
 
     async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
-        served, client = service.model(body.model)
-        service.check_max_tokens(body.max_tokens)
-        service.check_n(body.n, body.stream)
-        if body.logprobs and not served.classifier:
-            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
-                           "logprobs", "unsupported_parameter")
+        served, client = service.admissible(body, body.n, bool(body.logprobs))
         prompt, chat = chat_prompt(body, served.classifier)
         overrides = body.generation_overrides()
         if body.stream:
@@ -300,12 +302,7 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
         return await observed("completions", body.model, _completions(request, body))
 
     async def _completions(request: Request, body: CompletionRequest) -> Response:
-        served, client = service.model(body.model)
-        service.check_max_tokens(body.max_tokens)
-        service.check_n(body.n * len(body.prompts()), body.stream)
-        if body.logprobs is not None and not served.classifier:
-            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
-                           "logprobs", "unsupported_parameter")
+        served, client = service.admissible(body, body.n * len(body.prompts()), body.logprobs is not None)
         if body.stream:
             return await _stream(request, "completions", served, client, body.prompts()[0], False, body.stop,
                                  body.generation_overrides(), body.include_usage, R.CompletionFrames(body.logprobs))
