@@ -5,7 +5,9 @@ IORails, `nemoguardrails server`), with full generations as well as rails-only c
 The socket guard is a `sys.addaudithook` on `socket.getaddrinfo` and `socket.connect`: in this process for
 the in-process entry points, and through a `sitecustomize.py` on PYTHONPATH for the `nemoguardrails server`
 subprocess. Name lookups are recorded too: on a machine without network a lookup of a remote host fails
-before any connect would be attempted.
+before any connect would be attempted. uvloop (which connects inside libuv, unseen by audit hooks) is kept
+out of the subprocess, so its server runs on the standard asyncio loop; the in-process entry points run
+under `asyncio.run` (the standard loop) anyway.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ GUARD = r'''
 import json, os, sys
 
 _out = os.environ["RWKV7_SOCKET_LOG"]
+# uvloop resolves and connects inside libuv, where no audit event is raised: without it uvicorn runs the
+# standard asyncio loop, whose name lookups and connects go through the socket module (same destinations).
+sys.modules["uvloop"] = None
 
 def _hook(event, args):
     if event in ("socket.getaddrinfo", "socket.connect"):
@@ -124,6 +129,8 @@ def test_in_process_entry_points_stay_on_loopback(name, guard_server, monkeypatc
                 await guardrails.rails_engine.stop()
 
         asyncio.run(both())
+    if name == "moderation_http":  # the guard sees the HTTP clients' connects (httpx, aiohttp)
+        assert ("socket.connect", "127.0.0.1") in _RECORDED[start:]
     assert outside_loopback(_RECORDED[start:]) == []
 
 
@@ -147,6 +154,9 @@ def test_nemoguardrails_server_stays_on_loopback(tmp_path, guard_server):
     env = {k: v for k, v in os.environ.items() if k not in ("MAIN_MODEL_ENGINE", "MAIN_MODEL_BASE_URL")}
     env |= {"PYTHONPATH": os.pathsep.join([str(tmp_path / "guard"), env.get("PYTHONPATH", "")]),
             "RWKV7_SOCKET_LOG": str(log), "NEMO_GUARDRAILS_NO_USAGE_STATS": "1"}
+    marker = f"marker_{os.getpid()}_{time.monotonic_ns()}"  # tells our server from another one on a reused port
+    (configs / marker).mkdir()
+    (configs / marker / "config.yml").write_text("models: []\n")
     port = _free_port()
     exe = Path(sys.executable).with_name("nemoguardrails")
     proc = subprocess.Popen([str(exe), "server", "--config", str(configs), "--port", str(port)], env=env,
@@ -156,7 +166,8 @@ def test_nemoguardrails_server_stays_on_loopback(tmp_path, guard_server):
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{url}/v1/rails/configs", timeout=5).status_code == 200:
+                listed = httpx.get(f"{url}/v1/rails/configs", timeout=5)
+                if listed.status_code == 200 and marker in listed.text:
                     break
             except httpx.TransportError:
                 pass
@@ -171,6 +182,7 @@ def test_nemoguardrails_server_stays_on_loopback(tmp_path, guard_server):
                 answer = response.json()["choices"][0]["message"]["content"]
                 if options is None and name != "generation":  # no main model: the local refusal says so
                     assert answer == REFUSAL
+        assert proc.poll() is None, "our nemoguardrails server is gone: another process answered"
     finally:
         proc.terminate()
         try:
@@ -179,7 +191,7 @@ def test_nemoguardrails_server_stays_on_loopback(tmp_path, guard_server):
             proc.kill()
             proc.wait(5)
     records = [tuple(json.loads(line)) for line in log.read_text().splitlines()] if log.exists() else []
-    assert records, "the socket guard recorded nothing: it did not run"
+    assert ("socket.connect", "127.0.0.1") in records, "the guard missed moderation_http's call to the server"
     assert outside_loopback(records) == []
 
 
@@ -203,4 +215,5 @@ def test_configs_without_a_main_model_would_have_leaked():
         assert main is not None and main.engine != "openai", name
         stripped = config.model_copy(update={"models": [m for m in config.models if m.type != "main"]})
         assert api._build_main_model("default", api._configured_main_model(stripped)).engine == "openai"
-    assert yaml.safe_load((CONFIGS / "moderation" / "config.yml").read_text())["models"][0]["type"] == "main"
+    models = yaml.safe_load((CONFIGS / "moderation" / "config.yml").read_text())["models"]
+    assert [m["engine"] for m in models if m["type"] == "main"] == ["rwkv7_no_main_model"]
