@@ -130,17 +130,29 @@ def overhead(url: str, served: str, engine, template: str, args, threshold: floa
             p_yes = scored.probability if scored.best == "Yes" else 1 - scored.probability
             return "Yes" if p_yes >= threshold else "No"
 
+        def handler_seconds() -> tuple[float, float]:
+            """(sum, count) of the server's own latency histogram for this model: time inside the app."""
+            text = client.get("/metrics").text
+            key = f'{{endpoint="chat.completions",model="{served}"}}'
+            values = {line.split("{")[0]: float(line.split()[-1]) for line in text.splitlines() if key in line}
+            return values.get("rwkv7_request_seconds_sum", 0.0), values.get("rwkv7_request_seconds_count", 0.0)
+
         for fn in (http, local, http, local):  # warm-up: connection, first-call costs
             fn(next(texts))
+        inside = 0.0
         for _ in range(args.rounds):
             for name, fn in (("http", http), ("engine", local)):
+                before = handler_seconds()
                 for _ in range(args.checks):
                     t0 = time.perf_counter()
                     fn(next(texts))
                     lat[name].append(time.perf_counter() - t0)
+                if name == "http":
+                    inside += handler_seconds()[0] - before[0]
         for text in messages(10, 5) + HARMFUL:
             agree += http(text) == local(text)
     return {"p50": {k: pct(v, 0.5) for k, v in lat.items()}, "p90": {k: pct(v, 0.9) for k, v in lat.items()},
+            "mean": {k: statistics.mean(v) * 1e3 for k, v in lat.items()}, "inside": inside / len(lat["http"]) * 1e3,
             "agree": agree}
 
 
@@ -269,8 +281,10 @@ def main() -> None:
                 for served, engine, threshold in (("default", guard, 0.3), ("b01-check", small, None)):
                     r = overhead(url, served, engine, NEMO_REFERENCE_INPUT, args, threshold)
                     rows.append(f"| warm check p50, {served} | {r['p50']['engine']:.2f} ms | {r['p50']['http']:.2f} ms "
-                                f"| +{r['p50']['http'] - r['p50']['engine']:.2f} ms (p90 {r['p90']['engine']:.1f} / "
-                                f"{r['p90']['http']:.1f}; answers agree {r['agree']}/{10 + len(HARMFUL)}) |")
+                                f"| {r['p50']['http'] - r['p50']['engine']:+.2f} ms (p90 {r['p90']['engine']:.1f} / "
+                                f"{r['p90']['http']:.1f}; mean {r['mean']['engine']:.1f} / {r['mean']['http']:.1f}, "
+                                f"{r['inside']:.1f} of it inside the server's app; answers agree "
+                                f"{r['agree']}/{10 + len(HARMFUL)}) |")
             if "nemo" not in args.skip:
                 r = nemo_throughput(url, args)
                 rows.append(f"| NeMo {args.messages} checks, {args.concurrency} concurrent | LLMRails "
