@@ -313,6 +313,9 @@ class ScriptedEngine:
             def __iter__(self):
                 yield done.text
 
+            def close(self) -> None:  # StreamResult's: a consumer that stops early cancels the request
+                pass
+
         return Result()
 
 

@@ -9,7 +9,7 @@ import pytest
 from rwkv7_provider.errors import InputError, ParameterError
 
 from rwkv7_provider.integrations.chat_format import clean_reply, content_text, normalize_text, render_chat
-from rwkv7_provider.integrations.langchain.tools import parse_tool_calls, render_calls, render_tool_prompt
+from rwkv7_provider.integrations.tool_format import parse_tool_calls, render_calls, render_tool_prompt
 
 WEATHER = {
     "type": "function",

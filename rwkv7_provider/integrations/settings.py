@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ParameterError
-from ..runtime.options import GenerationOptions, format_errors
+from ..runtime.options import DEFAULT_MAX_TOKENS_LIMIT, GenerationOptions, format_errors
 from ..runtime.settings import EngineSettings
 
 
@@ -26,6 +26,12 @@ class ProviderSettings(GenerationOptions, EngineSettings):
     trades false positives for recall without retraining."""
 
     model: str = Field("default", description="checkpoint path, or 'default' for the embedded guard model")
+    max_tokens_limit: int = Field(
+        DEFAULT_MAX_TOKENS_LIMIT,
+        ge=1,
+        description="the largest `max_tokens` a call may ask for; more fails with a ParameterError (a runaway "
+        "generation holds a batch slot for minutes)",
+    )
     choices: list[str] | None = Field(
         None, description="answer by scoring these strings (e.g. ['Yes', 'No']) instead of sampling"
     )
@@ -49,6 +55,11 @@ class ProviderSettings(GenerationOptions, EngineSettings):
             raise ValueError("block_threshold applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
         return self
 
+    @model_validator(mode="after")
+    def _max_tokens_within_limit(self) -> ProviderSettings:
+        check_max_tokens(self.max_tokens, self.max_tokens_limit)
+        return self
+
     @field_validator("choices")
     @classmethod
     def _choices_valid(cls, value: list[str] | None) -> list[str] | None:
@@ -61,6 +72,15 @@ class ProviderSettings(GenerationOptions, EngineSettings):
     def generation_options(self) -> GenerationOptions:
         """This instance's generation defaults."""
         return GenerationOptions.model_validate({k: getattr(self, k) for k in GenerationOptions.names()})
+
+
+def check_max_tokens(max_tokens: int, limit: int | None) -> None:
+    """A ValueError (a ParameterError through `parse_settings` / the client) when `max_tokens` passes `limit`."""
+    if limit is not None and max_tokens > limit:
+        raise ValueError(
+            f"max_tokens={max_tokens} is more than max_tokens_limit={limit} (a provider / server setting: "
+            "raise it, or ask for fewer tokens)"
+        )
 
 
 def parse_settings(data: dict[str, Any]) -> ProviderSettings:

@@ -20,6 +20,9 @@ from ..errors import ParameterError
 
 GREEDY_BELOW = 1e-2  # temperatures below this decode greedily (NeMo Guardrails asks for 0.001 meaning "deterministic")
 DEFAULT_MAX_TOKENS = 256
+# The largest `max_tokens` a provider / server accepts unless configured otherwise: a bound, so that a request
+# asking for 10**9 tokens cannot hold a batch slot for hours.
+DEFAULT_MAX_TOKENS_LIMIT = 8192
 
 
 def suggest(name: str, known: list[str]) -> str:

@@ -2,7 +2,7 @@
 
 Messages are rendered in the World chat format (`System:` / `User:` / `Assistant:` turns) and the answer
 ends with the assistant's turn. RWKV-7 has no tool-call API, so `bind_tools` describes the tools in the
-system turn and the model's JSON answer is parsed into `AIMessage.tool_calls` (see `tools.py`); output
+system turn and the model's JSON answer is parsed into `AIMessage.tool_calls` (see `integrations/tool_format.py`); output
 that cannot be used becomes an `invalid_tool_calls` entry, never an exception.
 """
 
@@ -39,7 +39,7 @@ from ...errors import InputError, ParameterError
 from ..chat_format import content_text, render_chat
 from ..client import Completion
 from .llms import LangChainSettings, generation_info, identifying_params
-from .tools import parse_tool_calls, render_calls, render_tool_prompt, tool_name
+from ..tool_format import parse_tool_calls, render_calls, render_tool_prompt, tool_name, with_tool_prompt
 
 
 def _text(message: BaseMessage) -> str:
@@ -66,12 +66,7 @@ def render_messages(messages: Sequence[BaseMessage], tool_prompt: str | None = N
             turns.append((m.role, _text(m), None))
         else:
             raise InputError(f"ChatRWKV7 cannot render a {type(m).__name__}")
-    if tool_prompt:
-        if turns and turns[0][0] == "system":
-            turns[0] = ("system", f"{turns[0][1]}\n{tool_prompt}", None)
-        else:
-            turns.insert(0, ("system", tool_prompt, None))
-    return render_chat(turns)
+    return render_chat(with_tool_prompt(turns, tool_prompt))
 
 
 def _usage_metadata(done: Completion) -> UsageMetadata:
