@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import ParameterError
+from ..errors import ParameterError
 
 ARGUMENT_KEYS = ("arguments", "args", "parameters")
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
