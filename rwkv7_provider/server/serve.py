@@ -48,7 +48,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "(default 1 MiB)")
     parser.add_argument("--max-tokens-limit", type=int, default=None, help="server-wide cap on max_tokens "
                         "(each model also has its own max_tokens_limit, default 8192)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="uvicorn's log level (access and error logs)")
     return parser
 
 
