@@ -97,6 +97,9 @@ def test_the_preferred_replica_comes_first_and_the_rest_follow():
     # A short, unrelated prompt shares too little: the replica holding the fewest prefixes is preferred.
     ranks = policy.rank(["r0", "r1"], {}, index.match("Hi"), index.sizes, 2)
     assert ranks[0] == ["r0"]
+    # A request without a prompt goes by load alone, ties broken at random.
+    firsts = {policy.rank(["r0", "r1"], {}, {}, index.sizes, 0)[0][0] for _ in range(50)}
+    assert firsts == {"r0", "r1"}
 
 
 @pytest.mark.parametrize("bad", [{"min_match": 0}, {"min_match": 1.5}, {"imbalance": -1}])

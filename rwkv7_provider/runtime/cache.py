@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -371,6 +371,8 @@ class PrefixCache:
         for path in files:
             try:
                 tokens, snapshot = self._read(path)
+            except FileNotFoundError:  # evicted by another process (a replica sharing the directory) since the listing
+                continue
             except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, start-up goes on
                 log.warning("prefix cache: ignoring %s: %s", path, e)
                 continue
@@ -386,28 +388,30 @@ class PrefixCache:
         log.info("prefix cache: loaded %d snapshot(s) from %s", len(kept), self.directory)
 
     def _read(self, path: Path) -> tuple[list[int], Snapshot]:
-        """One file, checked against this cache's fingerprint, dtype, shapes and its own name."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FILE_FORMAT:
-                raise ValueError(f"unknown format {meta.get('format')!r}")
-            if meta.get("fingerprint") != self.fingerprint or meta.get("dtype") != dtype_name(self.dtype):
-                raise ValueError("written for another model or dtype")
-            tokens = json.loads(meta.get("tokens", "null"))
-            limit = self.vocab_size or float("inf")
-            if not (
-                isinstance(tokens, list)
-                and tokens
-                and all(isinstance(t, int) and 0 <= t < limit for t in tokens)
-            ):
-                raise ValueError("token ids missing or invalid")
-            if self._path_file(tokens) != path:
-                raise ValueError("file name does not match its token prefix")
-            if set(f.keys()) != set(TENSOR_NAMES):
-                raise ValueError(f"unexpected tensors {sorted(f.keys())}")
-            tensors = {name: f.get_tensor(name) for name in TENSOR_NAMES}
-            if meta.get("sha256") != snapshot_checksum(tokens, self.fingerprint, tensors):
-                raise ValueError("checksum mismatch: the file was altered or damaged")
+        """One file, checked against this cache's fingerprint, dtype, shapes and its own name. Read in one go:
+        another process sharing the directory may replace or delete the file meanwhile, and a file opened
+        for its header and reopened for its tensors could mix two versions."""
+        data = path.read_bytes()
+        meta = _metadata(data)
+        if meta.get("format") != FILE_FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+        if meta.get("fingerprint") != self.fingerprint or meta.get("dtype") != dtype_name(self.dtype):
+            raise ValueError("written for another model or dtype")
+        tokens = json.loads(meta.get("tokens", "null"))
+        limit = self.vocab_size or float("inf")
+        if not (
+            isinstance(tokens, list)
+            and tokens
+            and all(isinstance(t, int) and 0 <= t < limit for t in tokens)
+        ):
+            raise ValueError("token ids missing or invalid")
+        if self._path_file(tokens) != path:
+            raise ValueError("file name does not match its token prefix")
+        tensors = safetensors_load(data)
+        if set(tensors) != set(TENSOR_NAMES):
+            raise ValueError(f"unexpected tensors {sorted(tensors)}")
+        if meta.get("sha256") != snapshot_checksum(tokens, self.fingerprint, tensors):
+            raise ValueError("checksum mismatch: the file was altered or damaged")
         for name, t in tensors.items():
             shape, dtype = self.expected[name]
             if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
@@ -416,6 +420,16 @@ class PrefixCache:
                 raise ValueError(f"{name} holds non-finite values")
         t = {k: v.to(self.device) for k, v in tensors.items()}
         return tokens, Snapshot(RWKV7State(t["att_x_prev"], t["wkv"], t["ffn_x_prev"]), t["hidden"])
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's bytes (an 8-byte little-endian header length, then JSON)."""
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 0 < n <= len(data) - 8:
+        raise ValueError("truncated file")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _common_prefix(edge: list[int], tokens: list[int], start: int) -> int:

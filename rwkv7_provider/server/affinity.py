@@ -13,7 +13,8 @@ before it (a hash chain), so "the first k blocks are known" is one dictionary lo
 The policy (the one SGLang's cache-aware router and Ray's LLM prefix router follow, with a local index and no
 extra actor):
 1. If the replicas' loads differ by more than `imbalance` requests, send to the least loaded (a hot prefix
-   spreads to a second replica instead of queueing; that replica then holds it too).
+   spreads to a second replica instead of queueing; that replica then holds it too). So does a request
+   without a prompt (`GET /v1/models`, ...).
 2. Otherwise, if some replica holds at least `min_match` of the prompt, prefer the replica(s) with the
    longest match.
 3. Otherwise (a new prefix: say a new policy that shares only the preamble of the known ones) prefer the
@@ -153,7 +154,7 @@ class AffinityPolicy:
             return []
         load = {r: loads.get(r, 0) for r in replicas}
         by_load = sorted(random.sample(list(replicas), len(replicas)), key=load.__getitem__)  # ties: random
-        if load[by_load[-1]] - load[by_load[0]] > self.imbalance:
+        if not length or load[by_load[-1]] - load[by_load[0]] > self.imbalance:
             return [by_load]
         best = max((held.get(r, 0) for r in replicas), default=0)
         if length and best >= self.min_match * length:

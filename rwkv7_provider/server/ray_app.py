@@ -32,7 +32,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -281,27 +282,44 @@ def build(args: dict[str, Any]) -> serve.Application:
     return build_app(config, **parsed.model_dump(exclude={"config", "host"}))
 
 
+@contextmanager
+def local_cluster(host: str, port: int, *, num_cpus: int | None = None, log_to_driver: bool = True) -> Iterator[None]:
+    """A Ray cluster on this machine with Serve's HTTP proxy on host:port, stopped (every Ray process of it)
+    on exit."""
+    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=log_to_driver)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@contextmanager
+def joined_cluster(address: str, host: str, port: int) -> Iterator[None]:
+    """An existing Ray cluster (`ray start --head`); only this application is removed on exit."""
+    ray.init(address=address, configure_logging=False)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        yield
+    finally:
+        serve.delete(APP_NAME)
+        ray.shutdown()
+
+
 def run(config: ServerConfig, *, replicas: int, routing: Routing = "affinity", address: str | None = None,
         threads: int | None = None, cache_dir: str | None = None) -> int:
     """`rwkv7-provider serve --replicas N`: deploy on Ray (a local cluster, or `address`'s), serve until
     SIGINT / SIGTERM, then remove what was started (the whole local cluster, or just this application)."""
-    ray.init(address=address, include_dashboard=False, configure_logging=False)
-    local = address is None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        serve.start(http_options={"host": config.host, "port": config.port})
+    cluster = joined_cluster(address, config.host, config.port) if address else local_cluster(config.host, config.port)
+    with cluster:
         serve.run(build_app(config, replicas=replicas, routing=routing, threads=threads, cache_dir=cache_dir),
                   name=APP_NAME, route_prefix="/")
         log.info("serving %s on http://%s:%d/v1 with %d replica(s), %s routing (Ctrl-C stops)",
                  ", ".join(m.name for m in config.models), config.host, config.port, replicas, routing)
         stop.wait()
-    finally:
         log.info("stopping")
-        if local:
-            serve.shutdown()
-            ray.shutdown()
-        else:
-            serve.delete(APP_NAME)
     return 0
