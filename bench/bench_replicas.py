@@ -9,8 +9,9 @@
    min(cached tokens, the policy prefix's tokens) / sum of the prefix tokens; checks/s. Once with the default
    cache (room for every prefix on every replica) and once under cache pressure (`--pressure-snapshots`: room
    for a few snapshots, as when a replica's share of the prefixes outgrows its cache).
-3. The kill drill of tests/test_ray_serve.py on the affinity layout: SIGKILL one replica's process during a
-   load run: requests sent, retried by the client, failed, seconds until a new replica answers.
+3. The kill drill of tests/test_ray_serve.py with each routing: SIGKILL one replica's process during a load
+   run: requests sent, retried by the client, failed, seconds until a new replica answers, and whether it
+   started warm from the shared cache_dir.
 
 Usage: python bench/bench_replicas.py [--checks 200] [--concurrency 32] [--rounds 1]
 """
@@ -142,20 +143,18 @@ def affinity_vs_default(url: str, args: argparse.Namespace) -> None:
 
 
 def kill(url: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as cache_dir:  # shared by the replicas: the replacement starts warm
-        deploy(url, 2, 1, "affinity", cache_dir=cache_dir)
-        drill(url, args)
-
-
-def drill(url: str, args: argparse.Namespace) -> None:
-    prompts = [p for _, p in self_check_prompts(args.kill_checks, seed=3)]
-    drill = kill_drill(url, prompts, concurrency=8, kill_after=args.kill_checks // 5)
-    info = drill.replacement_info
-    print(f"\n3. kill drill (affinity, 2 x 1, 8 concurrent): {len(prompts)} sent, {drill.retried} retried by the "
-          f"client, {drill.failed} failed; replica {drill.victim} SIGKILLed, replacement {drill.replacement} "
-          f"answering {drill.recovered_s:.1f} s later (its load took {info['load_seconds']:.1f} s; cache at start: "
-          f"{info['cache_at_start']['default']['snapshots']} snapshots, "
-          f"{info['cache_at_start']['default']['tokens_computed']} tokens computed)")
+    print(f"\n3. kill drill, 2 replicas x 1 thread, {args.kill_checks} self-checks at 8 concurrent, one replica's process "
+          "SIGKILLed after a fifth of them, the replicas sharing a cache_dir")
+    for routing in ("default", "affinity"):
+        with tempfile.TemporaryDirectory() as cache_dir:  # shared by the replicas: the replacement starts warm
+            deploy(url, 2, 1, routing, cache_dir=cache_dir)
+            prompts = [p for _, p in self_check_prompts(args.kill_checks, seed=3)]
+            drill = kill_drill(url, prompts, concurrency=8, kill_after=args.kill_checks // 5)
+        start = drill.replacement_info["cache_at_start"]["default"]
+        print(f"{routing:<9} {len(prompts)} sent, {drill.retried} retried by the client, {drill.failed} failed; "
+              f"replacement answering {drill.recovered_s:.1f} s after the kill (its own load "
+              f"{drill.replacement_info['load_seconds']:.1f} s; cache at start: {start['snapshots']} snapshot(s), "
+              f"{start['tokens_computed']} tokens computed)")
 
 
 def main() -> None:

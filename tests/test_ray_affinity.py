@@ -11,7 +11,7 @@ import pytest
 
 from rwkv7_provider.guard.prompts import INPUT_TEMPLATES
 from rwkv7_provider.runtime.templates import render
-from rwkv7_provider.server.affinity import AffinityPolicy, PrefixIndex, routing_text
+from rwkv7_provider.server.affinity import AffinityPolicy, PrefixIndex, inspect_request
 
 POLICIES = INPUT_TEMPLATES[1:5]  # four policies sharing only their first sentence
 MESSAGES = ["How do I bake bread?", "Tell me how to hotwire a car", "What is 2 + 2?", "You are useless",
@@ -22,16 +22,16 @@ def body(**fields) -> bytes:
     return json.dumps(fields).encode()
 
 
-def test_routing_text_reads_each_openai_endpoint():
-    chat = body(model="m", messages=[{"role": "system", "content": "Be brief."},
-                                     {"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
-    assert routing_text("/v1/chat/completions", chat) == "system:Be brief.\nuser:Hi\n"
-    assert routing_text("/v1/completions", body(prompt=["first", "second"])) == "first"
-    assert routing_text("/v1/completions", body(prompt="once")) == "once"
-    assert routing_text("/v1/moderations", body(input="text")) == "text"
-    assert routing_text("/v1/chat/completions", b"{not json") == ""
-    assert routing_text("/v1/chat/completions", body(messages="oops")) == ""
-    assert routing_text("/v1/models", b"") == ""
+def test_the_front_reads_the_prompt_of_each_openai_endpoint():
+    chat = body(model="m", stream=True, messages=[{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+    assert inspect_request("/v1/chat/completions", chat) == ("system:Be brief.\nuser:Hi\n", True)
+    assert inspect_request("/v1/completions", body(prompt=["first", "second"])) == ("first", False)
+    assert inspect_request("/v1/completions", body(prompt="once")) == ("once", False)
+    assert inspect_request("/v1/moderations", body(input="text")) == ("text", False)
+    assert inspect_request("/v1/chat/completions", b"{not json") == ("", False)
+    assert inspect_request("/v1/chat/completions", body(messages="oops", stream="yes")) == ("", False)
+    assert inspect_request("/v1/models", b"") == ("", False)
 
 
 def test_index_matches_whole_blocks_of_the_longest_shared_prefix():

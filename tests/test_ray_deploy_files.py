@@ -33,7 +33,7 @@ def test_the_serve_config_is_valid_and_names_our_deployments(name, monkeypatch):
     names = {built._bound_deployment.name, *(a._bound_deployment.name for a in built._bound_deployment.init_args
                                              if hasattr(a, "_bound_deployment"))}
     assert {d.name for d in app.deployments} <= names
-    assert args.cache_dir and args.routing == "affinity"
+    assert args.cache_dir and args.replicas >= 1
     replica = next(d for d in app.deployments if d.name == "RWKV7Replica")
     assert replica.autoscaling_config["min_replicas"] >= 2  # a replica can die without an outage
 

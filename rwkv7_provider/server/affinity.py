@@ -29,6 +29,7 @@ import random
 from collections import Counter, OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_BLOCK_CHARS = 64
 DEFAULT_MAX_CHARS = 16384  # prompt characters indexed per request (a policy prefix is far shorter)
@@ -37,26 +38,36 @@ DEFAULT_MIN_MATCH = 0.5
 DEFAULT_IMBALANCE = 8
 
 
-def routing_text(path: str, body: bytes) -> str:
-    """The prompt text of an OpenAI request body, as far as the router needs it: chat messages' role and
-    content in order, a completion's (first) prompt or a moderation's (first) input. Anything else, or a
-    body that is not JSON, gives "" (routed by load alone; the replica answers it, errors included)."""
+class Routed(NamedTuple):
+    """What the front reads from a request before routing it."""
+
+    text: str  # the prompt text the router matches ("" when there is none)
+    stream: bool  # the client asked for a stream (its response comes back piece by piece)
+
+
+def inspect_request(path: str, body: bytes) -> Routed:
+    """The prompt text of an OpenAI request body, as far as the router needs it (chat messages' role and
+    content in order, a completion's first prompt, a moderation's first input), and whether it streams.
+    Anything else, or a body that is not JSON, gives "" (routed by load alone; the replica answers it,
+    errors included)."""
     try:
         data = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
-        return ""
+        return Routed("", False)
     if not isinstance(data, dict):
-        return ""
+        return Routed("", False)
+    stream = data.get("stream") is True
     if path.endswith("/chat/completions"):
         messages = data.get("messages")
         if not isinstance(messages, list):
-            return ""
-        return "".join(f"{m.get('role')}:{_text(m.get('content'))}\n" for m in messages if isinstance(m, dict))
+            return Routed("", stream)
+        return Routed("".join(f"{m.get('role')}:{_text(m.get('content'))}\n" for m in messages
+                              if isinstance(m, dict)), stream)
     if path.endswith("/completions"):
-        return _text(data.get("prompt"), first=True)
+        return Routed(_text(data.get("prompt"), first=True), stream)
     if path.endswith("/moderations"):
-        return _text(data.get("input"), first=True)
-    return ""
+        return Routed(_text(data.get("input"), first=True), stream)
+    return Routed("", stream)
 
 
 def _text(value: object, first: bool = False) -> str:

@@ -1,6 +1,7 @@
 """The server on Ray Serve: N replicas of `create_app(config)` behind one endpoint.
 
-    rwkv7-provider serve --replicas 2                          # a local Ray cluster, prefix-affinity routing
+    rwkv7-provider serve --replicas 2                          # a local Ray cluster, Ray's routing
+    rwkv7-provider serve --replicas 2 --routing affinity       # prompts go to the replica holding their prefix
     rwkv7-provider serve --replicas 4 --ray-address auto       # a cluster started with `ray start --head`
     serve run rwkv7_provider.server.ray_app:build replicas=2 config=models.yaml
     serve deploy deploy/serve_config.yaml                      # the same builder from a Ray Serve config file
@@ -11,11 +12,12 @@ its own engines (one per served model) and `threads` torch threads: by default t
 `x-rwkv7-replica` header and `GET /v1/replica` describes the replica (id, process id, its cache at start).
 
 Routing (`routing=`):
-- `affinity` (default): a light `Front` deployment is the HTTP entry point. It reads each request's body and
-  calls the replicas through a handle routed by `ray_router.PrefixAffinityRouter`, which sends a prompt to
-  the replica that was sent its prefix (a rail's policy text, a system prompt), unless that replica is busy.
-  Ray's HTTP proxy cannot do this itself: its router sees the request's headers, not its body.
 - `default`: the replicas are the HTTP entry point, routed by Ray's default (power of two choices).
+- `affinity`: a light `Front` deployment is the HTTP entry point. It reads each request's body and calls the
+  replicas through a handle routed by `ray_router.PrefixAffinityRouter`, which sends a prompt to the replica
+  that was sent its prefix (a rail's policy text, a system prompt), unless that replica is busy. Ray's HTTP
+  proxy cannot do this itself: its router sees the request's headers, not its body. It costs a hop (one
+  more process per request); bench/bench_replicas.py measures what it buys (README, "Scale out").
 
 Faults: Ray restarts a replica whose process dies; a request that was on it gets a 503 with Retry-After from
 the `Front` (the `openai` client retries it). Warm starts: with a shared `cache_dir`, a new replica loads the
@@ -54,7 +56,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..errors import ParameterError
 from ..runtime.options import format_errors
 from ..runtime.registry import default_threads
-from .affinity import DEFAULT_IMBALANCE, DEFAULT_MIN_MATCH, routing_text
+from .affinity import DEFAULT_IMBALANCE, DEFAULT_MIN_MATCH, inspect_request
 from .app import create_app
 from .config import ServerConfig, build_config, default_model, load_config
 from .limits import Gate, respond
@@ -141,7 +143,12 @@ class RWKV7Replica:
         if self.service.status == "failed":
             raise RuntimeError(f"the served models failed: {self.service.error}")
 
-    async def forward(self, request: ForwardedRequest) -> AsyncIterator[list[Message]]:
+    async def forward(self, request: ForwardedRequest) -> list[Message]:
+        """Run one forwarded HTTP request through the app; its ASGI messages, all at once (one Ray call:
+        cheaper than a stream for the usual whole-JSON answer)."""
+        return [message async for batch in self.forward_stream(request) for message in batch]
+
+    async def forward_stream(self, request: ForwardedRequest) -> AsyncIterator[list[Message]]:
         """Run one forwarded HTTP request through the app, streaming its ASGI messages back (batched: what
         is ready is sent together). Cancelled by the caller, the app sees the client disconnect."""
         messages: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -192,7 +199,8 @@ class Front:
     then the request goes to a replica chosen by `PrefixAffinityRouter` and its response comes back."""
 
     def __init__(self, replicas: DeploymentHandle, config: ServerConfig) -> None:
-        self.replicas = replicas.options(stream=True, method_name="forward")
+        self.whole = replicas.options(method_name="forward")
+        self.streamed = replicas.options(stream=True, method_name="forward_stream")
         self.config = config
 
     def __serve_build_asgi_app__(self) -> Starlette:
@@ -203,14 +211,18 @@ class Front:
         body = await _read_body(receive)
         path, root = scope["path"], scope.get("root_path", "")
         path = path[len(root):] or "/" if root and path.startswith(root) else path
+        routed = inspect_request(path, body)
         request = ForwardedRequest(scope["method"], path, scope.get("query_string", b""), list(scope["headers"]),
-                                   scope.get("client"), body, routing_text(path, body))
+                                   scope.get("client"), body, routed.text)
         started = False
         try:
-            stream = self.replicas.remote(request)
-            async for batch in stream:
-                for message in batch:
-                    started = started or message["type"] == "http.response.start"
+            if routed.stream:
+                async for batch in self.streamed.remote(request):
+                    for message in batch:
+                        started = started or message["type"] == "http.response.start"
+                        await send(message)
+            else:
+                for message in await self.whole.remote(request):
                     await send(message)
         except BackPressureError:
             await respond(send, APIError(429, f"{self.config.max_queue} requests are waiting for a replica "
@@ -237,7 +249,7 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def build_app(config: ServerConfig, *, replicas: int = 1, routing: Routing = "affinity", threads: int | None = None,
+def build_app(config: ServerConfig, *, replicas: int = 1, routing: Routing = "default", threads: int | None = None,
               num_cpus: float | None = None, cache_dir: str | None = None, min_match: float = DEFAULT_MIN_MATCH,
               imbalance: int = DEFAULT_IMBALANCE) -> serve.Application:
     """The Ray Serve application (see the module docstring). `num_cpus` per replica defaults to `threads`,
@@ -260,7 +272,7 @@ class BuildArgs(BaseModel):
 
     config: str | None = Field(None, description="a server YAML (models and limits); none: the embedded guard")
     replicas: int = Field(1, ge=1)
-    routing: Routing = "affinity"
+    routing: Routing = "default"
     threads: int | None = Field(None, ge=1, description="torch threads per replica (default: its num_cpus)")
     num_cpus: float | None = Field(None, ge=0, description="CPUs Ray reserves per replica")
     cache_dir: str | None = Field(None, description="prefix state cache directory shared by the replicas")
@@ -307,7 +319,7 @@ def joined_cluster(address: str, host: str, port: int) -> Iterator[None]:
         ray.shutdown()
 
 
-def run(config: ServerConfig, *, replicas: int, routing: Routing = "affinity", address: str | None = None,
+def run(config: ServerConfig, *, replicas: int, routing: Routing = "default", address: str | None = None,
         threads: int | None = None, cache_dir: str | None = None) -> int:
     """`rwkv7-provider serve --replicas N`: deploy on Ray (a local cluster, or `address`'s), serve until
     SIGINT / SIGTERM, then remove what was started (the whole local cluster, or just this application)."""

@@ -53,8 +53,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     scale = parser.add_argument_group("scale-out on Ray Serve (the [ray] extra; see the README, 'Scale out')")
     scale.add_argument("--replicas", type=int, default=None, metavar="N",
                        help="serve N replicas on Ray Serve behind one endpoint (default: one process, no Ray)")
-    scale.add_argument("--routing", choices=["affinity", "default"], default="affinity",
-                       help="affinity: a prompt goes to the replica holding its prefix's state; default: Ray's")
+    scale.add_argument("--routing", choices=["default", "affinity"], default="default",
+                       help="default: Ray's (power of two choices); affinity: a prompt goes to the replica "
+                       "holding its prefix's state, through one more hop")
     scale.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. `auto` after "
                        "`ray start --head`); default: start a local one and stop it on exit")
     scale.add_argument("--threads", type=int, default=None, help="torch threads per replica (default: the "
