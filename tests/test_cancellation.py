@@ -130,3 +130,23 @@ def test_max_tokens_is_capped_by_a_provider_setting(client):
     with pytest.raises(ParameterError, match="max_tokens_limit=8192"):
         parse_settings({"max_tokens": 9000})
     assert parse_settings({"max_tokens": 9000, "max_tokens_limit": 9000}).max_tokens == 9000
+
+
+def test_a_cancel_arriving_mid_iteration_is_counted_and_forgotten(engine_model, monkeypatch):
+    """A request cancelled after an iteration's check but before its decode row is served: its row is
+    dropped and it must still be counted and leave the scheduler's live set (it used to linger there)."""
+    from rwkv7_provider.runtime import scheduler as scheduler_module
+
+    engine = Engine(engine_model, TOK)
+    stream = engine.stream("Hello", max_tokens=10**4, temperature=0)
+    next(stream)
+    ticket = stream._source
+    sample = scheduler_module.sample_batch
+
+    def cancelling(logits, samplers):
+        ticket.cancel()  # from "another thread", in the middle of the decode step
+        return sample(logits, samplers)
+
+    monkeypatch.setattr(scheduler_module, "sample_batch", cancelling)
+    sched = engine.scheduler
+    wait_until(lambda: sched.stats.cancelled == 1 and sched.decode.size == 0 and not sched._live)

@@ -68,7 +68,7 @@ def test_engine_settings_fail_at_config_load_with_their_own_message(ckpt, parame
     if parameters.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU: 'cuda' is a valid device here")
     config = RailsConfig.from_path(str(CONFIGS / "moderation"))  # its config.py pre-warms in init(app)
-    (entry,) = config.models
+    entry = next(m for m in config.models if m.engine == "rwkv7")
     entry.model = ckpt
     entry.parameters = dict(entry.parameters) | parameters
     with pytest.raises(ParameterError, match=message):  # not "Failed to initialize configuration module"

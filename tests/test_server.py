@@ -36,7 +36,7 @@ def tiny(tmp_path_factory) -> str:
 
 
 def config_for(tiny: str, **limits):
-    models = [served_model("tiny", tiny, {"max_tokens_limit": 4096}), default_model()]
+    models = [served_model("tiny", tiny, {"max_tokens_limit": 100_000}), default_model()]
     return build_config(models, **limits)
 
 
@@ -83,6 +83,8 @@ def test_completions_n_seed_and_stop(oai, tiny):
     sampled = oai.completions.create(model="tiny", prompt="Once", temperature=1.0, max_tokens=8, n=3, seed=7)
     assert [c.text for c in sampled.choices] == [client.complete("Once", temperature=1.0, max_tokens=8, seed=7 + i).text
                                                  for i in range(3)]
+    streamed = oai.completions.create(model="tiny", prompt="Once upon", temperature=0, max_tokens=8, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == out.choices[0].text
     full = client.complete("Once upon", temperature=0, max_tokens=12).text
     stop = next(full[k : k + 2] for k in range(2, len(full) - 1) if full[k : k + 2].isprintable())
     cut = oai.completions.create(model="tiny", prompt="Once upon", temperature=0, max_tokens=12, stop=[stop])
@@ -185,13 +187,13 @@ def post(url: str, path: str, body, **kwargs) -> httpx.Response:
      "Unrecognized request argument"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, None, "temperature"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**9}, 400, None,
-     "max_tokens_limit=4096"),
+     "max_tokens_limit=100000"),
     ({"model": "tiny", "messages": []}, 400, "messages", "at least 1"),
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages", "unknown chat role"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs",
      "classifier models"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x " * 40000}]}, 400, None, "max_prompt_tokens"),
-    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}, 400, "n", "streamed"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}, 400, "n", "one completion"),
 ])
 def test_bad_requests_get_openai_errors(url, body, status, param, says):
     response = post(url, "/v1/chat/completions", body)
@@ -239,18 +241,18 @@ def test_queue_limit_answers_429_with_retry_after(tiny):
         assert rejected.headers["retry-after"] == "1" and rejected.json()["error"]["code"] == "queue_full"
 
 
-def wait_until(condition, timeout: float = 30.0) -> None:
+def wait_until(condition, timeout: float = 30.0, state=lambda: None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"condition not reached in time; state: {state()}"
         time.sleep(0.02)
 
 
 def test_timeout_cancels_the_engine_request(tiny):
     engine = engine_of(tiny)
-    with running(config_for(tiny, request_timeout=0.3)) as base:
+    with running(config_for(tiny, request_timeout=1.0)) as base:
         before = engine.scheduler.stats.cancelled
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 4000}
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 90_000}
         response = post(base, "/v1/chat/completions", body)
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
         wait_until(lambda: engine.scheduler.stats.cancelled > before and engine.scheduler.decode.size == 0)
@@ -259,11 +261,13 @@ def test_timeout_cancels_the_engine_request(tiny):
 def test_a_dropped_connection_frees_its_batch_slot(url, tiny):
     engine = engine_of(tiny)
     before = engine.scheduler.stats.cancelled
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 4000}
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "go"}], "temperature": 0, "max_tokens": 90_000}
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body | {"stream": True}, timeout=60) as response:
         lines = response.iter_lines()
         assert all(next(lines) is not None for _ in range(6))  # a few events arrived: it is decoding
-    wait_until(lambda: engine.scheduler.stats.cancelled == before + 1 and engine.scheduler.decode.size == 0)
+    state = lambda: (before, engine.scheduler.stats, engine.scheduler.decode.size)  # noqa: E731
+    wait_until(lambda: engine.scheduler.stats.cancelled == before + 1 and engine.scheduler.decode.size == 0,
+               state=state)
 
     # a non-streaming request whose client goes away before the answer
     host, port = url.removeprefix("http://").split(":")
@@ -271,8 +275,9 @@ def test_a_dropped_connection_frees_its_batch_slot(url, tiny):
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-        wait_until(lambda: engine.scheduler.decode.size == 1)
-    wait_until(lambda: engine.scheduler.stats.cancelled == before + 2 and engine.scheduler.decode.size == 0)
+        wait_until(lambda: engine.scheduler.decode.size == 1, state=state)
+    wait_until(lambda: engine.scheduler.stats.cancelled == before + 2 and engine.scheduler.decode.size == 0,
+               state=state)
 
 
 def test_http_and_in_process_requests_share_batches(url, tiny):
@@ -302,11 +307,13 @@ def test_http_and_in_process_requests_share_batches(url, tiny):
 def test_api_key(tiny):
     with pytest.raises(ParameterError, match="needs an API key|exposes the model"):
         build_config([default_model()], host="0.0.0.0")
-    with running(config_for(tiny, api_key="s3cret")) as base:
+    with running(config_for(tiny, api_key="s3cret", max_tokens_limit=50)) as base:
         assert httpx.get(f"{base}/v1/models").status_code == 401
         assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        ok = openai.OpenAI(base_url=f"{base}/v1", api_key="s3cret").models.list()
-        assert {m.id for m in ok.data} == {"tiny", "default"}
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="s3cret", max_retries=0)
+        assert {m.id for m in client.models.list().data} == {"tiny", "default"}
+        with pytest.raises(openai.BadRequestError, match="server's max_tokens_limit=50"):  # the server's own cap
+            client.completions.create(model="tiny", prompt="x", max_tokens=51)
 
 
 def test_response_headers_and_routes_from_outside(tiny):

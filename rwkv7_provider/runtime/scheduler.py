@@ -444,7 +444,10 @@ class Scheduler:
 
     def _advance(self, ticket: Ticket, value: Any) -> None:
         """Resume a request with `value` and queue the work it yields next (or deliver its result)."""
-        if ticket.cancelled:
+        if ticket.cancelled:  # cancelled since this iteration's check: it is in no queue now (a decode row it
+            self._live.discard(ticket)  # holds is dropped by the decode step: it asks for no next token)
+            self.stats.cancelled += 1
+            ticket.steps.close()
             return
         try:
             item = ticket.steps.send(value)

@@ -87,17 +87,24 @@ class Service:
                            headers={"Retry-After": "5"})
         return served, self.clients[served.name]
 
-    def check_max_tokens(self, value: int | None) -> None:
+    def admissible(self, body: Any, n: int, logprobs: bool) -> tuple[ServedModel, RWKV7Client]:
+        """The model and client for a completion request, after the server's own limits: `max_tokens_limit`,
+        `max_n` (`n` completions in all), one stream per request, logprobs from classifiers only."""
+        served, client = self.model(body.model)
         limit = self.config.max_tokens_limit
-        if value is not None and limit is not None and value > limit:
-            raise APIError(400, f"max_tokens={value} is more than the server's max_tokens_limit={limit}",
+        if body.max_tokens is not None and limit is not None and body.max_tokens > limit:
+            raise APIError(400, f"max_tokens={body.max_tokens} is more than the server's max_tokens_limit={limit}",
                            "max_tokens", "invalid_value")
-
-    def check_n(self, n: int, stream: bool) -> None:
         if n > self.config.max_n:
-            raise APIError(400, f"n={n} is more than the server's max_n={self.config.max_n}", "n", "invalid_value")
-        if stream and n > 1:
-            raise APIError(400, "n > 1 cannot be streamed; ask for one stream per completion", "n", "invalid_value")
+            raise APIError(400, f"n={n} completions is more than the server's max_n={self.config.max_n}", "n",
+                           "invalid_value")
+        if body.stream and n > 1:
+            raise APIError(400, "only one completion can be streamed per request (n = 1, one prompt)", "n",
+                           "invalid_value")
+        if logprobs and not served.classifier:
+            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
+                           "logprobs", "unsupported_parameter")
+        return served, client
 
 
 async def parse(request: Request, schema: type[T]) -> T:
@@ -228,54 +235,52 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
         return await observed("chat.completions", body.model, _chat(request, body))
 
     async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
-        served, client = service.model(body.model)
-        service.check_max_tokens(body.max_tokens)
-        service.check_n(body.n, body.stream)
-        if body.logprobs and not served.classifier:
-            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
-                           "logprobs", "unsupported_parameter")
+        served, client = service.admissible(body, body.n, bool(body.logprobs))
         prompt, chat = chat_prompt(body, served.classifier)
         overrides = body.generation_overrides()
         if body.stream:
-            return await _stream(request, body, served, client, prompt, chat, overrides)
+            return await _stream(request, "chat.completions", served, client, prompt, chat, body.stop, overrides,
+                                 body.include_usage, R.ChatFrames(body))
         done = await complete_all(request, client, [prompt], chat, body.stop, overrides, body.n)
         service.metrics.tokens(served.name, done)
         choices = [R.chat_choice(i, d, body) for i, d in enumerate(done)]
         return JSONResponse(R.envelope("chat.completion", R.new_id("chatcmpl"), served.name, choices, done))
 
-    async def _stream(request: Request, body: ChatCompletionRequest, served: ServedModel, client: RWKV7Client,
-                      prompt: str, chat: bool, overrides: dict[str, Any]) -> Response:
-        """Chat deltas as server-sent events. The first item is awaited before answering, so a request the
-        engine refuses (an over-long prompt) still gets its 4xx; later failures end the stream with an error
-        event. With tools bound, the answer is sent whole at the end (a tool call is parsed from all of it)."""
-        client.options(body.stop, chat, overrides)
+    async def _stream(request: Request, endpoint: str, served: ServedModel, client: RWKV7Client, prompt: str,
+                      chat: bool, stop: Any, overrides: dict[str, Any], include_usage: bool, frames: Any) -> Response:
+        """Deltas as server-sent events, framed by `frames` (chat or text completion chunks). The first item
+        is awaited before answering, so a request the engine refuses (an over-long prompt) still gets its
+        4xx; later failures end the stream with an error event."""
+        client.options(stop, chat, overrides)
         release = service.admission.acquire()
         t0 = time.perf_counter()
         deadline = time.monotonic() + config.request_timeout
-        items = client.acomplete_stream(prompt, body.stop, chat=chat, **overrides)
+        items = client.acomplete_stream(prompt, stop, chat=chat, **overrides)
         try:
             first = await guarded(request, anext(items), config.request_timeout)
         except BaseException:
             release()
             await items.aclose()
             raise
-        rid = R.new_id("chatcmpl")
+        rid = R.new_id(frames.prefix)
+
+        def event(choices: list[dict], usage: dict | None = None) -> str:
+            return R.chunk(frames.kind, rid, served.name, choices, usage)
 
         async def events() -> AsyncIterator[str]:
             status, item = 200, first
             try:
-                yield R.chunk("chat.completion.chunk", rid, served.name,
-                              [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+                if frames.opening:
+                    yield event(frames.opening)
                 while isinstance(item, str):
-                    if not body.tools:  # with tools the whole answer comes in the final chunk
-                        yield R.chunk("chat.completion.chunk", rid, served.name,
-                                      [{"index": 0, "delta": {"content": item}, "finish_reason": None}])
+                    if (delta := frames.delta(item)) is not None:
+                        yield event(delta)
                     item = await asyncio.wait_for(anext(items), max(0.0, deadline - time.monotonic()))
                 done: Completion = item
                 service.metrics.tokens(served.name, [done])
-                yield _final_chunk(rid, served.name, body, done)
-                if body.include_usage:
-                    yield R.chunk("chat.completion.chunk", rid, served.name, [], R.usage([done]))
+                yield event(frames.closing(done))
+                if include_usage:
+                    yield event([], R.usage([done]))
             except TimeoutError:
                 status = 504
                 yield R.error_event(APIError(504, "the stream took longer than the server's request_timeout",
@@ -288,7 +293,7 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
                 raise
             finally:
                 await items.aclose()
-                service.metrics.observe("chat.completions", served.name, status, time.perf_counter() - t0)
+                service.metrics.observe(endpoint, served.name, status, time.perf_counter() - t0)
             yield R.DONE_EVENT
 
         return _AdmittedStream(events(), release, items)
@@ -299,15 +304,10 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
         return await observed("completions", body.model, _completions(request, body))
 
     async def _completions(request: Request, body: CompletionRequest) -> Response:
-        served, client = service.model(body.model)
-        service.check_max_tokens(body.max_tokens)
-        service.check_n(body.n * len(body.prompts()), False)
+        served, client = service.admissible(body, body.n * len(body.prompts()), body.logprobs is not None)
         if body.stream:
-            raise APIError(400, "streaming is offered on /v1/chat/completions; ask /v1/completions without it",
-                           "stream", "unsupported_parameter")
-        if body.logprobs is not None and not served.classifier:
-            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
-                           "logprobs", "unsupported_parameter")
+            return await _stream(request, "completions", served, client, body.prompts()[0], False, body.stop,
+                                 body.generation_overrides(), body.include_usage, R.CompletionFrames(body.logprobs))
         done = await complete_all(request, client, body.prompts(), False, body.stop, body.generation_overrides(),
                                   body.n)
         service.metrics.tokens(served.name, done)
@@ -356,21 +356,3 @@ def _policies(served: ServedModel) -> dict[str, str]:
 def _model_card(served: ServedModel) -> dict[str, Any]:
     return {"id": served.name, "object": "model", "created": 0, "owned_by": "rwkv7-provider",
             "checkpoint": served.settings.model, "choices": served.settings.choices}
-
-
-def _final_chunk(rid: str, model: str, body: ChatCompletionRequest, done: Completion) -> str:
-    """The last chunk of a chat stream: the tool calls or the buffered text when tools are bound, the
-    finish reason, and a classifier's answer details."""
-    choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": R.finish_reason(done)}
-    if body.tools:
-        message, choice["finish_reason"] = R.chat_message(
-            done, body.tools, body.tool_choice_name() not in (None, "auto", "none"))
-        if message.get("tool_calls"):
-            choice["delta"] = {"tool_calls": [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]}
-        else:
-            choice["delta"] = {"content": done.text}
-    if done.scores is not None:
-        full = R.chat_choice(0, done, body)
-        choice["classification"] = full["classification"]
-        choice["logprobs"] = full["logprobs"]
-    return R.chunk("chat.completion.chunk", rid, model, [choice])

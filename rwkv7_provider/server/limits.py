@@ -84,6 +84,7 @@ async def guarded(request: Request, work: Awaitable[T], timeout: float) -> T:
     if task in done:
         return task.result()
     task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: nobody else will
     if watcher in done:
         raise ClientGone
     raise APIError(504, f"the request took longer than the server's request_timeout ({timeout:g} s)",

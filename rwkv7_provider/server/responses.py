@@ -106,6 +106,47 @@ def completion_choice(index: int, done: Completion, logprobs: int | None) -> dic
     return choice
 
 
+class ChatFrames:
+    """The chunks of a streamed chat completion: the role first, then content deltas, then the finish
+    reason (with tools bound, the whole answer comes in the last chunk: a tool call is parsed from all of it)."""
+
+    kind, prefix = "chat.completion.chunk", "chatcmpl"
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.opening = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+
+    def delta(self, text: str) -> list[dict] | None:
+        return None if self.request.tools else [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
+
+    def closing(self, done: Completion) -> list[dict]:
+        full = chat_choice(0, done, self.request)
+        choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": full["finish_reason"],
+                                  "logprobs": full["logprobs"]}
+        if self.request.tools:
+            calls = full["message"].get("tool_calls")
+            choice["delta"] = ({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]} if calls
+                               else {"content": done.text})
+        if "classification" in full:
+            choice["classification"] = full["classification"]
+        return [choice]
+
+
+class CompletionFrames:
+    """The chunks of a streamed text completion: text deltas, then the finish reason."""
+
+    kind, prefix, opening = "text_completion", "cmpl", None
+
+    def __init__(self, logprobs: int | None) -> None:
+        self.logprobs = logprobs
+
+    def delta(self, text: str) -> list[dict]:
+        return [{"index": 0, "text": text, "finish_reason": None, "logprobs": None}]
+
+    def closing(self, done: Completion) -> list[dict]:
+        return [completion_choice(0, done, self.logprobs) | {"text": ""}]
+
+
 def envelope(kind: str, rid: str, model: str, choices: list[dict], done: list[Completion]) -> dict[str, Any]:
     return {"id": rid, "object": kind, "created": int(time.time()), "model": model, "choices": choices,
             "usage": usage(done)}
