@@ -4,6 +4,7 @@ resumes from the snapshots instead of prefilling again (no Ray needed: the repli
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import random
@@ -34,24 +35,27 @@ def _snapshot_bytes() -> int:
     return state.nbytes + merge_model().config.n_embd * 4
 
 
-def writer(directory: str, seed: int, rounds: int) -> list[str]:
-    """A replica with room for 4 snapshots: pre-warms random policies (each write persisted, each eviction
-    deleting a file the other may have written) and restarts now and then (reading the directory). Starts
-    when the other writer is ready too, so that they overlap; returns the cache's warnings."""
+def writer(directory: str, seed: int, rounds: int) -> tuple[list[str], int]:
+    """A replica with room for 6 snapshots: prompts under 8 random policies store (and persist) the policies'
+    junction snapshots and evict others (deleting files the other writer may have written); it restarts now
+    and then (reading the directory). Starts when the other writer is ready too, so that they overlap;
+    returns the cache's warnings and how many snapshots it evicted."""
     torch.set_num_threads(1)
     caught = _Warnings()
     logging.getLogger("rwkv7_provider.runtime.cache").addHandler(caught)
     rng, model = random.Random(seed), merge_model()
-    budget = 4 * _snapshot_bytes() + 4096
+    budget = 6 * _snapshot_bytes() + 4096
     Path(directory, f"ready-{seed}").touch()
     while len(list(Path(directory).glob("ready-*"))) < 2:
         time.sleep(0.01)
-    engine = Engine(model, TOK, cache_dir=directory, cache_bytes=budget)
+    engine, evictions = Engine(model, TOK, cache_dir=directory, cache_bytes=budget), 0
     for i in range(rounds):
-        engine.prewarm(rng.sample(PREFIXES, 3))
+        for prefix in rng.sample(PREFIXES[:8], 3):
+            engine.prefill(TOK.encode(f"{prefix}message {seed}.{i}"))
         if i % 4 == 3:
+            evictions += engine.cache_stats()["evictions"]
             engine = Engine(model, TOK, cache_dir=directory, cache_bytes=budget)
-    return caught.messages
+    return caught.messages, evictions
 
 
 def test_two_processes_writing_one_cache_dir_never_damage_it(tmp_path, caplog):
@@ -65,7 +69,8 @@ def test_two_processes_writing_one_cache_dir_never_damage_it(tmp_path, caplog):
                 Engine(model, TOK, cache_dir=directory)
                 reads += 1
         results = [j.result() for j in jobs]
-    assert results == [[], []]
+    assert [warnings for warnings, _ in results] == [[], []]
+    assert all(evictions > 0 for _, evictions in results)  # files were deleted while the others read
     assert reads > 3 and not caplog.records, [r.getMessage() for r in caplog.records]
     files = list(Path(directory).rglob("*"))
     assert not [f for f in files if f.suffix == ".tmp"]  # no temp file left half-written
@@ -73,12 +78,12 @@ def test_two_processes_writing_one_cache_dir_never_damage_it(tmp_path, caplog):
     loaded = Engine(model, TOK, cache_dir=directory)
     fresh = Engine(model, TOK, cache_bytes=0)
     found = 0
-    for prefix in PREFIXES:  # every snapshot on disk is the state its prefix computes to
-        ids = TOK.encode(prefix)
+    for prefix, seed in itertools.product(PREFIXES, (1, 2)):  # each snapshot loaded is its tokens' state
+        ids = TOK.encode(f"{prefix}message {seed}.99")
         match = loaded.cache.lookup(ids)
-        if match.depth == len(ids):
+        if match.snapshot is not None:
             found += 1
-            want, _ = fresh.prefill(ids)
+            want, _ = fresh.prefill(ids[:match.depth])
             for got_t, want_t in zip(match.snapshot.state.tensors(), want.tensors()):
                 assert torch.allclose(got_t, want_t, atol=1e-5)
     assert found >= 1
@@ -96,3 +101,19 @@ def test_a_new_replica_resumes_from_the_shared_directory(tmp_path):
     got = second.generate(prompt, max_tokens=4, temperature=0)
     assert got.cached_tokens >= len(TOK.encode(PREFIXES[2])) - 1
     assert got.text == Engine(merge_model(), TOK, cache_bytes=0).generate(prompt, max_tokens=4, temperature=0).text
+
+
+def test_a_replica_without_traffic_for_a_prewarmed_prefix_keeps_it_for_the_others(tmp_path):
+    """Pre-warmed prefixes are pinned: a replica whose traffic never uses one (affinity sent it elsewhere)
+    does not evict it, so it never deletes the file a replacement replica would start warm from."""
+    budget = 3 * _snapshot_bytes() + 4096
+    idle = Engine(merge_model(), TOK, cache_dir=tmp_path, cache_bytes=budget)
+    (count,) = idle.prewarm([PREFIXES[0]])
+    for i in range(12):  # other prompts: their junctions and ends fill and churn the small cache
+        idle.prefill(TOK.encode(f"{PREFIXES[1 + i % 5]}message {i}"))
+    assert idle.cache_stats()["evictions"] > 0
+    assert idle.cache.lookup(TOK.encode(PREFIXES[0])[:count]).depth == count
+    replacement = Engine(merge_model(), TOK, cache_dir=tmp_path)
+    computed = replacement.cache_stats()["tokens_computed"]
+    replacement.prewarm([PREFIXES[0]])
+    assert replacement.cache_stats()["tokens_computed"] == computed and replacement.scheduler.stats.forwards == 0

@@ -10,7 +10,8 @@ Rules:
 - Snapshots are immutable. The cache hands out references, never copies; nothing may modify them in place
   (the model's forward never mutates its input state).
 - Memory is bounded by bytes: snapshot tensors plus `TOKEN_BYTES` per recorded path token. The least
-  recently used snapshot (or snapshot-less leaf path) goes first.
+  recently used snapshot (or snapshot-less leaf path) goes first; pinned snapshots (pre-warmed prompt
+  prefixes) stay.
 - A cache belongs to one model fingerprint and dtype; persisted files carry both and are checked on load.
 - Persistence (optional) mirrors memory: a snapshot stored with `persist=True` is written to the directory
   (temp file + `os.replace`, so a reader never sees half a file) and deleted when evicted. Each file carries
@@ -116,7 +117,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 class _Node:
     """A radix-tree node: `edge` holds the tokens from its parent to it."""
 
-    __slots__ = ("children", "edge", "parent", "persisted", "snapshot")
+    __slots__ = ("children", "edge", "parent", "persisted", "pinned", "snapshot")
 
     def __init__(self, parent: _Node | None, edge: list[int]) -> None:
         self.parent = parent
@@ -124,6 +125,7 @@ class _Node:
         self.children: dict[int, _Node] = {}
         self.snapshot: Snapshot | None = None
         self.persisted = False
+        self.pinned = False
 
 
 def snapshot_checksum(tokens: list[int], fingerprint: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -209,11 +211,14 @@ class PrefixCache:
             s.tokens_computed += len(tokens) - best_depth
             return Match(best_depth, best, depth)
 
-    def insert(self, tokens: list[int], snapshot: Snapshot | None = None, *, persist: bool = False) -> None:
+    def insert(self, tokens: list[int], snapshot: Snapshot | None = None, *, persist: bool = False,
+               pin: bool = False) -> None:
         """Record `tokens`' path and, if given and it fits, store `snapshot` at its end.
 
         An existing snapshot at that node is kept (both are the same state); `persist` also writes the
-        node's snapshot to the directory, if the cache has one.
+        node's snapshot to the directory, if the cache has one; `pin` keeps it from eviction (pre-warmed
+        prompt prefixes: a process that shares the directory and has no traffic for one of them would
+        otherwise evict it and delete the file every other process starts warm from).
         """
         if not tokens:
             raise ValueError("cannot insert an empty token path")
@@ -227,6 +232,7 @@ class PrefixCache:
                 self._stats.snapshots += 1
             if persist and node.snapshot is not None and not node.persisted and self.directory is not None:
                 node.persisted = self._write(tokens, node.snapshot)
+            node.pinned = node.pinned or (pin and node.snapshot is not None)
             self._shrink()
 
     def clear(self) -> None:
@@ -279,7 +285,7 @@ class PrefixCache:
     def _shrink(self) -> None:
         """Evict least recently used snapshots, then snapshot-less leaf paths, until within budget."""
         while self._stats.bytes > self._stats.budget_bytes:
-            victim = next((n for n in self._lru if n.snapshot is not None or not n.children), None)
+            victim = next((n for n in self._lru if not n.pinned and (n.snapshot is not None or not n.children)), None)
             if victim is None:
                 return
             if victim.snapshot is not None:

@@ -19,8 +19,8 @@ Routing (`routing=`):
   proxy cannot do this itself: its router sees the request's headers, not its body. It costs a hop (one
   more process per request); bench/bench_replicas.py measures what it buys (README, "Scale out").
 
-Faults: Ray restarts a replica whose process dies; a request that was on it gets a 503 with Retry-After from
-the `Front` (the `openai` client retries it). Warm starts: with a shared `cache_dir`, a new replica loads the
+Faults: Ray restarts a replica whose process dies; a request that was on it gets a 500 from Ray's proxy, or a
+503 with Retry-After from the `Front` (the `openai` client retries both). Warm starts: with a shared `cache_dir`, a new replica loads the
 persisted prefix states instead of prefilling its prompts again (the files are written atomically).
 
 This module imports Ray: only the `[ray]` extra needs it, and nothing else in the package imports this module.
