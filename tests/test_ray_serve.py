@@ -26,6 +26,7 @@ from ray_support import (
     wait_gone,
 )
 
+from rwkv7_provider import cli
 from rwkv7_provider.errors import ParameterError
 from rwkv7_provider.integrations.client import RWKV7Client
 from rwkv7_provider.server.config import build_config, default_model
@@ -101,11 +102,15 @@ def test_a_killed_replica_loses_no_request_and_comes_back_warm(url, reference):
     assert all(c.error is None for c in after)
 
 
-def test_build_arguments_are_checked():
+def test_build_and_command_line_arguments_are_checked(capsys):
     with pytest.raises(ParameterError, match="replicaz"):
         build({"replicaz": 2})
     with pytest.raises(ParameterError, match="routing"):
         build({"routing": "round-robin"})
+    assert cli.main(["serve", "--replicas", "0"]) == 2
+    assert "--replicas must be at least 1" in capsys.readouterr().err
+    assert cli.main(["serve", "--cache-dir", "/tmp/x"]) == 2
+    assert "go with --replicas" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ APP_NAME = "rwkv7"
 REPLICA_HEADER = "x-rwkv7-replica"
 # Requests one replica works on at once: what its engine batches on CPU (DEFAULT_MAX_BATCH_SIZE).
 MAX_ONGOING_REQUESTS = 32
-Routing = Literal["affinity", "default"]
+Routing = Literal["default", "affinity"]
 
 
 @dataclass(frozen=True)

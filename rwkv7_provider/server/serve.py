@@ -58,10 +58,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                        "holding its prefix's state, through one more hop")
     scale.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. `auto` after "
                        "`ray start --head`); default: start a local one and stop it on exit")
-    scale.add_argument("--threads", type=int, default=None, help="torch threads per replica (default: the "
-                       "node's cores divided by the replicas)")
-    scale.add_argument("--cache-dir", default=None, help="prefix state cache directory the replicas share "
-                       "(warm starts), for models that set none")
+    scale.add_argument("--threads", type=int, default=None, help="with --replicas: torch threads per replica "
+                       "(default: the node's cores divided by the replicas)")
+    scale.add_argument("--cache-dir", default=None, help="with --replicas: the prefix state cache directory the "
+                       "replicas share (warm starts), for models that set none")
     return parser
 
 
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config([parse_model_argument(m) for m in args.model] or [default_model()], **limits)
     for served in config.models:
         check_checkpoint(served.settings)
+    if args.replicas is None and (args.threads or args.cache_dir or args.ray_address):
+        raise ParameterError("--threads, --cache-dir and --ray-address go with --replicas (without Ray, set "
+                             "`threads` and `cache_dir` as model parameters)")
     if args.replicas is not None:
         if args.replicas < 1:
             raise ParameterError(f"--replicas must be at least 1, got {args.replicas}")
