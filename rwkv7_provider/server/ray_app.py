@@ -323,11 +323,11 @@ def run(config: ServerConfig, *, replicas: int, routing: Routing = "default", ad
         threads: int | None = None, cache_dir: str | None = None) -> int:
     """`rwkv7-provider serve --replicas N`: deploy on Ray (a local cluster, or `address`'s), serve until
     SIGINT / SIGTERM, then remove what was started (the whole local cluster, or just this application)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     cluster = joined_cluster(address, config.host, config.port) if address else local_cluster(config.host, config.port)
     with cluster:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own (aborting) handlers
+            signal.signal(sig, lambda *_: stop.set())
         serve.run(build_app(config, replicas=replicas, routing=routing, threads=threads, cache_dir=cache_dir),
                   name=APP_NAME, route_prefix="/")
         log.info("serving %s on http://%s:%d/v1 with %d replica(s), %s routing (Ctrl-C stops)",
