@@ -111,8 +111,9 @@ def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
 
 
-def overhead(url: str, served: str, engine, template: str, args) -> dict:
-    """p50 / p90 of one warm check through the server and in-process, rounds interleaved."""
+def overhead(url: str, served: str, engine, template: str, args, threshold: float | None = None) -> dict:
+    """p50 / p90 of one warm check through the server and in-process, rounds interleaved; then whether
+    they answer alike (in-process: the same `block_threshold` applied to the engine's scores)."""
     texts = iter(messages(4 + 2 * args.checks * args.rounds, 11))
     lat: dict[str, list[float]] = {"http": [], "engine": []}
     agree = 0
@@ -123,19 +124,35 @@ def overhead(url: str, served: str, engine, template: str, args) -> dict:
             return client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
 
         def local(text: str) -> str:
-            return engine.score(render(template, user_input=text), CHOICES).best
+            scored = engine.score(render(template, user_input=text), CHOICES)
+            if threshold is None:
+                return scored.best
+            p_yes = scored.probability if scored.best == "Yes" else 1 - scored.probability
+            return "Yes" if p_yes >= threshold else "No"
+
+        def handler_seconds() -> tuple[float, float]:
+            """(sum, count) of the server's own latency histogram for this model: time inside the app."""
+            text = client.get("/metrics").text
+            key = f'{{endpoint="chat.completions",model="{served}"}}'
+            values = {line.split("{")[0]: float(line.split()[-1]) for line in text.splitlines() if key in line}
+            return values.get("rwkv7_request_seconds_sum", 0.0), values.get("rwkv7_request_seconds_count", 0.0)
 
         for fn in (http, local, http, local):  # warm-up: connection, first-call costs
             fn(next(texts))
+        inside = 0.0
         for _ in range(args.rounds):
             for name, fn in (("http", http), ("engine", local)):
+                before = handler_seconds()
                 for _ in range(args.checks):
                     t0 = time.perf_counter()
                     fn(next(texts))
                     lat[name].append(time.perf_counter() - t0)
-        for text in messages(10, 5):
-            agree += http(text) == local(text)  # the guard's served answer has block_threshold: b01 only
+                if name == "http":
+                    inside += handler_seconds()[0] - before[0]
+        for text in messages(10, 5) + HARMFUL:
+            agree += http(text) == local(text)
     return {"p50": {k: pct(v, 0.5) for k, v in lat.items()}, "p90": {k: pct(v, 0.9) for k, v in lat.items()},
+            "mean": {k: statistics.mean(v) * 1e3 for k, v in lat.items()}, "inside": inside / len(lat["http"]) * 1e3,
             "agree": agree}
 
 
@@ -246,7 +263,8 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=["overhead", "nemo", "streams"])
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "nemoguardrails", "rwkv7_provider"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch threads {args.threads} (server and in-process); "
           f"load average {load_average()}")
@@ -260,11 +278,13 @@ def main() -> None:
             small.prewarm_templates([NEMO_REFERENCE_INPUT])
             rows = []
             if "overhead" not in args.skip:
-                for served, engine in (("default", guard), ("b01-check", small)):
-                    r = overhead(url, served, engine, NEMO_REFERENCE_INPUT, args)
+                for served, engine, threshold in (("default", guard, 0.3), ("b01-check", small, None)):
+                    r = overhead(url, served, engine, NEMO_REFERENCE_INPUT, args, threshold)
                     rows.append(f"| warm check p50, {served} | {r['p50']['engine']:.2f} ms | {r['p50']['http']:.2f} ms "
-                                f"| +{r['p50']['http'] - r['p50']['engine']:.2f} ms (p90 {r['p90']['engine']:.1f} / "
-                                f"{r['p90']['http']:.1f}; answers agree {r['agree']}/10) |")
+                                f"| {r['p50']['http'] - r['p50']['engine']:+.2f} ms (p90 {r['p90']['engine']:.1f} / "
+                                f"{r['p90']['http']:.1f}; mean {r['mean']['engine']:.1f} / {r['mean']['http']:.1f}, "
+                                f"{r['inside']:.1f} of it inside the server's app; answers agree "
+                                f"{r['agree']}/{10 + len(HARMFUL)}) |")
             if "nemo" not in args.skip:
                 r = nemo_throughput(url, args)
                 rows.append(f"| NeMo {args.messages} checks, {args.concurrency} concurrent | LLMRails "

@@ -353,3 +353,15 @@ def test_server_config_files_and_errors(tmp_path, tiny):
         parse_model_argument("just-a-path")
     with pytest.raises(ParameterError, match="unique"):
         build_config([default_model(), default_model()])
+
+
+def test_serve_command_refuses_bad_setups_before_starting(tmp_path, capsys):
+    from rwkv7_provider.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "API key" in capsys.readouterr().err
+    assert main(["serve", "--model", f"x={tmp_path / 'missing.pth'}"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    (tmp_path / "m.yaml").write_text("models:\n  - name: g\n    parameters: {quantize: int3}\n")
+    assert main(["serve", "--config", str(tmp_path / "m.yaml")]) == 2
+    assert "quantize" in capsys.readouterr().err

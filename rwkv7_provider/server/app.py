@@ -354,5 +354,6 @@ def _policies(served: ServedModel) -> dict[str, str]:
 
 
 def _model_card(served: ServedModel) -> dict[str, Any]:
+    # no checkpoint path: the server's file layout is not the clients' business
     return {"id": served.name, "object": "model", "created": 0, "owned_by": "rwkv7-provider",
-            "checkpoint": served.settings.model, "choices": served.settings.choices}
+            "choices": served.settings.choices}

@@ -40,7 +40,7 @@ class ServedModel(BaseModel):
     """One served model. `prompts` (task name -> template) are pre-warmed at start, and those with a
     `{{ user_input }}` and no other per-request variable are the categories of `/v1/moderations`."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
     settings: ProviderSettings
