@@ -298,7 +298,9 @@ def build(args: dict[str, Any]) -> serve.Application:
 def local_cluster(host: str, port: int, *, num_cpus: int | None = None, log_to_driver: bool = True) -> Iterator[None]:
     """A Ray cluster on this machine with Serve's HTTP proxy on host:port, stopped (every Ray process of it)
     on exit."""
-    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=log_to_driver)
+    # address="local": always a new cluster, never one that `ray start` left registered in /tmp/ray
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
+             log_to_driver=log_to_driver)
     try:
         serve.start(http_options={"host": host, "port": port})
         yield
