@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels import wkv7
-from . import cpu_decode
+from . import cpu_decode, cpu_kernels
 from .checkpoint import save_pretrained
 from .config import RWKV7Config
 from .loading import load_model
@@ -216,6 +216,9 @@ class RWKV7(nn.Module):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # How `decode_step` runs on CPU: the fused kernels of one instruction set, or plain torch (TORCH);
+        # None: the unmeasured default. Set by `kernel_choice.prepare`, which `from_pretrained` runs.
+        self.cpu_decode_kernel: cpu_kernels.Kernel | None = None
 
     @property
     def dtype(self) -> torch.dtype:

@@ -60,10 +60,10 @@ def test_time_mix_matches_the_equations(residual):
     y = y + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v_in.view(B, H, N)).view(B, C)
     want = y * gate
 
-    none = torch.empty(0)
-    lora_v = [v0, v1, v2] if residual else [none] * 3
-    params = [w0, w1, w2, a0, a1, a2, *lora_v, g1, g2, k_k, k_a, r_k, ln_w, ln_b]
+    lora_v = [v0, v1, v2] if residual else [None] * 3
+    weights = {"w0": w0, "w1": w1, "w2": w2, "a0": a0, "a1": a1, "a2": a2, "g1": g1, "g2": g2, "k_k": k_k,
+               "k_a": k_a, "r_k": r_k, "ln_w": ln_w, "ln_b": ln_b, **dict(zip(("v0", "v1", "v2"), lora_v))}
     got_state = state.clone()
-    got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else none, params, 64e-5)
+    got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else None, weights, 64e-5)
     torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
