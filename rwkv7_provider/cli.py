@@ -13,6 +13,7 @@ from .errors import RWKV7Error
 COMMANDS = {
     "train-guard": ("rwkv7_provider.guard.train", "train or fine-tune the embedded RWKV-7 guard"),
     "eval-guard": ("rwkv7_provider.guard.evaluate", "evaluate a guard on labeled JSONL next to a TF-IDF baseline"),
+    "build-kernels": ("rwkv7_provider.build_kernels", "compile the CPU decode kernels ahead of the first model load"),
 }
 
 
