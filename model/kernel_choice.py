@@ -226,7 +226,7 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
     parts = [f"decode {winner} {1e3 * step_times[winner]:.2f} ms/token" + (f" ({others})" if others else "")]
     for name, times in gemv_times.items():
         chosen = gemv[name]
-        rest = sorted((t, k) for k, t in times.items() if k != chosen)
+        rest = sorted(((t, k) for k, t in times.items() if k != chosen), key=lambda pair: pair[0])
         parts.append(f"GEMV {name} {chosen} {1e3 * times.get(chosen, math.nan):.3f} ms ("
                      + ", ".join(f"{k} {1e3 * t:.3f}" for t, k in rest[:4]) + ")")
     return decode, gemv, "; ".join(parts)
