@@ -58,13 +58,16 @@ ISA_FLAGS = {
 @dataclass(frozen=True)
 class Kernel:
     """How one op runs: `isa` is TORCH (plain torch) or an instruction set of the library; `streams` is the
-    GEMV's number of row streams at M = 1."""
+    GEMV's number of row streams at M = 1 and `prefetch` how far ahead (bytes) each is software-prefetched."""
 
     isa: str
     streams: int = DEFAULT_STREAMS
+    prefetch: int = 0
 
     def __str__(self) -> str:
-        return self.isa if self.isa == TORCH else f"{self.isa}/{self.streams}"
+        if self.isa == TORCH:
+            return self.isa
+        return f"{self.isa}/{self.streams}" + (f"+pf{self.prefetch}" if self.prefetch else "")
 
 
 def library_spec() -> LibrarySpec:
@@ -170,7 +173,9 @@ def gemv(
         if fmt != F32:
             raise ParameterError("plain torch runs float32 GEMVs only")
         return F.linear(x, weight)
-    return torch.ops.rwkv7_cpu.gemv(x, weight, scales, mins, fmt, isa=ISA_CODES[kernel.isa], streams=kernel.streams)
+    return torch.ops.rwkv7_cpu.gemv(
+        x, weight, scales, mins, fmt, isa=ISA_CODES[kernel.isa], streams=kernel.streams, prefetch=kernel.prefetch
+    )
 
 
 def _isa_code(name: str | None) -> int:

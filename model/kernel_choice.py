@@ -8,7 +8,8 @@ can run, a measurement what is fastest.
 What `prepare(model)` measures, on the model's own weights (its real shapes and memory traffic):
 1. Every GEMV group (the model's matrices of one format and shape, e.g. the 48 r/k/v/o of a 0.1B model, or
    the head) under every candidate: plain torch (float32 only) and each instruction set the CPU runs with
-   1, 2, 4 or 8 row streams. A timing is one pass over the group's matrices (up to GROUP_BYTES of them: more
+   1, 2, 4 or 8 row streams; then each instruction set's best stream count again beside software prefetch
+   distances (PREFETCH). A timing is one pass over the group's matrices (up to GROUP_BYTES of them: more
    than a last-level cache, as in a decode step), best of ROUNDS interleaved rounds, so a busy moment of a
    shared machine hits every candidate alike; candidates slower than 2x the best after the first round drop.
 2. Whole decode steps (+ head) with each instruction set and its best GEMVs, and, for a float32 model, plain
@@ -46,6 +47,7 @@ from .quantize import FORMATS, PackedLinear
 log = logging.getLogger(__name__)
 
 ROUNDS = 4
+PREFETCH = (256, 1024)  # bytes ahead; tried with each instruction set's best stream count
 GROUP_BYTES = 128 << 20  # weights timed per GEMV pass: above any last-level cache here
 STEP_ROUND_SECONDS = 0.02  # decode tokens per round: enough for about this long (tiny models run several)
 CHOICES_FILE = "choices.json"
@@ -180,7 +182,12 @@ def _time_group(group: Group) -> dict[Kernel, float]:
             cpu_kernels.gemv(x, w, s, m, group.fmt, kernel)
         return (time.perf_counter() - t0) * share
 
-    return _best_of_rounds(_gemv_candidates(group.fmt), run)
+    times = _best_of_rounds(_gemv_candidates(group.fmt), run)
+    retry = []
+    for isa in {k.isa for k in times} - {TORCH, "portable"}:
+        best = min((k for k in times if k.isa == isa), key=times.get)
+        retry += [best, *(Kernel(isa, best.streams, pf) for pf in PREFETCH)]
+    return {**times, **_best_of_rounds(retry, run, prune=False)} if retry else times
 
 
 def _time_decode(model: nn.Module, groups: list[Group], plans: dict[str, tuple[Kernel, dict[str, Kernel]]]) -> dict[str, float]:
@@ -270,11 +277,16 @@ def _write_choice(key: str, choice: dict) -> None:
 
 
 def _parse(text: str) -> Kernel | None:
-    isa, _, streams = text.partition("/")
+    """A Kernel from its str() ("torch", "avx2/4", "avx512/2+pf256"), or None if it does not run here."""
+    name, _, prefetch = text.partition("+pf")
+    isa, _, streams = name.partition("/")
     if isa != TORCH and isa not in cpu_kernels.status().isas:
         return None
-    kernel = Kernel(isa, int(streams)) if streams.isdigit() else Kernel(isa)
-    return kernel if kernel.streams in cpu_kernels.STREAMS else None
+    try:
+        kernel = Kernel(isa, int(streams or cpu_kernels.DEFAULT_STREAMS), int(prefetch or 0))
+    except ValueError:
+        return None
+    return kernel if kernel.streams in cpu_kernels.STREAMS and 0 <= kernel.prefetch <= 8192 else None
 
 
 def _apply_cached(model: nn.Module, groups: list[Group], cached: dict) -> bool:

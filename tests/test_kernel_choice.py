@@ -144,3 +144,10 @@ def test_the_engine_decodes_and_scores_through_the_head_gemv(monkeypatch, quanti
     seen.clear()
     engine.generate("Hello", max_tokens=4, temperature=0.0)
     assert seen.count((True, 1)) >= 3  # each decoded token's logits
+
+
+def test_kernel_names_round_trip_through_the_cache_file():
+    kernels = kernel_choice._gemv_candidates(cpu_kernels.F32)
+    kernels += [Kernel(k.isa, k.streams, pf) for k in kernels if k.isa not in (TORCH, "portable") for pf in kernel_choice.PREFETCH]
+    assert all(kernel_choice._parse(str(k)) == k for k in kernels)
+    assert kernel_choice._parse("avx2/3") is None and kernel_choice._parse("avx2/4+pfx") is None

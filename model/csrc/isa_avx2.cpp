@@ -43,6 +43,7 @@ struct Avx2 {
   static V from_i8(const int8_t* a) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a))));
   }
+  static void prefetch(const void* a) { _mm_prefetch(static_cast<const char*>(a), _MM_HINT_T0); }
   static V from_nibbles(const uint8_t* a, bool hi) {  // the low or high halves of 8 bytes
     __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a));
     if (hi) b = _mm_srli_epi16(b, 4);

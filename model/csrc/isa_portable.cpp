@@ -22,6 +22,7 @@ struct Scalar {
   static V from_bf16(const uint16_t* a) { return bf16_to_f32(*a); }
   static V from_i8(const int8_t* a) { return float(*a); }
   static V from_nibbles(const uint8_t* a, bool hi) { return float(hi ? *a >> 4 : *a & 15); }
+  static void prefetch(const void*) {}  // no portable prefetch hint
 };
 
 }  // namespace

@@ -38,17 +38,18 @@ struct Packed {
 // so the caller can split the work across threads.
 struct IsaKernels {
   // y[m, n] = x[m] . W[n] for n in [n0, n1); xs holds the per-group sums of x (Q4 only); `streams` far-apart
-  // row streams are walked at once when M == 1 (1, 2, 4 or 8).
-  void (*gemv_rows)(const Packed& p, int64_t fmt, int64_t streams, const float* x, const float* xs, int64_t M,
-                    float* y, int64_t N, int64_t n0, int64_t n1);
+  // row streams are walked at once when M == 1 (1, 2, 4 or 8), each software-prefetched `prefetch` bytes
+  // ahead (0: none, the hardware prefetchers alone).
+  void (*gemv_rows)(const Packed& p, int64_t fmt, int64_t streams, int64_t prefetch, const float* x, const float* xs,
+                    int64_t M, float* y, int64_t N, int64_t n0, int64_t n1);
   // Rows [n0, n1) of W written densely at out + (n - base) * K, as float32 or bf16 bits.
   void (*dequant_f32)(const Packed& p, int64_t fmt, float* out, int64_t base, int64_t n0, int64_t n1);
   void (*dequant_bf16)(const Packed& p, int64_t fmt, uint16_t* out, int64_t base, int64_t n0, int64_t n1);
   // One WKV head of size N: S_i = S_i * decay + (S_i . a) b + v_i kmod with a = -kk, then y_i = S_i . r.
   void (*wkv_rows)(float* S, const float* kk, const float* decay, const float* b, const float* kmod,
                    const float* r, const float* v, float* y, int64_t N);
-  // y [N] = x [K] @ W [K, N], W row-major (the LoRA matrices).
-  void (*vecmat)(const float* x, const float* W, int64_t K, int64_t N, float* y);
+  // y [N] = x [K] @ W [K, N], W row-major with rows `ld` floats apart (the LoRA matrices, or a column block).
+  void (*vecmat)(const float* x, const float* W, int64_t K, int64_t N, int64_t ld, float* y);
 };
 
 extern const IsaKernels kPortableKernels;  // isa_portable.cpp

@@ -1,6 +1,7 @@
 // The torch ops of the CPU kernels (see model/cpu_kernels.py for why they exist):
 //
-//   gemv(x [M, K] f32, w, scales, mins, fmt, *, isa, streams) -> [M, N] f32    y = x @ W^T, W stored compressed
+//   gemv(x [M, K] f32, w, scales, mins, fmt, *, isa, streams, prefetch) -> [M, N] f32
+//                                                                y = x @ W^T, W stored compressed
 //   dequantize(w, scales, mins, fmt, K, dtype, *, isa) -> [N, K]               W itself, float32 or bfloat16
 //   linear(x [M, K], w, scales, mins, fmt, block, *, isa) -> [M, N]            x @ W^T for prefill, by blocks of W
 //   shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes) -> [n, B, C]                 LayerNorm + token-shift mixes
@@ -97,9 +98,10 @@ Packed unpack(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& m
 int64_t grain(int64_t K) { return std::max<int64_t>(8, (1 << 16) / std::max<int64_t>(K, 1)) & ~int64_t(7); }
 
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
-                int64_t fmt, int64_t isa, int64_t streams) {
+                int64_t fmt, int64_t isa, int64_t streams, int64_t prefetch) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be float32 [M, K]");
   TORCH_CHECK(streams == 1 || streams == 2 || streams == 4 || streams == 8, "streams must be 1, 2, 4 or 8");
+  TORCH_CHECK(prefetch >= 0 && prefetch <= 8192, "prefetch must be 0..8192 bytes");
   const IsaKernels& kernels = kernels_for(isa);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   const Packed p = unpack(w, scales, mins, fmt, K);
@@ -114,7 +116,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
     xs[i] = t;
   }
   at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
-    kernels.gemv_rows(p, fmt, streams, xp, xs.data(), M, yp, N, n0, n1);
+    kernels.gemv_rows(p, fmt, streams, prefetch, xp, xs.data(), M, yp, N, n0, n1);
   });
   return y;
 }
@@ -183,40 +185,38 @@ inline float activate(Act a, float v) {
   return a == Act::Tanh ? std::tanh(v) : a == Act::Sigmoid ? 1.f / (1.f + std::exp(-v)) : v;
 }
 
-// A LoRA of TimeMix: out = outer(bias + inner(x @ A) @ B), A [C, dim], B [dim, C], bias [C] or none.
+// A LoRA of TimeMix: out = outer(bias + inner(x @ A) @ B), A [C, dim], B [dim, C], bias [C] or none; `input` is
+// which token-shift interpolation of `mixed` it reads (r w k v a g = 0..5).
 struct Lora {
   const float* bias = nullptr;
   const float* A = nullptr;
   const float* B = nullptr;
   int64_t dim = 0;
   Act inner = Act::None, outer = Act::None;
+  int64_t input = 0;
 
   Lora() = default;
   Lora(const at::Tensor* bias_, const at::Tensor& A_, const at::Tensor& B_, int64_t C, Act inner_, Act outer_,
-       const char* name)
-      : inner(inner_), outer(outer_) {
+       int64_t input_, const char* name)
+      : inner(inner_), outer(outer_), input(input_) {
     TORCH_CHECK(A_.dim() == 2 && A_.size(0) == C, name, ": the LoRA matrices must be [C, dim] and [dim, C]");
     dim = A_.size(1);
     bias = bias_ ? f32(*bias_, C, name) : nullptr;
     A = f32(A_, C * dim, name);
     B = f32(B_, dim * C, name);
   }
-
-  void operator()(const IsaKernels& kernels, const float* x, float* h, float* out, int64_t C) const {
-    kernels.vecmat(x, A, C, dim, h);
-    for (int64_t j = 0; j < dim; ++j) h[j] = activate(inner, h[j]);
-    kernels.vecmat(h, B, dim, C, out);
-    for (int64_t c = 0; c < C; ++c) out[c] = activate(outer, (bias ? bias[c] : 0.f) + out[c]);
-  }
 };
 
 // The parameters of one TimeMix layer, by name (the op's keyword arguments), checked once per call.
 struct TimeMixWeights {
-  Lora decay, iclr, value, gate;  // w, a, v (layers > 0) and g LoRAs
+  Lora lora[4];  // decay (w), in-context rate (a), gate (g), value residual (v; every layer but the first)
+  int64_t n_lora;
   const float *k_k, *k_a, *r_k, *ln_w, *ln_b;
   float eps;
-  bool residual;  // the value residual (every layer but the first)
+  int64_t offset[4];  // of each LoRA's hidden vector in a row of the down-projection results
+  int64_t hidden;     // their total size
 };
+enum LoraIndex { DECAY = 0, ICLR = 1, GATE = 2, VALUE = 3 };
 
 // One head: normalised kk, key scaled by the in-context rate, decay exp(-exp(-0.5) sigmoid(d)), the state
 // update with b = kk * iclr, GroupNorm of y, plus the bonus (r * kmod * r_k).sum() * v; times the gate g.
@@ -249,34 +249,62 @@ void wkv_head(const IsaKernels& kernels, float* S, const float* r, const float* 
   for (int64_t i = 0; i < N; ++i) y[i] = ((y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i]) * g[i];
 }
 
-// The TimeMix decode step after the r / k / v GEMVs for the rows b of [B, C]: the gated WKV output (what the
-// output projection takes), with state [B, H, N, N] updated in place. mixed [6, B, C] holds the token-shift
-// interpolations for r, w, k, v, a, g (shift_mix_).
-void time_mix_rows(const IsaKernels& kernels, const TimeMixWeights& P, float* S, const float* xm, const float* rp,
-                   const float* kp, const float* vp, const float* vf, float* yp, int64_t B, int64_t H, int64_t N,
-                   int64_t b0, int64_t b1) {
-  const int64_t C = H * N;
-  const int64_t dim = std::max({P.decay.dim, P.iclr.dim, P.value.dim, P.gate.dim});
-  std::vector<float> scratch(4 * C + dim);
-  float *d = scratch.data(), *iclr = d + C, *g = iclr + C, *vv = g + C, *h = vv + C;
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t o = b * C;
-    const auto x_of = [&](int64_t m) { return xm + (m * B + b) * C; };  // mixed[m, b]
-    P.decay(kernels, x_of(1), h, d, C);
-    P.iclr(kernels, x_of(4), h, iclr, C);
-    P.gate(kernels, x_of(5), h, g, C);
-    if (P.residual) {
-      P.value(kernels, x_of(3), h, vv, C);  // the mixing gate
-      for (int64_t c = 0; c < C; ++c) vv[c] = vp[o + c] + (vf[o + c] - vp[o + c]) * vv[c];
-    } else {
-      std::copy(vp + o, vp + o + C, vv);
+// Flushes denormals in this thread while alive: long contexts drive decayed state entries below 1e-38, where x86
+// arithmetic is ~100x slower; values that small never change a result.
+struct FlushDenormals {
+#if defined(__x86_64__) || defined(_M_X64)
+  const unsigned csr = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(csr | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(csr); }
+#endif
+};
+
+// The LoRAs' down-projections h = inner(x @ A) of every row, [B, hidden]: the rows of the A matrices are split
+// into one chunk per thread (a decode step has a single row, so splitting rows would leave threads idle), each
+// chunk's partial sums are added up, then the inner activation.
+std::vector<float> lora_down(const IsaKernels& kernels, const TimeMixWeights& P, const float* xm, int64_t B,
+                             int64_t C) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), C / 64));
+  std::vector<float> partial(chunks * B * P.hidden);
+  at::parallel_for(0, chunks, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t k0 = C * p / chunks, k1 = C * (p + 1) / chunks;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t l = 0; l < P.n_lora; ++l) {
+          const Lora& lora = P.lora[l];
+          const float* x = xm + (lora.input * B + b) * C;  // mixed[input, b]
+          kernels.vecmat(x + k0, lora.A + k0 * lora.dim, k1 - k0, lora.dim, lora.dim,
+                         &partial[(p * B + b) * P.hidden + P.offset[l]]);
+        }
     }
-    for (int64_t hd = 0; hd < H; ++hd) {
-      const int64_t c = hd * N;
-      wkv_head(kernels, S + (b * H + hd) * N * N, rp + o + c, d + c, kp + o + c, vv + c, iclr + c, g + c, P.k_k + c,
-               P.k_a + c, P.r_k + c, P.ln_w + c, P.ln_b + c, yp + o + c, N, P.eps);
-    }
+  });
+  std::vector<float> h(B * P.hidden, 0.f);
+  for (int64_t p = 0; p < chunks; ++p)
+    for (int64_t i = 0; i < B * P.hidden; ++i) h[i] += partial[p * B * P.hidden + i];
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t l = 0; l < P.n_lora; ++l)
+      for (int64_t j = 0; j < P.lora[l].dim; ++j) {
+        float& v = h[b * P.hidden + P.offset[l] + j];
+        v = activate(P.lora[l].inner, v);
+      }
+  return h;
+}
+
+// Head hd of row b: the LoRAs' up-projections for its N channels (a column block of each B matrix), the value
+// residual, then wkv_head, writing y[b, head].
+void time_mix_head(const IsaKernels& kernels, const TimeMixWeights& P, const float* h, float* S, const float* r,
+                   const float* k, const float* v, const float* v_first, float* y, int64_t C, int64_t c0, int64_t N) {
+  float out[4][64];
+  for (int64_t l = 0; l < P.n_lora; ++l) {
+    const Lora& lora = P.lora[l];
+    kernels.vecmat(h + P.offset[l], lora.B + c0, lora.dim, N, C, out[l]);
+    for (int64_t j = 0; j < N; ++j) out[l][j] = activate(lora.outer, (lora.bias ? lora.bias[c0 + j] : 0.f) + out[l][j]);
   }
+  float vv[64];
+  for (int64_t j = 0; j < N; ++j)  // value residual: v + (v_first - v) * gate
+    vv[j] = P.n_lora > VALUE ? v[j] + (v_first[j] - v[j]) * out[VALUE][j] : v[j];
+  wkv_head(kernels, S, r, out[DECAY], k, vv, out[ICLR], out[GATE], P.k_k + c0, P.k_a + c0, P.r_k + c0, P.ln_w + c0,
+           P.ln_b + c0, y, N, P.eps);
 }
 
 at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tensor& r, const at::Tensor& k,
@@ -295,34 +323,36 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
               "v_first and the value LoRA (v0, v1, v2) are given together (every layer but the first) or not at all");
   const IsaKernels& kernels = kernels_for(isa);
   TimeMixWeights P;
-  P.decay = Lora(&w0, w1, w2, C, Act::Tanh, Act::None, "w (decay LoRA)");
-  P.iclr = Lora(&a0, a1, a2, C, Act::None, Act::Sigmoid, "a (in-context rate LoRA)");
-  P.gate = Lora(nullptr, g1, g2, C, Act::Sigmoid, Act::None, "g (gate LoRA)");
-  if (residual) P.value = Lora(&*v0, *v1, *v2, C, Act::None, Act::Sigmoid, "v (value residual LoRA)");
+  P.lora[DECAY] = Lora(&w0, w1, w2, C, Act::Tanh, Act::None, 1, "w (decay LoRA)");
+  P.lora[ICLR] = Lora(&a0, a1, a2, C, Act::None, Act::Sigmoid, 4, "a (in-context rate LoRA)");
+  P.lora[GATE] = Lora(nullptr, g1, g2, C, Act::Sigmoid, Act::None, 5, "g (gate LoRA)");
+  if (residual) P.lora[VALUE] = Lora(&*v0, *v1, *v2, C, Act::None, Act::Sigmoid, 3, "v (value residual LoRA)");
+  P.n_lora = residual ? 4 : 3;
+  P.hidden = 0;
+  for (int64_t l = 0; l < P.n_lora; ++l) {
+    P.offset[l] = P.hidden;
+    P.hidden += P.lora[l].dim;
+  }
   P.k_k = f32(k_k, C, "k_k");
   P.k_a = f32(k_a, C, "k_a");
   P.r_k = f32(r_k, C, "r_k");
   P.ln_w = f32(ln_w, C, "ln_x.weight");
   P.ln_b = f32(ln_b, C, "ln_x.bias");
   P.eps = float(eps);
-  P.residual = residual;
   const float* xm = f32(mixed, 6 * B * C, "mixed");
   const float *rp = f32(r, B * C, "r"), *kp = f32(k, B * C, "k"), *vp = f32(v, B * C, "v");
   const float* vf = residual ? f32(*v_first, B * C, "v_first") : nullptr;
   at::Tensor y = at::empty({B, C}, r.options());
   float* yp = y.data_ptr<float>();
   float* S = state.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-#if defined(__x86_64__) || defined(_M_X64)
-    // Flush denormals in this thread for the duration: long contexts drive decayed state entries below 1e-38,
-    // where x86 arithmetic is ~100x slower; values that small never change a result.
-    const unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | 0x8040);
-#endif
-    time_mix_rows(kernels, P, S, xm, rp, kp, vp, vf, yp, B, H, N, b0, b1);
-#if defined(__x86_64__) || defined(_M_X64)
-    _mm_setcsr(csr);
-#endif
+  const std::vector<float> h = lora_down(kernels, P, xm, B, C);
+  at::parallel_for(0, B * H, 1, [&](int64_t i0, int64_t i1) {  // every head of every row: independent
+    FlushDenormals flush;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / H, c0 = (i % H) * N, o = b * C + c0;
+      time_mix_head(kernels, P, h.data() + b * P.hidden, S + i * N * N, rp + o, kp + o, vp + o,
+                    residual ? vf + o : nullptr, yp + o, C, c0, N);
+    }
   });
   return y;
 }
@@ -361,7 +391,8 @@ at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor&
 
 TORCH_LIBRARY(rwkv7_cpu, m) {
   m.def("supported_isas() -> int[]", &rwkv7::supported_isas);
-  m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, *, int isa, int streams) -> Tensor",
+  m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, *, int isa, int streams, int prefetch) "
+        "-> Tensor",
         &rwkv7::gemv);
   m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K, ScalarType dtype, *, int isa) -> Tensor",
         &rwkv7::dequantize);

@@ -4,7 +4,8 @@
 //   V, L (lanes), kBatchTile (activation rows per register tile when M > 1),
 //   zero(), set1(f), loadu(const float*), store(float*, V), store(uint16_t*, V) (bf16, round to nearest even),
 //   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V),
-//   from_bf16(const uint16_t*), from_i8(const int8_t*), from_nibbles(const uint8_t*, bool hi) -> L floats.
+//   from_bf16(const uint16_t*), from_i8(const int8_t*), from_nibbles(const uint8_t*, bool hi) -> L floats,
+//   prefetch(const void*) (a hint; may do nothing).
 // Everything here has internal linkage (see kernels.h) and uses no standard library templates.
 
 #pragma once
@@ -55,18 +56,24 @@ inline float min_term(const uint16_t* mins, const float* xs, int64_t NG) {
 // R output rows x MB activation rows with the accumulators in registers. The R rows are n, n + stride, ...:
 // R far-apart sequential streams through the matrix (see rows_streams). INT8 / Q4: per scale group, the dot
 // product of the codes with x is scaled once (w = q * s), and the Q4 minimums come from per-group sums of x.
+// `pf` > 0: each row is also prefetched pf bytes ahead of where it is read (a candidate the measurement may pick
+// where hardware prefetching alone falls short; 0 on most CPUs).
 template <class P, int64_t FMT, int R, int MB>
-void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n, int64_t stride) {
+void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n, int64_t stride,
+          int64_t pf) {
   using V = typename P::V;
   constexpr int64_t L = P::L;
   const int64_t K = p.K;
-  const void* row[R];
+  const char* row[R];
   for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r * stride) * row_bytes<FMT>(K);
   V acc[R][MB];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) acc[r][m] = P::zero();
   if constexpr (FMT == F32 || FMT == BF16) {
+    constexpr int64_t kBytes = FMT == F32 ? 4 : 2;
     for (int64_t k = 0; k < K; k += L) {
+      if (pf)
+        for (int r = 0; r < R; ++r) P::prefetch(row[r] + k * kBytes + pf);
       V xv[MB];
       for (int m = 0; m < MB; ++m) xv[m] = P::loadu(x + m * K + k);
       for (int r = 0; r < R; ++r) {
@@ -78,6 +85,8 @@ void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N,
     constexpr int64_t G = kGroup<FMT>;
     const int64_t NG = K / G;
     for (int64_t g = 0; g < NG; ++g) {
+      if (pf)
+        for (int r = 0; r < R; ++r) P::prefetch(row[r] + g * row_bytes<FMT>(G) + pf);
       V part[R][MB];
       for (int r = 0; r < R; ++r)
         for (int m = 0; m < MB; ++m) part[r][m] = P::zero();
@@ -109,39 +118,39 @@ void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N,
 // prefetchers busy than one, which is what bounds a GEMV; how many streams is fastest differs between CPUs
 // (model/kernel_choice.py measures it). Activation rows go MB at a time while the R weight rows are in L1.
 template <class P, int64_t FMT, int R, int MB>
-void rows_streams(const Packed& p, const float* x, const float* xs, int64_t M, float* y, int64_t N, int64_t n0,
-                  int64_t n1) {
+void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, int64_t M, float* y, int64_t N,
+                  int64_t n0, int64_t n1) {
   const int64_t K = p.K, NG = K / kGroupQ4, len = (n1 - n0) / R;
   for (int64_t i = 0; i < len; ++i) {
     int64_t m = 0;
-    for (; m + MB <= M; m += MB) tile<P, FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len);
-    for (; m < M; ++m) tile<P, FMT, R, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len);
+    for (; m + MB <= M; m += MB) tile<P, FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
+    for (; m < M; ++m) tile<P, FMT, R, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
   }
   for (int64_t n = n0 + R * len; n < n1; ++n)
-    for (int64_t m = 0; m < M; ++m) tile<P, FMT, 1, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n, 0);
+    for (int64_t m = 0; m < M; ++m) tile<P, FMT, 1, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n, 0, pf);
 }
 
 template <class P, int64_t FMT>
-void gemv_rows_of(const Packed& p, int64_t streams, const float* x, const float* xs, int64_t M, float* y,
-                  int64_t N, int64_t n0, int64_t n1) {
+void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
+                  float* y, int64_t N, int64_t n0, int64_t n1) {
   // Several activation rows (batched decode, scoring): 2 streams x kBatchTile rows fill the register file.
-  if (M > 1) return rows_streams<P, FMT, 2, P::kBatchTile>(p, x, xs, M, y, N, n0, n1);
+  if (M > 1) return rows_streams<P, FMT, 2, P::kBatchTile>(p, pf, x, xs, M, y, N, n0, n1);
   switch (streams) {
-    case 1: return rows_streams<P, FMT, 1, 1>(p, x, xs, M, y, N, n0, n1);
-    case 2: return rows_streams<P, FMT, 2, 1>(p, x, xs, M, y, N, n0, n1);
-    case 8: return rows_streams<P, FMT, 8, 1>(p, x, xs, M, y, N, n0, n1);
-    default: return rows_streams<P, FMT, 4, 1>(p, x, xs, M, y, N, n0, n1);
+    case 1: return rows_streams<P, FMT, 1, 1>(p, pf, x, xs, M, y, N, n0, n1);
+    case 2: return rows_streams<P, FMT, 2, 1>(p, pf, x, xs, M, y, N, n0, n1);
+    case 8: return rows_streams<P, FMT, 8, 1>(p, pf, x, xs, M, y, N, n0, n1);
+    default: return rows_streams<P, FMT, 4, 1>(p, pf, x, xs, M, y, N, n0, n1);
   }
 }
 
 template <class P>
-void gemv_rows(const Packed& p, int64_t fmt, int64_t streams, const float* x, const float* xs, int64_t M, float* y,
-               int64_t N, int64_t n0, int64_t n1) {
+void gemv_rows(const Packed& p, int64_t fmt, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
+               float* y, int64_t N, int64_t n0, int64_t n1) {
   switch (fmt) {
-    case F32: return gemv_rows_of<P, F32>(p, streams, x, xs, M, y, N, n0, n1);
-    case BF16: return gemv_rows_of<P, BF16>(p, streams, x, xs, M, y, N, n0, n1);
-    case INT8: return gemv_rows_of<P, INT8>(p, streams, x, xs, M, y, N, n0, n1);
-    default: return gemv_rows_of<P, Q4>(p, streams, x, xs, M, y, N, n0, n1);
+    case F32: return gemv_rows_of<P, F32>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    case BF16: return gemv_rows_of<P, BF16>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    case INT8: return gemv_rows_of<P, INT8>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    default: return gemv_rows_of<P, Q4>(p, streams, pf, x, xs, M, y, N, n0, n1);
   }
 }
 
@@ -205,15 +214,15 @@ void wkv_rows(float* S, const float* kk, const float* decay, const float* b, con
   }
 }
 
-// y [N] = x [K] @ W [K, N], W row-major: one pass over W, y accumulated in place (it stays in L1).
+// y [N] = x [K] @ W [K, N], rows of W `ld` floats apart: one pass over W, y accumulated in place (in L1).
 template <class P>
-void vecmat(const float* x, const float* W, int64_t K, int64_t N, float* y) {
+void vecmat(const float* x, const float* W, int64_t K, int64_t N, int64_t ld, float* y) {
   using V = typename P::V;
   const int64_t body = N - N % P::L;
   for (int64_t n = 0; n < N; ++n) y[n] = 0.f;
   for (int64_t k = 0; k < K; ++k) {
     const V xk = P::set1(x[k]);
-    const float* w = W + k * N;
+    const float* w = W + k * ld;
     for (int64_t n = 0; n < body; n += P::L) P::store(y + n, P::fmadd(xk, P::loadu(w + n), P::loadu(y + n)));
     for (int64_t n = body; n < N; ++n) y[n] += x[k] * w[n];
   }
