@@ -32,6 +32,8 @@ def test_wheel_layout(wheel):
                    "guard/card_template.md", "guard/training_data/SOURCES.md",
                    "guard/training_data/input_train.jsonl.gz"):
         assert f"rwkv7_provider/{needed}" in names
+    for source in (ROOT / "model" / "csrc").iterdir():  # the kernels build from the installed copy
+        assert f"rwkv7_provider/model/csrc/{source.name}" in names
 
 
 def test_installed_copy_imports_elsewhere(wheel, tmp_path):
