@@ -69,7 +69,7 @@ def time_mix_weights(att: nn.Module) -> dict[str, torch.Tensor | None]:
 def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) -> torch.Tensor:
     """One token per row (input_ids [B]); updates `state` in place and returns the final hidden states [B, C]."""
     C = model.config.n_embd
-    isa = decode_kernel(model).isa
+    kernel = decode_kernel(model)
     first = model.blocks[0]
     x = F.layer_norm(model.emb(input_ids.view(-1)), (C,), first.ln0.weight, first.ln0.bias, first.ln0.eps)
     v_first = None
@@ -78,7 +78,8 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) ->
         mixes = [att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g]
         mixed = cpu_kernels.shift_mix_(x, state.att_x_prev[i], ln1.weight, ln1.bias, ln1.eps, mixes)
         r, k, v = linear(att.receptance, mixed[0]), linear(att.key, mixed[2]), linear(att.value, mixed[3])
-        y = cpu_kernels.time_mix_(state.wkv[i], mixed, r, k, v, v_first, time_mix_weights(att), att.ln_x.eps, isa)
+        y = cpu_kernels.time_mix_(state.wkv[i], mixed, r, k, v, v_first, time_mix_weights(att), att.ln_x.eps,
+                                  kernel.isa, kernel.serial)
         if i == 0:
             v_first = v
         x = x + linear(att.output, y)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,22 +59,35 @@ ISA_FLAGS = {
 @dataclass(frozen=True)
 class Kernel:
     """How one op runs: `isa` is TORCH (plain torch) or an instruction set of the library; `streams` is the
-    GEMV's number of row streams at M = 1 and `prefetch` how far ahead (bytes) each is software-prefetched."""
+    GEMV's number of row streams at M = 1 and `prefetch` how far ahead (bytes) each is software-prefetched;
+    `serial` runs the op in the calling thread instead of on torch's threads."""
 
     isa: str
     streams: int = DEFAULT_STREAMS
     prefetch: int = 0
+    serial: bool = False
 
     def __str__(self) -> str:
         if self.isa == TORCH:
             return self.isa
-        return f"{self.isa}/{self.streams}" + (f"+pf{self.prefetch}" if self.prefetch else "")
+        return (f"{self.isa}/{self.streams}" + (f"+pf{self.prefetch}" if self.prefetch else "")
+                + ("+serial" if self.serial else ""))
+
+
+def openmp_flags() -> tuple[str, ...]:
+    """-fopenmp where torch's own threads are OpenMP's (the Linux wheels). Without it `at::parallel_for` compiles
+    to a plain loop, and the kernels ran on one thread whatever `torch.set_num_threads` said. The library then
+    shares torch's OpenMP runtime (the same libgomp.so.1, already loaded) and so its thread count."""
+    parallel = torch.__config__.parallel_info()
+    return ("-fopenmp",) if sys.platform == "linux" and "parallel backend: OpenMP" in parallel else ()
 
 
 def library_spec() -> LibrarySpec:
     """The library: ops.cpp and the portable kernels everywhere, the AVX2 / AVX-512 files on x86-64."""
     torch_dir = Path(torch.__file__).parent
-    units = [Unit(CSRC / "ops.cpp", ("-DRWKV7_X86_KERNELS",) if X86 else ()), Unit(CSRC / "isa_portable.cpp")]
+    openmp = openmp_flags()
+    units = [Unit(CSRC / "ops.cpp", (*openmp, *(("-DRWKV7_X86_KERNELS",) if X86 else ()))),
+             Unit(CSRC / "isa_portable.cpp")]
     if X86:
         units += [Unit(CSRC / f"isa_{name}.cpp", flags) for name, flags in ISA_FLAGS.items()]
     return LibrarySpec(
@@ -84,6 +98,7 @@ def library_spec() -> LibrarySpec:
         include_dirs=(torch_dir / "include", torch_dir / "include" / "torch" / "csrc" / "api" / "include"),
         lib_dirs=(torch_dir / "lib",),
         libs=("c10", "torch_cpu", "torch"),
+        ldflags=openmp,
         identity=(f"torch {torch.__version__} {torch.version.git_version}", f"machine {platform.machine()}"),
     )
 
@@ -173,9 +188,8 @@ def gemv(
         if fmt != F32:
             raise ParameterError("plain torch runs float32 GEMVs only")
         return F.linear(x, weight)
-    return torch.ops.rwkv7_cpu.gemv(
-        x, weight, scales, mins, fmt, isa=ISA_CODES[kernel.isa], streams=kernel.streams, prefetch=kernel.prefetch
-    )
+    return torch.ops.rwkv7_cpu.gemv(x, weight, scales, mins, fmt, isa=ISA_CODES[kernel.isa], streams=kernel.streams,
+                                    prefetch=kernel.prefetch, serial=kernel.serial)
 
 
 def _isa_code(name: str | None) -> int:
@@ -210,9 +224,11 @@ def shift_mix_(
 def time_mix_(
     state: torch.Tensor, mixed: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     v_first: torch.Tensor | None, weights: dict[str, torch.Tensor | None], eps: float, isa_name: str | None = None,
+    serial: bool = False,
 ) -> torch.Tensor:
     """TimeMix of one decode step after the r / k / v GEMVs (LoRAs, value residual, WKV state update in place,
     GroupNorm, bonus, gate) -> [B, C], the output projection's input. `weights` by name: w0 w1 w2 (decay
     LoRA), a0 a1 a2 (in-context rate), v0 v1 v2 (value residual; None with v_first in layer 0), g1 g2 (gate),
     k_k, k_a, r_k, ln_w, ln_b (ln_x)."""
-    return torch.ops.rwkv7_cpu.time_mix_(state, mixed, r, k, v, v_first, **weights, eps=eps, isa=_isa_code(isa_name))
+    return torch.ops.rwkv7_cpu.time_mix_(state, mixed, r, k, v, v_first, **weights, eps=eps, isa=_isa_code(isa_name),
+                                         serial=serial)

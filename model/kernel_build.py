@@ -73,6 +73,7 @@ class LibrarySpec:
     include_dirs: tuple[Path, ...] = ()
     lib_dirs: tuple[Path, ...] = ()
     libs: tuple[str, ...] = ()
+    ldflags: tuple[str, ...] = ()
     identity: tuple[str, ...] = ()  # further facts the binary depends on, e.g. the torch version
 
 
@@ -117,6 +118,7 @@ def cache_key(spec: LibrarySpec, cxx: str) -> str:
         "headers": [(h.name, _sha256(h)) for h in spec.headers],
         "cflags": spec.cflags,
         "libs": spec.libs,
+        "ldflags": spec.ldflags,
         "compiler": compiler_identity(cxx),
         "identity": spec.identity,
     }
@@ -219,7 +221,7 @@ def _compile(spec: LibrarySpec, cxx: str, out_dir: Path) -> Path:
     if failures:
         raise KernelBuildError("compiling the CPU kernels failed:\n" + "\n".join(failures))
     library = out_dir / f"{spec.name}.so"
-    link = [cxx, "-shared", *(str(obj) for _, obj, _ in jobs), *(f"-L{d}" for d in spec.lib_dirs),
+    link = [cxx, "-shared", *spec.ldflags, *(str(obj) for _, obj, _ in jobs), *(f"-L{d}" for d in spec.lib_dirs),
             *(f"-l{lib}" for lib in spec.libs), "-o", str(library)]
     run = subprocess.run(link, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     if run.returncode != 0:

@@ -12,10 +12,11 @@ What `prepare(model)` measures, on the model's own weights (its real shapes and 
    distances (PREFETCH). A timing is one pass over the group's matrices (up to GROUP_BYTES of them: more
    than a last-level cache, as in a decode step), best of ROUNDS interleaved rounds, so a busy moment of a
    shared machine hits every candidate alike; candidates slower than 2x the best after the first round drop.
-2. Whole decode steps (+ head) with each instruction set and its best GEMVs, and, for a float32 model, plain
-   torch's general path: this catches what a GEMV alone misses (a CPU that clocks down while running AVX-512
-   runs the rest of the step slower too). The fastest decode step wins, so the choice is never slower than
-   plain torch as measured.
+2. Whole decode steps (+ head) with each instruction set and its best GEMVs, on torch's threads and in the
+   calling thread alone, and, for a float32 model, plain torch's general path: this catches what a GEMV alone
+   misses (a CPU that clocks down while running AVX-512 runs the rest of the step slower too; parallel
+   regions that wait for a thread descheduled by other processes). The fastest decode step wins, so the
+   choice is never slower than plain torch as measured.
 
 The choice is cached in `choices.json` beside the built library, keyed by CPU, flags, threads and the model's
 shapes, and reported in one log line with its timings (`last_report()` returns it, for benchmarks).
@@ -32,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -132,7 +133,7 @@ def prepare(model: nn.Module, measure_again: bool = False) -> None:
     assign(model, groups, decode, gemv)
     threads = torch.get_num_threads()
     report = f"{cpu_features().name}, {threads} thread{'s' * (threads > 1)}: {report}"
-    _write_choice(key, {"decode": decode.isa, "gemv": {name: str(k) for name, k in gemv.items()}, "report": report})
+    _write_choice(key, {"decode": str(decode), "gemv": {name: str(k) for name, k in gemv.items()}, "report": report})
     _report(f"CPU kernels measured in {time.perf_counter() - t0:.1f} s on {report}", cached=False)
 
 
@@ -215,6 +216,12 @@ def _time_decode(model: nn.Module, groups: list[Group], plans: dict[str, tuple[K
     return _best_of_rounds(list(plans), run, prune=False)
 
 
+def _fastest(times: dict[Kernel, float], isas: tuple[str, ...]) -> Kernel:
+    """The fastest timed kernel of these instruction sets (all pruned: the first one's default)."""
+    allowed = [k for k in times if k.isa in isas]
+    return min(allowed, key=times.get) if allowed else Kernel(isas[0])
+
+
 def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, Kernel], str]:
     """(decode kernel, GEMV kernel per group, the report) of the fastest measured decode step."""
     with torch.inference_mode():
@@ -222,8 +229,11 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
         isas = [i for i in cpu_kernels.status().isas if i != "portable"] or ["portable"]
         plans: dict[str, tuple[Kernel, dict[str, Kernel]]] = {}
         for isa in isas:  # each instruction set with its fastest GEMVs (plain torch where that is faster)
-            plans[isa] = (Kernel(isa), {name: min((k for k in times if k.isa in (isa, TORCH)), key=times.get,
-                                                  default=Kernel(isa)) for name, times in gemv_times.items()})
+            gemv = {name: _fastest(times, (isa, TORCH)) for name, times in gemv_times.items()}
+            plans[isa] = (Kernel(isa), gemv)
+            if torch.get_num_threads() > 1:  # and all of its ops in the calling thread alone
+                plans[f"{isa}+serial"] = (Kernel(isa, serial=True),
+                                          {name: k if k.isa == TORCH else replace(k, serial=True) for name, k in gemv.items()})
         if all(g.fmt == cpu_kernels.F32 for g in groups):  # compressed weights have no plain-torch decode
             plans[TORCH] = (Kernel(TORCH), {g.name: Kernel(TORCH) for g in groups})
         step_times = _time_decode(model, groups, plans) if len(plans) > 1 else {next(iter(plans)): math.nan}
@@ -277,13 +287,17 @@ def _write_choice(key: str, choice: dict) -> None:
 
 
 def _parse(text: str) -> Kernel | None:
-    """A Kernel from its str() ("torch", "avx2/4", "avx512/2+pf256"), or None if it does not run here."""
-    name, _, prefetch = text.partition("+pf")
+    """A Kernel from its str() ("torch", "avx2/4", "avx512/2+pf256+serial"), or None if it does not run here."""
+    name, *options = text.split("+")
     isa, _, streams = name.partition("/")
     if isa != TORCH and isa not in cpu_kernels.status().isas:
         return None
+    prefetch = [o.removeprefix("pf") for o in options if o.startswith("pf")]
+    if set(options) - {"serial", *(f"pf{p}" for p in prefetch)} or len(prefetch) > 1:
+        return None
     try:
-        kernel = Kernel(isa, int(streams or cpu_kernels.DEFAULT_STREAMS), int(prefetch or 0))
+        kernel = Kernel(isa, int(streams or cpu_kernels.DEFAULT_STREAMS), int(prefetch[0]) if prefetch else 0,
+                        "serial" in options)
     except ValueError:
         return None
     return kernel if kernel.streams in cpu_kernels.STREAMS and 0 <= kernel.prefetch <= 8192 else None

@@ -72,3 +72,7 @@ def test_time_mix_matches_the_equations(residual, isa, N):
     got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else None, weights, 64e-5, isa)
     torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    serial_state = state.clone()  # the same in the calling thread alone
+    serial = cpu_kernels.time_mix_(serial_state, mixed, r, k, v, v_first if residual else None, weights, 64e-5, isa, True)
+    torch.testing.assert_close(serial_state, got_state, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(serial, got, atol=1e-5, rtol=1e-5)

@@ -52,7 +52,7 @@ def test_prepare_measures_every_gemv_group_once_then_uses_the_cache(checkpoint, 
         assert TORCH not in {k.isa for k in chosen.values()} and model.cpu_decode_kernel.isa != TORCH
     assert model.cpu_decode_kernel.isa in (TORCH, *cpu_kernels.status().isas)
     stored = json.loads(choices_file.read_text())
-    assert len(stored) == 1 and next(iter(stored.values()))["decode"] == model.cpu_decode_kernel.isa
+    assert len(stored) == 1 and next(iter(stored.values()))["decode"] == str(model.cpu_decode_kernel)
 
     for layer in gemv_layers(model):
         layer.kernel = None
@@ -148,6 +148,8 @@ def test_the_engine_decodes_and_scores_through_the_head_gemv(monkeypatch, quanti
 
 def test_kernel_names_round_trip_through_the_cache_file():
     kernels = kernel_choice._gemv_candidates(cpu_kernels.F32)
-    kernels += [Kernel(k.isa, k.streams, pf) for k in kernels if k.isa not in (TORCH, "portable") for pf in kernel_choice.PREFETCH]
+    kernels += [Kernel(k.isa, k.streams, pf, serial) for k in kernels if k.isa not in (TORCH, "portable")
+                for pf in (0, *kernel_choice.PREFETCH) for serial in (False, True)]
     assert all(kernel_choice._parse(str(k)) == k for k in kernels)
     assert kernel_choice._parse("avx2/3") is None and kernel_choice._parse("avx2/4+pfx") is None
+    assert kernel_choice._parse("avx2/4+fast") is None

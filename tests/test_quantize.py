@@ -196,8 +196,8 @@ def test_format_errors(checkpoint, tmp_path):
 @pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
 @pytest.mark.parametrize("isa", sorted(cpu_kernels.ISA_CODES))
 def test_every_instruction_set_and_stream_count_computes_the_same(isa):
-    """Each instruction set's GEMV (every row-stream count, one and several rows) and dequantisation against
-    plain torch, all on this machine: the kernel is an argument of every call."""
+    """Each instruction set's GEMV (every row-stream count, with prefetch, in one thread; one and several rows)
+    and dequantisation against plain torch, all on this machine: the kernel is an argument of every call."""
     if isa not in cpu_kernels.status().isas:
         pytest.skip(f"this CPU does not run {isa}")
     g = torch.Generator().manual_seed(0)
@@ -209,10 +209,12 @@ def test_every_instruction_set_and_stream_count_computes_the_same(isa):
         if fmt != "f32":
             assert torch.equal(cpu_kernels.dequantize(*packed, code, K, isa_name=isa), dense), fmt
             assert torch.equal(cpu_kernels.dequantize(*packed, code, K, torch.bfloat16, isa), dense.bfloat16()), fmt
-        for streams in cpu_kernels.STREAMS:
+        for kernel in [cpu_kernels.Kernel(isa, s) for s in cpu_kernels.STREAMS] + [
+            cpu_kernels.Kernel(isa, 4, prefetch=256), cpu_kernels.Kernel(isa, 2, serial=True)
+        ]:
             for m in (1, 5):
-                got = cpu_kernels.gemv(x[:m], *packed, code, cpu_kernels.Kernel(isa, streams))
-                torch.testing.assert_close(got, x[:m] @ dense.T, atol=1e-4, rtol=1e-5, msg=f"{fmt} {streams} {m}")
+                got = cpu_kernels.gemv(x[:m], *packed, code, kernel)
+                torch.testing.assert_close(got, x[:m] @ dense.T, atol=1e-4, rtol=1e-5, msg=f"{fmt} {kernel} {m}")
 
 
 def test_quantize_reaches_the_engine_through_provider_and_langchain():

@@ -1,11 +1,11 @@
 // The torch ops of the CPU kernels (see model/cpu_kernels.py for why they exist):
 //
-//   gemv(x [M, K] f32, w, scales, mins, fmt, *, isa, streams, prefetch) -> [M, N] f32
+//   gemv(x [M, K] f32, w, scales, mins, fmt, *, isa, streams, prefetch, serial) -> [M, N] f32
 //                                                                y = x @ W^T, W stored compressed
 //   dequantize(w, scales, mins, fmt, K, dtype, *, isa) -> [N, K]               W itself, float32 or bfloat16
 //   linear(x [M, K], w, scales, mins, fmt, block, *, isa) -> [M, N]            x @ W^T for prefill, by blocks of W
 //   shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes) -> [n, B, C]                 LayerNorm + token-shift mixes
-//   time_mix_(state, mixed, r, k, v, v_first, *, w0, w1, ..., ln_b, eps, isa) -> [B, C]
+//   time_mix_(state, mixed, r, k, v, v_first, *, w0, w1, ..., ln_b, eps, isa, serial) -> [B, C]
 //                                                                TimeMix after r/k/v, WKV state updated in place
 //   supported_isas() -> int[]                                    the instruction sets this CPU and build can run
 //
@@ -93,12 +93,23 @@ Packed unpack(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& m
           fmt == Q4 ? static_cast<const uint16_t*>(mins.data_ptr()) : nullptr, K};
 }
 
+// f over [begin, end): on torch's threads (at::parallel_for), or in this thread alone when `serial`. One thread
+// can be the faster: a parallel region waits for all its threads, so while other processes keep the cores
+// busy it waits for whichever got descheduled (model/kernel_choice.py measures both).
+template <class F>
+void run_range(bool serial, int64_t begin, int64_t end, int64_t grain, const F& f) {
+  if (serial)
+    f(begin, end);
+  else
+    at::parallel_for(begin, end, grain, f);
+}
+
 // Rows per task: enough work per thread to amortise the hand-off, at least 8 (one register tile of the most
 // streams).
 int64_t grain(int64_t K) { return std::max<int64_t>(8, (1 << 16) / std::max<int64_t>(K, 1)) & ~int64_t(7); }
 
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
-                int64_t fmt, int64_t isa, int64_t streams, int64_t prefetch) {
+                int64_t fmt, int64_t isa, int64_t streams, int64_t prefetch, bool serial) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be float32 [M, K]");
   TORCH_CHECK(streams == 1 || streams == 2 || streams == 4 || streams == 8, "streams must be 1, 2, 4 or 8");
   TORCH_CHECK(prefetch >= 0 && prefetch <= 8192, "prefetch must be 0..8192 bytes");
@@ -115,7 +126,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
     for (int64_t j = 0; j < kGroupQ4; ++j) t += xp[i * kGroupQ4 + j];
     xs[i] = t;
   }
-  at::parallel_for(0, N, grain(K), [&](int64_t n0, int64_t n1) {
+  run_range(serial, 0, N, grain(K), [&](int64_t n0, int64_t n1) {
     kernels.gemv_rows(p, fmt, streams, prefetch, xp, xs.data(), M, yp, N, n0, n1);
   });
   return y;
@@ -263,10 +274,10 @@ struct FlushDenormals {
 // into one chunk per thread (a decode step has a single row, so splitting rows would leave threads idle), each
 // chunk's partial sums are added up, then the inner activation.
 std::vector<float> lora_down(const IsaKernels& kernels, const TimeMixWeights& P, const float* xm, int64_t B,
-                             int64_t C) {
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), C / 64));
+                             int64_t C, bool serial) {
+  const int64_t chunks = serial ? 1 : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), C / 64));
   std::vector<float> partial(chunks * B * P.hidden);
-  at::parallel_for(0, chunks, 1, [&](int64_t p0, int64_t p1) {
+  run_range(serial, 0, chunks, 1, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t k0 = C * p / chunks, k1 = C * (p + 1) / chunks;
       for (int64_t b = 0; b < B; ++b)
@@ -313,7 +324,7 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
                      const at::Tensor& a2, const std::optional<at::Tensor>& v0, const std::optional<at::Tensor>& v1,
                      const std::optional<at::Tensor>& v2, const at::Tensor& g1, const at::Tensor& g2,
                      const at::Tensor& k_k, const at::Tensor& k_a, const at::Tensor& r_k, const at::Tensor& ln_w,
-                     const at::Tensor& ln_b, double eps, int64_t isa) {
+                     const at::Tensor& ln_b, double eps, int64_t isa, bool serial) {
   TORCH_CHECK(state.dim() == 4 && state.is_contiguous() && state.scalar_type() == at::kFloat,
               "state must be a contiguous float32 [B, H, N, N] tensor");
   const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
@@ -345,8 +356,8 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
   at::Tensor y = at::empty({B, C}, r.options());
   float* yp = y.data_ptr<float>();
   float* S = state.data_ptr<float>();
-  const std::vector<float> h = lora_down(kernels, P, xm, B, C);
-  at::parallel_for(0, B * H, 1, [&](int64_t i0, int64_t i1) {  // every head of every row: independent
+  const std::vector<float> h = lora_down(kernels, P, xm, B, C, serial);
+  run_range(serial, 0, B * H, 1, [&](int64_t i0, int64_t i1) {  // every head of every row: independent
     FlushDenormals flush;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / H, c0 = (i % H) * N, o = b * C + c0;
@@ -391,8 +402,8 @@ at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor&
 
 TORCH_LIBRARY(rwkv7_cpu, m) {
   m.def("supported_isas() -> int[]", &rwkv7::supported_isas);
-  m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, *, int isa, int streams, int prefetch) "
-        "-> Tensor",
+  m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, *, int isa, int streams, int prefetch, "
+        "bool serial) -> Tensor",
         &rwkv7::gemv);
   m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K, ScalarType dtype, *, int isa) -> Tensor",
         &rwkv7::dequantize);
@@ -400,8 +411,8 @@ TORCH_LIBRARY(rwkv7_cpu, m) {
         &rwkv7::linear);
   m.def("time_mix_(Tensor(a!) state, Tensor mixed, Tensor r, Tensor k, Tensor v, Tensor? v_first, *, "
         "Tensor w0, Tensor w1, Tensor w2, Tensor a0, Tensor a1, Tensor a2, Tensor? v0, Tensor? v1, Tensor? v2, "
-        "Tensor g1, Tensor g2, Tensor k_k, Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, int isa) "
-        "-> Tensor",
+        "Tensor g1, Tensor g2, Tensor k_k, Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, int isa, "
+        "bool serial) -> Tensor",
         &rwkv7::time_mix_);
   m.def("shift_mix_(Tensor x, Tensor(a!) x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes) -> Tensor",
         &rwkv7::shift_mix_);
