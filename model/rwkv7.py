@@ -331,10 +331,11 @@ class RWKV7(nn.Module):
     ) -> tuple[torch.Tensor, RWKV7State]:
         """Logits float32 [B, T, V] (or [B, 1, V] with last_only, so a long prefill skips T x V of head work).
 
-        One token per row without autograd (`forward(ids [B, 1], state)`, the `rwkv` package's decoding habit)
-        takes the fused CPU decode path of `decode_step` on a copy of the state: same results, ~2x faster there.
+        One token per row without autograd on CPU (`forward(ids [B, 1], state)`, the `rwkv` package's decoding
+        habit) takes the fused decode path of `decode_step`, on a copy of the state: the same results.
         """
-        if input_ids.dim() == 2 and input_ids.shape[1] == 1 and not torch.is_grad_enabled():
+        one_token = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.shape[1] == 1
+        if one_token and not torch.is_grad_enabled() and self.device.type == "cpu":
             self.check_input(input_ids, state)
             new = state.clone() if state is not None else self.zero_state(input_ids.shape[0])
             if cpu_decode.supported(self, new):

@@ -37,14 +37,16 @@ def call(library: Path) -> int:
 
 
 def slow_compiler(tmp_path: Path, seconds: float) -> Path:
-    """A `c++` that answers --version like the real one (same cache key) but stalls before compiling, and
-    logs the builder's pid for each compiler run: a builder that can be caught in the middle of a build."""
+    """A `c++` that answers --version like the real one (same cache key) but, before compiling, stalls until
+    the file `release` exists (at most `seconds`), logging the builder's pid for each compiler run: a builder
+    that can be caught, and held, in the middle of a build."""
     script = tmp_path / "slow-c++"
     script.write_text(textwrap.dedent(f"""\
         #!/bin/sh
         case "$1" in --version|-dumpmachine) exec {REAL_CXX} "$@";; esac
         echo $PPID >> {tmp_path}/compiles.log
-        sleep {seconds}
+        i=0
+        while [ ! -e {tmp_path}/release ] && [ $i -lt {int(seconds * 20)} ]; do sleep 0.05; i=$((i + 1)); done
         exec {REAL_CXX} "$@"
         """))
     script.chmod(0o755)
@@ -140,15 +142,16 @@ def test_a_builder_killed_mid_build_does_not_block_the_next(tmp_path):
 
 def test_concurrent_builders_wait_and_build_once(tmp_path):
     spec_dir, root = tmp_path / "src", tmp_path / "cache"
-    first = builder(spec_dir, root, slow_compiler(tmp_path, 2))
+    first = builder(spec_dir, root, slow_compiler(tmp_path, 120))
     log = tmp_path / "compiles.log"
     while not log.exists():
         time.sleep(0.05)
-    second = builder(spec_dir, root, slow_compiler(tmp_path, 2))
+    second = builder(spec_dir, root, slow_compiler(tmp_path, 120))
+    assert "waiting" in second.stderr.readline()  # blocked on the lock while the first compiles
+    (tmp_path / "release").touch()
     out1, _ = first.communicate(timeout=120)
-    out2, err2 = second.communicate(timeout=120)
+    out2, _ = second.communicate(timeout=120)
     assert out1.startswith("built") and out2.startswith("reused")
-    assert "waiting" in err2
     assert set(log.read_text().split()) == {str(first.pid)}  # the second never ran the compiler
 
 
