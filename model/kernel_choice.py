@@ -244,7 +244,8 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
     for name, times in gemv_times.items():
         chosen = gemv[name]
         rest = sorted(((t, k) for k, t in times.items() if k != chosen), key=lambda pair: pair[0])
-        parts.append(f"GEMV {name} {chosen} {1e3 * times.get(chosen, math.nan):.3f} ms ("
+        timed = times.get(chosen, times.get(replace(chosen, serial=False), math.nan))  # serial: timed threaded
+        parts.append(f"GEMV {name} {chosen} {1e3 * timed:.3f} ms ("
                      + ", ".join(f"{k} {1e3 * t:.3f}" for t, k in rest[:4]) + ")")
     return decode, gemv, "; ".join(parts)
 

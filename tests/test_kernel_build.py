@@ -68,10 +68,14 @@ def builder(spec_dir: Path, root: Path, cxx: Path | str) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def test_built_once_then_reused_and_private(tmp_path):
+def test_built_once_then_reused_and_private(tmp_path, caplog):
     spec, root = tiny_spec(tmp_path / "src"), tmp_path / "cache" / "kernels"
     library, built = ensure_built(spec, root)
     assert built and call(library) == 7
+    # visible without any logging configured (warning level): what is compiled, where, and how long it took
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("compiling the CPU kernels into") for m in messages)
+    assert any(m.startswith("compiled the CPU kernels in") and m.endswith(" s") for m in messages)
     assert ensure_built(spec, root) == (library, False)
     for folder in (root, library.parent):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700

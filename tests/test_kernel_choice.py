@@ -135,6 +135,8 @@ def test_the_engine_decodes_and_scores_through_the_head_gemv(monkeypatch, quanti
 
     engine = RWKV7LLM(model="default", quantize=quantize).client.engine
     head = engine.model.head
+    # chosen when the engine was created, before any request
+    assert engine.model.cpu_decode_kernel is not None
     assert isinstance(head, PackedLinear if quantize else GemvLinear) and head.kernel is not None
     seen = []
     real = cpu_kernels.gemv
@@ -153,3 +155,15 @@ def test_kernel_names_round_trip_through_the_cache_file():
     assert all(kernel_choice._parse(str(k)) == k for k in kernels)
     assert kernel_choice._parse("avx2/3") is None and kernel_choice._parse("avx2/4+pfx") is None
     assert kernel_choice._parse("avx2/4+fast") is None
+
+
+def test_without_simd_kernels_float32_runs_on_plain_torch(monkeypatch):
+    """A CPU with only the portable C++ kernels (ARM, ...): float32 GEMVs and decode use plain torch unless
+    measured otherwise; compressed weights still need the portable kernels."""
+    monkeypatch.setattr(cpu_kernels, "status", lambda: cpu_kernels.Status(True, isas=("portable",)))
+    monkeypatch.delenv("RWKV7_CPU_ISA", raising=False)
+    assert cpu_kernels.default_kernel(cpu_kernels.F32) == Kernel(TORCH)
+    assert cpu_kernels.default_kernel(cpu_kernels.INT8) == Kernel("portable")
+    model = RWKV7(SMALL)
+    assert cpu_decode.decode_kernel(model) == Kernel(TORCH)
+    assert not cpu_decode.supported(model, model.zero_state(1))
