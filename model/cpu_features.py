@@ -46,10 +46,6 @@ class CpuFeatures:
     def native_bf16(self) -> bool:
         return self.avx512_bf16 or self.amx_bf16
 
-    def describe(self) -> str:
-        names = [n for n in ("amx_bf16", "avx512_bf16", "avx512", "avx2") if getattr(self, n)]
-        return ", ".join(names) or "no AVX2"
-
     def vector_flags(self) -> str:
         """The SIMD flags of VECTOR_FLAGS this CPU has, space-separated."""
         return " ".join(f for f in VECTOR_FLAGS if f in self.flags) or "none reported"

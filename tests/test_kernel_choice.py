@@ -167,3 +167,14 @@ def test_without_simd_kernels_float32_runs_on_plain_torch(monkeypatch):
     model = RWKV7(SMALL)
     assert cpu_decode.decode_kernel(model) == Kernel(TORCH)
     assert not cpu_decode.supported(model, model.zero_state(1))
+
+
+def test_build_kernels_command_builds_and_measures(capsys, choices_file):
+    from rwkv7_provider.cli import main
+    from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
+
+    assert main(["build-kernels"]) == 0
+    assert str(cpu_kernels.status().path) in capsys.readouterr().out
+    assert main(["build-kernels", "--checkpoint", str(DEFAULT_GUARD), "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert "GEMV int8" in out and "ms/token" in out and choices_file.exists()
