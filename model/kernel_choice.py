@@ -13,7 +13,8 @@ What `prepare(model)` measures, on the model's own weights (its real shapes and 
    than a last-level cache, as in a decode step), best of ROUNDS interleaved rounds, so a busy moment of a
    shared machine hits every candidate alike; candidates slower than 2x the best after the first round drop.
 2. Whole decode steps (+ head) with each instruction set and its best GEMVs, on torch's threads and in the
-   calling thread alone, and, for a float32 model, plain torch's general path: this catches what a GEMV alone
+   calling thread alone, with each group's fastest GEMV whatever its instruction set ("mixed"), and, for a
+   float32 model, plain torch's general path: this catches what a GEMV alone
    misses (a CPU that clocks down while running AVX-512 runs the rest of the step slower too; parallel
    regions that wait for a thread descheduled by other processes). The fastest decode step wins, so the
    choice is never slower than plain torch as measured.
@@ -234,6 +235,9 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
             if torch.get_num_threads() > 1:  # and all of its ops in the calling thread alone
                 plans[f"{isa}+serial"] = (Kernel(isa, serial=True),
                                           {name: k if k.isa == TORCH else replace(k, serial=True) for name, k in gemv.items()})
+        mixed = {name: _fastest(times, (*isas, TORCH)) for name, times in gemv_times.items()}
+        if all(mixed != gemv for _, gemv in plans.values()):  # each group's fastest, whatever its instruction set
+            plans["mixed"] = (Kernel(isas[-1]), mixed)
         if all(g.fmt == cpu_kernels.F32 for g in groups):  # compressed weights have no plain-torch decode
             plans[TORCH] = (Kernel(TORCH), {g.name: Kernel(TORCH) for g in groups})
         step_times = _time_decode(model, groups, plans) if len(plans) > 1 else {next(iter(plans)): math.nan}
