@@ -18,6 +18,7 @@ import os
 
 import torch
 
+from ..errors import InputError, ParameterError
 from .reference import wkv7_reference
 
 IMPLS = ("reference", "chunk", "triton")
@@ -33,7 +34,7 @@ def pick_impl(r: torch.Tensor, impl: str | None = None) -> str:
     impl = impl or os.environ.get("RWKV7_WKV_IMPL") or None
     if impl is not None:
         if impl not in IMPLS:
-            raise ValueError(f"unknown WKV implementation {impl!r}; expected one of {IMPLS}")
+            raise ParameterError(f"unknown WKV implementation {impl!r}; expected one of {IMPLS}")
         return impl
     if r.is_cuda and triton_available():
         return "triton"
@@ -56,7 +57,7 @@ def wkv7(
     Returns (y [B, T, H, N] in r's dtype, new state). The input state is never modified.
     """
     if r.dim() != 4:
-        raise ValueError(f"wkv7 expects [B, T, H, N] inputs, got shape {tuple(r.shape)}")
+        raise InputError(f"wkv7 expects [B, T, H, N] inputs, got shape {tuple(r.shape)}")
     which = pick_impl(r, impl)
     if which == "reference":
         return wkv7_reference(r, w, k, v, a, b, state)

@@ -161,7 +161,7 @@ class PackedLinear(nn.Module):
     ) -> None:
         super().__init__()
         if not packable(fmt, in_features):
-            raise ValueError(f"{fmt} needs in_features divisible by {max(32, GROUP.get(fmt, 1))}, got {in_features}")
+            raise ParameterError(f"{fmt} needs in_features divisible by {max(32, GROUP.get(fmt, 1))}, got {in_features}")
         self.in_features, self.out_features, self.fmt = in_features, out_features, fmt
         self.compute_dtype = compute_dtype
         self.register_buffer("weight", torch.empty(0), persistent=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from rwkv7_provider.model import RWKV7
 
-from rwkv7_provider.errors import CheckpointError, ParameterError
+from rwkv7_provider.errors import CheckpointError, InputError, ParameterError
 from rwkv7_provider.runtime import registry
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.options import GenerationOptions
@@ -366,23 +366,23 @@ def test_template_prefix_and_stable_prefix(caplog):
 
 def test_clear_errors(model):
     engine = Engine(model, TOK)
-    with pytest.raises(ValueError, match="empty prompt"):
+    with pytest.raises(InputError, match="empty prompt"):
         engine.generate("")
-    with pytest.raises(ValueError, match="empty prompt"):
+    with pytest.raises(InputError, match="empty prompt"):
         engine.prefill([])
     with pytest.raises(ParameterError, match="'temprature' \\(did you mean 'temperature'\\?\\)"):
         engine.generate("hi", temprature=0)
     with pytest.raises(ParameterError, match="'foo'"):
         engine.astream("hi", foo=1)
-    with pytest.raises(ValueError, match="top_p"):
+    with pytest.raises(ParameterError, match="top_p"):
         engine.generate("hi", top_p=0)
-    with pytest.raises(ValueError, match="max_tokens"):
+    with pytest.raises(ParameterError, match="max_tokens"):
         engine.generate("hi", max_tokens=0)
-    with pytest.raises(ValueError, match="stop"):
+    with pytest.raises(ParameterError, match="stop"):
         engine.generate("hi", stop=[""])
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(InputError, match="duplicate"):
         engine.score("hi", ["a", "a"])
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(InputError, match="out of range"):
         engine.prefill([1, TOK.vocab_size])
     stream = engine.stream("hi", max_tokens=2)
     with pytest.raises(RuntimeError, match="not finished"):

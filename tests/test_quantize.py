@@ -17,6 +17,7 @@ from rwkv7_provider.model.quantize import (
     pack,
 )
 
+from rwkv7_provider.errors import ParameterError
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
 from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
 
@@ -183,11 +184,11 @@ def test_trained_guard_next_token_accuracy():
 
 def test_format_errors(checkpoint, tmp_path):
     path, _ = checkpoint
-    with pytest.raises(ValueError, match="unknown quantize format 'int3'"):
+    with pytest.raises(ParameterError, match="unknown quantize format 'int3'"):
         RWKV7.from_pretrained(path, quantize="int3")
-    with pytest.raises(ValueError, match="CPU decode format"):
+    with pytest.raises(ParameterError, match="CPU decode format"):
         RWKV7.from_pretrained(path, device="cuda", quantize="int8")
-    with pytest.raises(ValueError, match="compute_dtype"):
+    with pytest.raises(ParameterError, match="compute_dtype"):
         RWKV7.from_pretrained(path, quantize="int8", compute_dtype="float16")
     with pytest.raises(CheckpointError, match="compressed weights"):
         RWKV7.from_pretrained(path, quantize="q4").save_pretrained(tmp_path / "out")

@@ -11,10 +11,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ParameterError
+from ..errors import GuardDataError, ParameterError
 from ..model.rwkv7 import RWKV7
 from .data import TASKS, load_data, split_by_source
-from .evaluate import Report, baseline_for, evaluate
+from .evaluate import Report, TfidfBaseline, baseline_for, evaluate
 from .families import family_rows
 from .scoring import load_guard
 
@@ -60,18 +60,29 @@ def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str,
     held none out), appended as it is.
     """
     _, dev = split_by_source(load_data(data_dir), heldout)
-    baselines = {task: baseline_for(data_dir, heldout, task) for task in TASKS}
+    baselines = {task: _baseline(data_dir, heldout, task) for task in TASKS}
+    guard = load_guard(out)
     sections = []
     for task in TASKS:
         rows = [ex for ex in dev if ex.task == task]
         if rows:
             rows = rows[:: max(1, -(-len(rows) // MAX_CARD_ROWS[task]))]
-            sections.append((f"{task} rail (held-out sources)", evaluate(out, rows, task, baselines[task])))
+            sections.append((f"{task} rail (held-out sources)", evaluate(out, rows, task, baselines[task], guard=guard)))
     sections.append(("failure families (held-out templates, never trained on)",
-                     evaluate(out, family_rows("heldout"), "input", baselines["input"])))
+                     evaluate(out, family_rows("heldout"), "input", baselines["input"], guard=guard)))
     for title, report in sections:
         log.info("%s:\n%s", title, report.markdown())
-    (out / "MODEL_CARD.md").write_text(render_card(load_guard(out)[0], command, info, sections) + recipe)
+    (out / "MODEL_CARD.md").write_text(render_card(guard[0], command, info, sections) + recipe)
+
+
+def _baseline(data_dir: Path, heldout: set[str], task: str) -> TfidfBaseline | None:
+    """The baseline of one task, or None (with a warning) when the data cannot train one (a small file, one
+    task only): the card then shows the guard alone rather than the run failing after training."""
+    try:
+        return baseline_for(data_dir, heldout, task)
+    except GuardDataError as e:
+        log.warning("model card: no TF-IDF baseline for the %s rail: %s", task, e)
+        return None
 
 
 def recipe_section(card: str) -> str:

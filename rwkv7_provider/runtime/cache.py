@@ -31,6 +31,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,11 +41,16 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from ..errors import InputError, ParameterError
 from ..model import RWKV7State
 
 log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 8  # what one recorded path token is charged against the budget (a pointer in a list)
+# A temp file of an atomic write older than this is what a killed writer left behind (a write takes well under
+# a second), removed at start-up; a younger one may belong to another process writing into the same directory.
+STALE_TMP_SECONDS = 600
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
 FILE_FORMAT = "rwkv7-prefix-snapshot/2"
 TENSOR_NAMES = ("att_x_prev", "wkv", "ffn_x_prev", "hidden")
 
@@ -169,7 +175,7 @@ class PrefixCache:
         vocab_size: int | None = None,
     ) -> None:
         if budget_bytes < 0:
-            raise ValueError(f"cache budget must be >= 0 bytes, got {budget_bytes}")
+            raise ParameterError(f"cache budget must be >= 0 bytes, got {budget_bytes}")
         self.fingerprint, self.dtype, self.device = fingerprint, dtype, torch.device(device)
         self.expected, self.vocab_size = expected, vocab_size
         self.directory = (
@@ -216,7 +222,7 @@ class PrefixCache:
         node's snapshot to the directory, if the cache has one.
         """
         if not tokens:
-            raise ValueError("cannot insert an empty token path")
+            raise InputError("cannot insert an empty token path")
         with self._lock:
             if not self._stats.budget_bytes:
                 return
@@ -339,7 +345,7 @@ class PrefixCache:
         target = self._path_file(tokens)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -356,6 +362,7 @@ class PrefixCache:
         """Read persisted snapshots, newest first while they fit; the newest ends up the most recent."""
         if not self.directory.is_dir():
             return
+        self._remove_stale_temp_files()
         dated = []
         try:
             for path in self.directory.glob("*.safetensors"):
@@ -384,6 +391,20 @@ class PrefixCache:
             self._stats.bytes += snapshot.nbytes
             self._stats.snapshots += 1
         log.info("prefix cache: loaded %d snapshot(s) from %s", len(kept), self.directory)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete what writers killed between creating a temp file and renaming it left behind."""
+        cutoff = time.time() - STALE_TMP_SECONDS
+        removed = 0
+        for path in self.directory.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:  # gone already, or a read-only directory: only costs disk space
+                continue
+        if removed:
+            log.info("prefix cache: removed %d unfinished write(s) from %s", removed, self.directory)
 
     def _read(self, path: Path) -> tuple[list[int], Snapshot]:
         """One file, checked against this cache's fingerprint, dtype, shapes and its own name."""

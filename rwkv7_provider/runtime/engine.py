@@ -20,7 +20,6 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,9 +28,10 @@ from ..errors import InputError, ParameterError
 from ..model import RWKV7, RWKV7State
 from ..model.tokenizer import Tokenizer
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
-from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, GenerationOptions
+from .options import GenerationOptions
 from .results import Generation, ScoreResult
 from .sampling import Sampler
+from .settings import EngineSettings
 from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
 from .streaming import AsyncStreamResult, StopMatcher, StreamResult
 from .templates import USER_VARIABLES, stable_prefix, template_prefix
@@ -55,63 +55,49 @@ class Engine:
     """A model, its tokenizer, its prefix cache and its batching scheduler. Build it directly (tests, custom
     models) or through `get_engine` (shared per checkpoint).
 
-    cache_bytes: snapshot budget (None = room for `DEFAULT_CACHE_SNAPSHOTS` states, at most 1 GiB; 0 = off).
-    cache_dir: persist reusable snapshots there (junctions, pre-warmed prefixes, periodic ones).
-    min_junction_tokens: split a prefill at a divergence point only when that saves later prompts at least
-        this many tokens over the deepest snapshot: each split is one more forward call, whose fixed cost
-        (reading every weight once) exceeds the saving for a few tokens, e.g. two messages starting "The".
-    snapshot_every: also store a snapshot every this many tokens of a long prefill.
-    name: how the model is named in logs and provider responses (`get_engine` uses the checkpoint's name).
-    max_batch_size: most requests in one batched model call (None: 32 on CPU, 128 on CUDA).
-    max_wait: seconds an idle scheduler may wait to fill a batch, only right after serving several requests
-        at once (concurrent clients coming back); a lone client never waits.
-    max_prompt_tokens: longer prompts fail with an `InputError` (None: no limit).
-    prefill_tokens: most (padded) tokens in one prefill forward, which bounds its activation memory
-        whatever the prompt length (None: 1024 on CPU, 16384 on CUDA).
-    cuda_graphs: replay the decode step from CUDA graphs (None: on for a CUDA model).
+    Its settings are one `EngineSettings` (`settings=`) or its serving fields as keyword arguments
+    (`Engine(model, tok, cache_bytes=0, max_wait=0.01)`), checked there; the fields applied when a checkpoint
+    loads (`EngineSettings.LOADING`: dtype, device, quantize, ...) are refused here, the model being loaded
+    already. `name` is how the model is named in logs and provider responses (`get_engine`: the checkpoint's).
     """
 
     def __init__(
         self,
         model: RWKV7,
         tokenizer: Tokenizer,
+        settings: EngineSettings | None = None,
         *,
-        cache_bytes: int | None = None,
-        cache_dir: str | Path | None = None,
-        min_junction_tokens: int = 16,
-        snapshot_every: int | None = None,
         name: str = "rwkv7",
-        max_batch_size: int | None = None,
-        max_wait: float = DEFAULT_MAX_WAIT,
-        max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
-        prefill_tokens: int | None = None,
-        cuda_graphs: bool | None = None,
+        **kwargs: Any,
     ) -> None:
+        if settings is None:
+            loading = sorted(set(kwargs) & set(EngineSettings.LOADING))
+            if loading:
+                raise ParameterError(
+                    f"{', '.join(loading)} apply when a checkpoint loads (get_engine, RWKV7.from_pretrained), "
+                    "not to an Engine around a loaded model"
+                )
+            # the model's device decides the device rules (cuda_graphs needs a CUDA model)
+            settings = EngineSettings.parse({"device": model.device.type, **kwargs})
+        elif kwargs:
+            raise ParameterError(f"pass settings= or keyword settings, not both (got {sorted(kwargs)} too)")
         device = model.device.type
-        if max_batch_size is None:
-            max_batch_size = DEFAULT_MAX_BATCH_SIZE.get(device, DEFAULT_MAX_BATCH_SIZE["cuda"])
-        if prefill_tokens is None:
-            prefill_tokens = DEFAULT_PREFILL_TOKENS.get(device, DEFAULT_PREFILL_TOKENS["cuda"])
-        for what, value in (("snapshot_every", snapshot_every), ("max_prompt_tokens", max_prompt_tokens)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ParameterError(f"{what} must be an integer >= 1 or None, got {value!r}")
-        for what, value in (("max_batch_size", max_batch_size), ("prefill_tokens", prefill_tokens)):
-            if not isinstance(value, int) or value < 1:
-                raise ParameterError(f"{what} must be an integer >= 1, got {value!r}")
-        if not 0 <= max_wait <= 1:
-            raise ParameterError(f"max_wait must lie in [0, 1] seconds, got {max_wait!r}")
-        if cuda_graphs and device != "cuda":
-            raise ParameterError(f"cuda_graphs needs a model on a CUDA device, not {model.device}")
+        if torch.device(settings.device).type != device:
+            raise ParameterError(f"the settings are for device {settings.device!r} but the model is on {model.device}")
+        self.settings = settings
+        max_batch_size = settings.max_batch_size or DEFAULT_MAX_BATCH_SIZE.get(device, DEFAULT_MAX_BATCH_SIZE["cuda"])
+        prefill_tokens = settings.prefill_tokens or DEFAULT_PREFILL_TOKENS.get(device, DEFAULT_PREFILL_TOKENS["cuda"])
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
-        self.min_junction_tokens = min_junction_tokens
-        self.snapshot_every = snapshot_every
-        self.max_prompt_tokens = max_prompt_tokens
+        self.min_junction_tokens = settings.min_junction_tokens
+        self.snapshot_every = settings.snapshot_every
+        self.max_prompt_tokens = settings.max_prompt_tokens
         self.vocab_size = model.config.vocab_size
         zero = Snapshot(
             model.zero_state(1), torch.zeros(model.config.n_embd, dtype=model.dtype, device=model.device)
         )
+        cache_bytes = settings.cache_bytes
         if cache_bytes is None:
             cache_bytes = min(DEFAULT_CACHE_SNAPSHOTS * zero.nbytes, MAX_DEFAULT_CACHE_BYTES)
         self.fingerprint = model_fingerprint(model)
@@ -121,15 +107,15 @@ class Engine:
             budget_bytes=cache_bytes,
             expected={k: (tuple(t.shape), t.dtype) for k, t in zero.tensors().items()},
             device=model.device,
-            directory=cache_dir,
+            directory=settings.cache_dir,
             vocab_size=self.vocab_size,
         )
         self.scheduler = Scheduler(
             self.model,
             max_batch_size=max_batch_size,
-            max_wait=max_wait,
+            max_wait=settings.max_wait,
             prefill_tokens=prefill_tokens,
-            cuda_graphs=device == "cuda" if cuda_graphs is None else cuda_graphs,
+            cuda_graphs=device == "cuda" if settings.cuda_graphs is None else settings.cuda_graphs,
             name=name,
         )
 
@@ -181,10 +167,15 @@ class Engine:
         return sorted(cuts)
 
     def _check_ids(self, token_ids: Sequence[int]) -> list[int]:
-        """Token ids as a list of ints: ints (numpy / 0-d tensor ints too) or a 1-D integer tensor; never
-        bools, floats, text or bytes (iterating bytes would give ints that were never token ids)."""
-        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not hasattr(token_ids, "__iter__"):
-            raise InputError(f"a prompt is a str or a sequence of int token ids, got {type(token_ids).__name__}")
+        """Token ids as a list of ints: an ordered sequence (list, tuple, numpy array) of ints (numpy / 0-d
+        tensor ints too) or a 1-D integer tensor; never bools, floats, text or bytes (iterating bytes would give
+        ints that were never token ids), nor a set (no order) or a generator (read once, by whoever asks first)."""
+        ordered = isinstance(token_ids, (Sequence, torch.Tensor)) or hasattr(token_ids, "__array__")
+        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not ordered:
+            raise InputError(
+                "a prompt is a str or an ordered sequence of int token ids (list, tuple, 1-D tensor or array), "
+                f"got {type(token_ids).__name__}"
+            )
         if isinstance(token_ids, torch.Tensor) and (
             token_ids.dim() != 1 or token_ids.dtype.is_floating_point or token_ids.dtype.is_complex
             or token_ids.dtype == torch.bool

@@ -15,10 +15,14 @@ import time
 
 import torch
 
+from ..model import RWKV7, cpu_kernels, kernel_choice
+from ..runtime.registry import DEFAULT_MODEL, resolve_model_path
+from . import parse_args
+
 
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--checkpoint", help="also load this RWKV-7 checkpoint and measure, on this machine, which "
-                        "kernels its decode should run (replacing a cached measurement)")
+    parser.add_argument("--checkpoint", help="also load this RWKV-7 checkpoint ('default': the embedded guard) and "
+                        "measure, on this machine, which kernels its decode should run (replacing a cached measurement)")
     parser.add_argument("--quantize", choices=["bf16", "int8", "q4"], help="with --checkpoint: the weight format "
                         "to measure for (default: float32, as loaded)")
     parser.add_argument("--threads", type=int, help="with --checkpoint: torch CPU threads to measure with (the "
@@ -27,9 +31,7 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argparse.ArgumentParser(prog="rwkv7-provider build-kernels", description=__doc__)).parse_args(argv)
-    from rwkv7_provider.model import RWKV7, cpu_kernels, kernel_choice
-
+    args = parse_args("build-kernels", __doc__, build_parser, argv)
     t0 = time.perf_counter()
     status = cpu_kernels.status()
     if not status.ok:
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         if args.threads:
             torch.set_num_threads(args.threads)
-        model = RWKV7.from_pretrained(args.checkpoint, quantize=args.quantize)  # measures unless cached
+        path = resolve_model_path(args.checkpoint or DEFAULT_MODEL)
+        model = RWKV7.from_pretrained(path, quantize=args.quantize)  # measures unless cached
         if kernel_choice.last_was_cached():
             kernel_choice.prepare(model, measure_again=True)
         print(kernel_choice.last_report())
