@@ -133,19 +133,20 @@ class Engine:
         with torch.inference_mode():
             return state, self.model.head(hidden).float()
 
-    def _prefill_steps(self, ids: list[int], *, persist_end: bool = False) -> Steps:
+    def _prefill_steps(self, ids: list[int], *, prewarm: bool = False) -> Steps:
         """-> (state, last hidden [C], tokens served from cache). Stores snapshots at the divergence point,
         every `snapshot_every` tokens and at the end."""
         match: Match = self.cache.lookup(ids)
         snapshot, start = match.snapshot, match.depth
         if start == len(ids):
-            if persist_end:  # pre-warming a prefix that traffic already cached
-                self.cache.insert(ids, persist=True)
+            if prewarm:  # pre-warming a prefix that traffic already cached
+                self.cache.insert(ids, persist=True, pin=True)
             return snapshot.state, snapshot.hidden, start
         state = snapshot.state if snapshot else None
         for cut in self._cuts(start, match.shared, len(ids)):
             hidden, state = yield Forward(ids[start:cut], state)
-            self.cache.insert(ids[:cut], Snapshot(state, hidden), persist=persist_end or cut < len(ids))
+            end = cut == len(ids)
+            self.cache.insert(ids[:cut], Snapshot(state, hidden), persist=prewarm or not end, pin=prewarm and end)
             start = cut
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -337,14 +338,15 @@ class Engine:
     def prewarm(self, prefixes: Sequence[str]) -> list[int]:
         """Prefill fixed prompt prefixes at start-up; returns how many tokens of each were cached.
 
-        Only a prefix's stable tokens are prefilled (see `stable_prefix`); those snapshots are persisted
-        when the engine has a cache directory.
+        Only a prefix's stable tokens are prefilled (see `stable_prefix`); those snapshots are pinned (never
+        evicted: the configured prompts are few and always wanted) and persisted when the engine has a cache
+        directory.
         """
         counts = []
         for prefix in prefixes:
             ids = stable_prefix(self.tokenizer, prefix)
             if ids:
-                self.scheduler.run(self._prefill_steps(self._check_ids(ids), persist_end=True))
+                self.scheduler.run(self._prefill_steps(self._check_ids(ids), prewarm=True))
             counts.append(len(ids))
         log.info("%s: pre-warmed %d prefix(es): %s tokens", self.name, len(counts), counts)
         return counts

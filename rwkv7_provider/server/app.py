@@ -68,6 +68,8 @@ class Service:
         log.info("serving %s (ready in %.1f s)", ", ".join(self.served), time.perf_counter() - t0)
 
     async def start(self) -> None:
+        if self.status == "ready":  # loaded before the app started (a Ray Serve replica loads in its constructor)
+            return
         try:
             await asyncio.to_thread(self.load)
         except Exception as e:  # noqa: BLE001 - reported by /healthz and the log; requests get 503

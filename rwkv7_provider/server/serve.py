@@ -3,6 +3,7 @@
     rwkv7-provider serve                                    # the embedded guard as model `default`
     rwkv7-provider serve --model g1=/models/rwkv7-g1.pth --model guard=default
     rwkv7-provider serve --config models.yaml               # names, checkpoints, parameters, prompts, limits
+    rwkv7-provider serve --replicas 2                       # two replicas on Ray Serve (the [ray] extra)
 
 Every model's checkpoint is checked (headers and memory) before the server starts, so a wrong path fails
 here with the provider's message instead of in the background.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import missing_dependency
+from ..errors import ParameterError, missing_dependency
 from .config import (
     API_KEY_ENV,
     DEFAULT_HOST,
@@ -48,7 +49,20 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "(default 1 MiB)")
     parser.add_argument("--max-tokens-limit", type=int, default=None, help="server-wide cap on max_tokens "
                         "(each model also has its own max_tokens_limit, default 8192)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="uvicorn's log level (access and error logs)")
+    scale = parser.add_argument_group("scale-out on Ray Serve (the [ray] extra; see the README, 'Scale out')")
+    scale.add_argument("--replicas", type=int, default=None, metavar="N",
+                       help="serve N replicas on Ray Serve behind one endpoint (default: one process, no Ray)")
+    scale.add_argument("--routing", choices=["default", "affinity"], default="default",
+                       help="default: Ray's (power of two choices); affinity: a prompt goes to the replica "
+                       "holding its prefix's state, through one more hop")
+    scale.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. `auto` after "
+                       "`ray start --head`); default: start a local one and stop it on exit")
+    scale.add_argument("--threads", type=int, default=None, help="with --replicas: torch threads per replica "
+                       "(default: the node's cores divided by the replicas)")
+    scale.add_argument("--cache-dir", default=None, help="with --replicas: the prefix state cache directory the "
+                       "replicas share (warm starts), for models that set none")
     return parser
 
 
@@ -74,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config([parse_model_argument(m) for m in args.model] or [default_model()], **limits)
     for served in config.models:
         check_checkpoint(served.settings)
+    if args.replicas is None and (args.threads or args.cache_dir or args.ray_address):
+        raise ParameterError("--threads, --cache-dir and --ray-address go with --replicas (without Ray, set "
+                             "`threads` and `cache_dir` as model parameters)")
+    if args.replicas is not None:
+        if args.replicas < 1:
+            raise ParameterError(f"--replicas must be at least 1, got {args.replicas}")
+        try:
+            from .ray_app import run
+        except ModuleNotFoundError as e:
+            raise missing_dependency(e, "ray", "rwkv7-provider serve --replicas") from e
+        return run(config, replicas=args.replicas, routing=args.routing, address=args.ray_address,
+                   threads=args.threads, cache_dir=args.cache_dir)
     log.info("serving %s on http://%s:%d/v1", ", ".join(m.name for m in config.models), config.host, config.port)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
