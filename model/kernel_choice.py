@@ -248,9 +248,10 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
     for name, times in gemv_times.items():
         chosen = gemv[name]
         rest = sorted(((t, k) for k, t in times.items() if k != chosen), key=lambda pair: pair[0])
-        timed = times.get(chosen, times.get(replace(chosen, serial=False), math.nan))  # serial: timed threaded
-        parts.append(f"GEMV {name} {chosen} {1e3 * timed:.3f} ms ("
-                     + ", ".join(f"{k} {1e3 * t:.3f}" for t, k in rest[:4]) + ")")
+        timed = times.get(chosen, times.get(replace(chosen, serial=False)))  # serial: timed threaded
+        others = ", ".join(f"{k} {1e3 * t:.3f}" for t, k in rest[:4])
+        parts.append(f"GEMV {name} {chosen} " + (f"{1e3 * timed:.3f} ms" if timed else "(dropped after round 1)")
+                     + (f" ({others})" if others else ""))
     return decode, gemv, "; ".join(parts)
 
 
