@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels import wkv7
-from . import cpu_decode
+from . import cpu_decode, cpu_kernels, kernel_choice
 from .checkpoint import save_pretrained
 from .config import RWKV7Config
 from .loading import load_model
@@ -216,6 +216,9 @@ class RWKV7(nn.Module):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # How `decode_step` runs on CPU: the fused kernels of one instruction set, or plain torch (TORCH);
+        # None: the unmeasured default. Set by `kernel_choice.prepare`, which `from_pretrained` runs.
+        self.cpu_decode_kernel: cpu_kernels.Kernel | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -244,9 +247,13 @@ class RWKV7(nn.Module):
         the large matrices compressed for fast decoding: None (as in the checkpoint), "bf16", "int8" or "q4"
         (see `quantize.py`); `compute_dtype` is then the dtype of their prefill GEMMs (None: bf16 where the
         CPU has native bf16 and measures it faster, else float32). Fails with `InsufficientMemoryError`
-        before reading weights when the model would not fit.
+        before reading weights when the model would not fit. A CPU model that decodes through the compiled
+        kernels gets them here: built if needed (once per machine, ~20 s, logged), and the fastest measured
+        for its shapes on this machine (once, cached; see `kernel_choice`), so no request ever waits for either.
         """
-        return load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
+        model = load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
+        kernel_choice.prepare(model)
+        return model
 
     def save_pretrained(self, directory, **kwargs) -> None:
         """Write a Hugging Face / fla style directory: config.json + model.safetensors."""
@@ -322,7 +329,17 @@ class RWKV7(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, state: RWKV7State | None = None, *, last_only: bool = False
     ) -> tuple[torch.Tensor, RWKV7State]:
-        """Logits float32 [B, T, V] (or [B, 1, V] with last_only, so a long prefill skips T x V of head work)."""
+        """Logits float32 [B, T, V] (or [B, 1, V] with last_only, so a long prefill skips T x V of head work).
+
+        One token per row without autograd on CPU (`forward(ids [B, 1], state)`, the `rwkv` package's decoding
+        habit) takes the fused decode path of `decode_step`, on a copy of the state: the same results.
+        """
+        one_token = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.shape[1] == 1
+        if one_token and not torch.is_grad_enabled() and self.device.type == "cpu":
+            self.check_input(input_ids, state)
+            new = state.clone() if state is not None else self.zero_state(input_ids.shape[0])
+            if cpu_decode.supported(self, new):
+                return self.head(cpu_decode.decode_step(self, input_ids[:, 0], new)).float().unsqueeze(1), new
         hidden, state = self.forward_hidden(input_ids, state)
         if last_only:
             hidden = hidden[:, -1:]

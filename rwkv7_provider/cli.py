@@ -17,6 +17,7 @@ COMMANDS = {
     "train-guard": ("rwkv7_provider.guard.train", "train or fine-tune the embedded RWKV-7 guard"),
     "eval-guard": ("rwkv7_provider.guard.evaluate", "evaluate a guard on labeled JSONL next to a TF-IDF baseline"),
     "serve": ("rwkv7_provider.server.serve", "serve models over an OpenAI-compatible HTTP API"),
+    "build-kernels": ("rwkv7_provider.commands.build_kernels", "compile the CPU decode kernels ahead of the first model load"),
 }
 USAGE_ERROR = 2  # argparse's own exit code for bad arguments; bad input files and values get it too
 

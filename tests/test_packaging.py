@@ -48,13 +48,15 @@ def test_the_build_prints_no_setuptools_warnings(build):
 def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"rwkv7_provider", wheel.name.split("-py")[0] + ".dist-info"}
-    for needed in ("model/rwkv7.py", "model/tokenizer.py", "model/csrc/cpu_kernels.cpp", "kernels/chunk.py",
+    for needed in ("model/rwkv7.py", "model/tokenizer.py", "model/csrc/ops.cpp", "kernels/chunk.py",
                    "kernels/triton_ops.py", "runtime/engine.py", "runtime/settings.py", "commands/check.py",
                    "integrations/guardrails/provider.py", "integrations/langchain/llms.py",
                    "guard/assets/model.safetensors", "guard/assets/tokenizer.json", "guard/assets/MODEL_CARD.md",
                    "guard/card_template.md", "guard/training_data/SOURCES.md",
                    "guard/training_data/input_train.jsonl.gz", "configs/__init__.py"):
         assert f"rwkv7_provider/{needed}" in names
+    for source in (ROOT / "model" / "csrc").iterdir():  # the kernels build from the installed copy
+        assert f"rwkv7_provider/model/csrc/{source.name}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
 
