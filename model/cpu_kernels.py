@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError
+from ..kernels import register_cpu
 from .kernel_build import KernelBuildError, LibrarySpec, Unit, ensure_built
 
 log = logging.getLogger(__name__)
@@ -232,3 +233,20 @@ def time_mix_(
     k_k, k_a, r_k, ln_w, ln_b (ln_x)."""
     return torch.ops.rwkv7_cpu.time_mix_(state, mixed, r, k, v, v_first, **weights, eps=eps, isa=_isa_code(isa_name),
                                          serial=serial)
+
+
+def wkv7(
+    r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+    state: torch.Tensor | None = None, isa_name: str | None = None, serial: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV-7 over a sequence, token by token in C++ (`kernels.wkv7`'s "cpu" implementation): its semantics (inputs [B, T, H, N], w the log
+    decay; state [B, H, N, N] float32 or None for zeros, never modified) -> (y float32, new state). Inference
+    only (no autograd)."""
+    B, T, H, N = r.shape
+    if state is None:
+        state = r.new_zeros(B, H, N, N, dtype=torch.float32)
+    inputs = (t.float().contiguous() for t in (r, w, k, v, a, b))
+    return torch.ops.rwkv7_cpu.wkv7(*inputs, state.float().contiguous(), isa=_isa_code(isa_name), serial=serial)
+
+
+register_cpu(lambda: wkv7 if available() else None)  # `kernels.wkv7` runs it for CPU inference
