@@ -212,7 +212,11 @@ class RWKV7(nn.Module):
     def __init__(self, config: RWKV7Config) -> None:
         super().__init__()
         self.config = config
-        self.emb = nn.Embedding(config.vocab_size, config.n_embd)
+        # nn.Embedding's own init (normal_) on a meta skeleton, as checkpoint loading builds it, imports all of
+        # torch._dynamo (~2.5 s of start-up); initialise real tensors only.
+        self.emb = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
+        if not self.emb.weight.is_meta:
+            nn.init.normal_(self.emb.weight)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
