@@ -72,19 +72,29 @@ def wkv7(
     b: torch.Tensor,
     state: torch.Tensor | None = None,
     *,
+    cu_seqlens: torch.Tensor | None = None,
     impl: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """WKV-7 over a sequence: inputs [B, T, H, N] (w = log decay), state [B, H, N, N] fp32 (value x key).
 
-    Returns (y [B, T, H, N] in r's dtype, new state). The input state is never modified.
+    Rows of different lengths can come packed, fla's varlen convention: inputs [1, total, H, N] and
+    `cu_seqlens` [rows + 1] (row i is tokens cu_seqlens[i] .. cu_seqlens[i + 1]), state [rows, H, N, N]; the C++
+    loop reads them as they are, the other implementations on a zero-padded copy (a zero token, log decay 0,
+    leaves the state unchanged). Returns (y in r's shape and dtype, new state). The input state is never modified.
     """
     if r.dim() != 4:
         raise InputError(f"wkv7 expects [B, T, H, N] inputs, got shape {tuple(r.shape)}")
     inputs = (r, w, k, v, a, b, state)
     which = pick_impl(r, impl, grad=torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs))
     if which == "cpu":
-        y, new = _cpu_impl()(*inputs)
+        y, new = _cpu_impl()(*inputs, cu_seqlens)
         return y.to(r.dtype), new
+    if cu_seqlens is not None:
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        rows, width = len(lengths), max(1, int(lengths.max()))
+        where = packed_positions(lengths, width)
+        y, new = wkv7(*(_pad(t, where, rows, width) for t in inputs[:6]), state, impl=which)
+        return y.flatten(0, 1)[where].unsqueeze(0), new
     if which == "reference":
         return wkv7_reference(r, w, k, v, a, b, state)
     if which == "chunk":
@@ -94,6 +104,17 @@ def wkv7(
     from .triton_ops import wkv7_triton
 
     return wkv7_triton(r, w, k, v, a, b, state)
+
+
+def packed_positions(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Where each token of rows packed back to back sits in their right-padded [rows * width] layout."""
+    return (torch.arange(width, device=lengths.device) < lengths[:, None]).flatten().nonzero().squeeze(1)
+
+
+def _pad(x: torch.Tensor, where: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+    """Packed [1, total, H, N] -> [rows, width, H, N], zeros in the padding."""
+    out = x.new_zeros(rows * width, *x.shape[2:]).index_copy(0, where, x[0])
+    return out.view(rows, width, *x.shape[2:])
 
 
 def wkv7_decode_(
@@ -122,4 +143,4 @@ def wkv7_decode_(
     return y.view(r.shape)
 
 
-__all__ = ["IMPLS", "pick_impl", "register_cpu", "triton_available", "wkv7", "wkv7_decode_", "wkv7_reference"]
+__all__ = ["IMPLS", "packed_positions", "pick_impl", "register_cpu", "triton_available", "wkv7", "wkv7_decode_", "wkv7_reference"]

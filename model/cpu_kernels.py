@@ -237,16 +237,19 @@ def time_mix_(
 
 def wkv7(
     r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-    state: torch.Tensor | None = None, isa_name: str | None = None, serial: bool = False,
+    state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, isa_name: str | None = None,
+    serial: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """WKV-7 over a sequence, token by token in C++ (`kernels.wkv7`'s "cpu" implementation): its semantics (inputs [B, T, H, N], w the log
-    decay; state [B, H, N, N] float32 or None for zeros, never modified) -> (y float32, new state). Inference
-    only (no autograd)."""
-    B, T, H, N = r.shape
+    """WKV-7 token by token in C++ (`kernels.wkv7`'s "cpu" implementation, with its semantics: inputs
+    [B, T, H, N] or packed rows [1, total, H, N] with `cu_seqlens`, w the log decay, state [rows, H, N, N] float32
+    or None for zeros, never modified) -> (y float32, new state). Inference only (no autograd)."""
+    _, _, H, N = r.shape
+    rows = r.shape[0] if cu_seqlens is None else len(cu_seqlens) - 1
     if state is None:
-        state = r.new_zeros(B, H, N, N, dtype=torch.float32)
+        state = r.new_zeros(rows, H, N, N, dtype=torch.float32)
     inputs = (t.float().contiguous() for t in (r, w, k, v, a, b))
-    return torch.ops.rwkv7_cpu.wkv7(*inputs, state.float().contiguous(), isa=_isa_code(isa_name), serial=serial)
+    return torch.ops.rwkv7_cpu.wkv7(*inputs, state.float().contiguous(), cu_seqlens, isa=_isa_code(isa_name),
+                                    serial=serial)
 
 
 register_cpu(lambda: wkv7 if available() else None)  # `kernels.wkv7` runs it for CPU inference

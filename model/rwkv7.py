@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..kernels import wkv7
+from ..kernels import packed_positions, wkv7
 from . import cpu_decode, cpu_kernels, kernel_choice
 from .checkpoint import save_pretrained
 from .config import RWKV7Config
@@ -30,21 +30,22 @@ class Ragged:
     """Right-padded rows [B, T] packed into one sequence [1, N] of their N real tokens.
 
     Rows of a serving batch differ in length; padding them all to the longest wastes up to half of a prefill's
-    GEMMs. Packed, every per-token op (the GEMMs, most of the work) runs on real tokens only; just the WKV
-    recurrence, which is per row, runs on the padded layout, the padding entering it as identity tokens.
+    GEMMs. Packed, every per-token op (the GEMMs, most of the work) runs on real tokens only, and the WKV
+    recurrence reads the rows packed too (`cu_seqlens`, fla's varlen convention).
     """
 
     index: torch.Tensor  # [N] positions of the real tokens in the flattened [B * T] batch
     first: torch.Tensor  # [B] packed position of each row's first token
     last: torch.Tensor  # [B] packed position of each row's last token
+    cu_seqlens: torch.Tensor  # [B + 1] where each row starts in the packed sequence, then N
     rows: int
     width: int
 
     @classmethod
     def from_lengths(cls, lengths: torch.Tensor, width: int) -> Ragged:
-        mask = torch.arange(width, device=lengths.device) < lengths[:, None]
         last = lengths.cumsum(0) - 1
-        return cls(mask.flatten().nonzero().squeeze(1), last - lengths + 1, last, len(lengths), width)
+        cu_seqlens = F.pad(last + 1, (1, 0))
+        return cls(packed_positions(lengths, width), last - lengths + 1, last, cu_seqlens, len(lengths), width)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, ...] -> [N, ...]"""
@@ -121,8 +122,7 @@ class TimeMix(nn.Module):
         ragged: Ragged | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: LN1 output [B, T, C], or packed rows [1, N, C] with `ragged`. Returns (output, new WKV state,
-        v_first). Packed rows enter the WKV padded, the padding as identity tokens (log decay 0, k = v = a = b =
-        0), which leave the state exactly as it was: padding never changes a row's result."""
+        v_first)."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
         # the six token-shift interpolations in one op (fewer dispatches on the per-token decode path)
@@ -146,11 +146,7 @@ class TimeMix(nn.Module):
         heads = (B, T, H, N)
         iclr_f = iclr.float().view(heads)
         wkv_in = (r.view(heads), log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f)
-        if ragged is not None:
-            wkv_in = tuple(ragged.pad(t[0]) for t in wkv_in)
-        y, wkv_state = wkv7(*wkv_in, wkv_state)
-        if ragged is not None:
-            y = ragged.pack(y).unsqueeze(0)
+        y, wkv_state = wkv7(*wkv_in, wkv_state, cu_seqlens=None if ragged is None else ragged.cu_seqlens)
         y = head_norm(y, self.ln_x).view(heads)
         bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True)  # per head: v_t (r_t . k_t r_k)
         y = torch.addcmul(y, bonus, v.view(heads)).view(B, T, C)

@@ -64,3 +64,20 @@ def test_forcing_it_without_the_kernels_names_the_problem(monkeypatch) -> None:
     assert pick_impl(xs[0]) == "chunk"
     with pytest.raises(ParameterError, match="needs the compiled CPU kernels"):
         wkv7(*xs, impl="cpu")
+
+
+@pytest.mark.parametrize("impl", ["cpu", "chunk", "reference"])
+def test_packed_rows_match_each_row_alone(impl: str) -> None:
+    """Rows of different lengths packed back to back (`cu_seqlens`): every row's outputs and final state are those
+    of the row run alone, whether the implementation reads them packed (cpu) or on a padded copy."""
+    lengths = [5, 1, 12, 7]
+    rows = [wkv7_inputs(1, n, 2, 64, seed=n) for n in lengths]
+    packed = [torch.cat([xs[i] for xs, _ in rows], 1) for i in range(6)]
+    state = torch.cat([s for _, s in rows])
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    with torch.no_grad():
+        y, s = wkv7(*packed, state, cu_seqlens=cu_seqlens, impl=impl)
+    assert y.shape == packed[0].shape and s.shape == state.shape
+    for i, ((xs, s0), start) in enumerate(zip(rows, cu_seqlens[:-1].tolist())):
+        y_ref, s_ref = wkv7_reference(*xs, s0)
+        assert rel_err(y[:, start : start + lengths[i]], y_ref) < 1e-5 and rel_err(s[i : i + 1], s_ref) < 1e-5

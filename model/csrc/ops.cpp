@@ -7,7 +7,7 @@
 //   shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes) -> [n, B, C]                 LayerNorm + token-shift mixes
 //   time_mix_(state, mixed, r, k, v, v_first, *, w0, w1, ..., ln_b, eps, isa, serial) -> [B, C]
 //                                                                TimeMix after r/k/v, WKV state updated in place
-//   wkv7(r, w, k, v, a, b, state, *, isa, serial) -> (y, state)      WKV-7 over a sequence, token by token
+//   wkv7(r, w, k, v, a, b, state, cu_seqlens, *, isa, serial) -> (y, state)   WKV-7, token by token
 //   supported_isas() -> int[]                                    the instruction sets this CPU and build can run
 //
 // Weight formats and instruction sets: kernels.h. Decoding reads every weight once per token, so it is
@@ -388,30 +388,44 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
   return y;
 }
 
-// WKV-7 over a sequence, token by token (kernels/reference.py's recurrence): inputs [B, T, H, N] float32 with w
-// the log decay, state [B, H, N, N] (value x key) copied, never modified. Every (row, head) pair is independent
-// and its N x N state (16 KB at N = 64) stays in L1 for the whole sequence: per token ~4 N^2 flops and no
-// memory traffic beyond the inputs, where the chunked torch form runs tens of small ops per chunk.
+// WKV-7 over sequences, token by token (kernels/reference.py's recurrence). Inputs [B, T, H, N] float32 with w
+// the log decay, or rows of different lengths packed as [1, total, H, N] with `cu_seqlens` [rows + 1] (int64,
+// row b is tokens cu_seqlens[b] .. cu_seqlens[b + 1]); state [rows, H, N, N] (value x key) is copied, never
+// modified. Every (row, head) pair is independent and its N x N state (16 KB at N = 64) stays in L1 for the
+// whole sequence: per token ~4 N^2 flops and no memory traffic beyond the inputs, where the chunked torch form
+// runs tens of small ops per chunk. Packed rows need no padding tokens.
 std::tuple<at::Tensor, at::Tensor> wkv7(const at::Tensor& r, const at::Tensor& w, const at::Tensor& k,
                                         const at::Tensor& v, const at::Tensor& a, const at::Tensor& b,
-                                        const at::Tensor& state, int64_t isa, bool serial) {
+                                        const at::Tensor& state, const std::optional<at::Tensor>& cu_seqlens,
+                                        int64_t isa, bool serial) {
   TORCH_CHECK(r.dim() == 4, "wkv7 inputs must be [B, T, H, N]");
-  const int64_t B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
+  const int64_t H = r.size(2), N = r.size(3), tokens = r.size(0) * r.size(1), numel = tokens * H * N;
   TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
-  const float *rp = f32(r, B * T * H * N, "r"), *wp = f32(w, B * T * H * N, "w"), *kp = f32(k, B * T * H * N, "k"),
-              *vp = f32(v, B * T * H * N, "v"), *ap = f32(a, B * T * H * N, "a"), *bp = f32(b, B * T * H * N, "b");
-  f32(state, B * H * N * N, "state");
+  std::vector<int64_t> cu;
+  if (cu_seqlens.has_value()) {
+    TORCH_CHECK(r.size(0) == 1, "packed rows (cu_seqlens) come as [1, total, H, N]");
+    const at::Tensor c = cu_seqlens->to(at::kLong).contiguous();
+    cu.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+  } else {
+    for (int64_t row = 0; row <= r.size(0); ++row) cu.push_back(row * r.size(1));
+  }
+  const int64_t rows = static_cast<int64_t>(cu.size()) - 1;
+  TORCH_CHECK(rows >= 1 && cu.front() == 0 && cu.back() == tokens, "cu_seqlens must run from 0 to ", tokens);
+  for (int64_t row = 0; row < rows; ++row) TORCH_CHECK(cu[row] <= cu[row + 1], "cu_seqlens must not decrease");
+  const float *rp = f32(r, numel, "r"), *wp = f32(w, numel, "w"), *kp = f32(k, numel, "k"), *vp = f32(v, numel, "v"),
+              *ap = f32(a, numel, "a"), *bp = f32(b, numel, "b");
+  f32(state, rows * H * N * N, "state");
   const IsaKernels& kernels = kernels_for(isa);
   at::Tensor S = state.clone();
-  at::Tensor y = at::empty({B, T, H, N}, r.options());
+  at::Tensor y = at::empty(r.sizes(), r.options());
   float *Sp = S.data_ptr<float>(), *yp = y.data_ptr<float>();
-  run_range(serial, 0, B * H, 1, [&](int64_t i0, int64_t i1) {
+  run_range(serial, 0, rows * H, 1, [&](int64_t i0, int64_t i1) {
     FlushDenormals flush;
     float kk[64], decay[64];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t row = i / H, h = i % H;
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t o = ((row * T + t) * H + h) * N;
+      for (int64_t t = cu[row]; t < cu[row + 1]; ++t) {
+        const int64_t o = (t * H + h) * N;
         for (int64_t j = 0; j < N; ++j) {
           kk[j] = -ap[o + j];  // wkv_rows takes -a (the decode step's normalised key)
           decay[j] = std::exp(wp[o + j]);
@@ -469,7 +483,8 @@ TORCH_LIBRARY(rwkv7_cpu, m) {
         "Tensor g1, Tensor g2, Tensor k_k, Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, int isa, "
         "bool serial) -> Tensor",
         &rwkv7::time_mix_);
-  m.def("wkv7(Tensor r, Tensor w, Tensor k, Tensor v, Tensor a, Tensor b, Tensor state, *, int isa, bool serial) "
+  m.def("wkv7(Tensor r, Tensor w, Tensor k, Tensor v, Tensor a, Tensor b, Tensor state, Tensor? cu_seqlens, *, "
+        "int isa, bool serial) "
         "-> (Tensor, Tensor)",
         &rwkv7::wkv7);
   m.def("shift_mix_(Tensor x, Tensor(a!) x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes) -> Tensor",
