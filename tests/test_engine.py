@@ -420,3 +420,24 @@ def test_default_model_missing_names_the_path(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "DEFAULT_MODEL_DIR", tmp_path / "guard")
     with pytest.raises(CheckpointError, match=str(tmp_path / "guard")):
         resolve_model_path("default")
+
+
+def test_choice_tokens_from_the_cache_equal_tokenising_prompt_and_choice(model):
+    """A choice's tokens are computed once per prompt ending; for prompts that end alike but differ anywhere
+    else, and for endings that merge with the choice or not, they equal the tokenisation of prompt + choice."""
+    from rwkv7_provider.model.tokenizer import load_tokenizer
+
+    guard = load_tokenizer(None, model_path=resolve_model_path("default"), vocab_size=None)
+    endings = ["Answer:", "Answer: ", "Answer:\n", "x" * 300, "!!!" * 100, "Yes", '"', "é"]
+    starts = ["", "Hello. ", "a" * 257, "The user wrote \u00e9\u00e9 and ", "<|endoftext|> "]
+    for tok in (TOK, guard, load_tokenizer("world")):
+        engine = Engine(model, tok) if tok is TOK else Engine(model, tok, max_prompt_tokens=None)
+        engine.vocab_size = tok.vocab_size  # the ids are only compared here, never run
+        for start, ending, choice in itertools.product(starts, endings, ["Yes", "No", " Maybe", "es"]):
+            prompt = start + ending
+            ids = tok.encode(prompt)
+            text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
+            joined = tok.encode(prompt + text)
+            want = joined[len(ids):] if joined[: len(ids)] == ids and len(joined) > len(ids) else tok.encode(text)
+            assert engine._choice_ids(prompt, ids, choice) == want, (type(tok).__name__, prompt[-20:], choice)
+        assert len(engine._choice_cache) < len(starts) * len(endings) * 4  # endings were shared

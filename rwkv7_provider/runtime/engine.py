@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,11 @@ from .templates import USER_VARIABLES, stable_prefix, template_prefix
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SNAPSHOTS = 64  # default budget: this many snapshots of the model's state...
+# A choice's tokens after a prompt (the prompt + choice tokenised, minus the prompt's tokens) depend only on the
+# text around the join: byte-level BPE merges within a pre-token (a word, a run of punctuation), World's trie
+# matches at most 128 bytes. So they are computed once per prompt ending (its last characters and tokens) and
+# choice, not by two more tokenisations per check: a self-check's ending is the template's.
+CHOICE_CONTEXT_CHARS, CHOICE_CONTEXT_TOKENS, CHOICE_CACHE_SIZE = 256, 8, 256
 MAX_DEFAULT_CACHE_BYTES = 1 << 30  # ...but never more than 1 GiB
 # Requests per batched model call, and padded tokens per prefill forward (its activation memory), by device.
 DEFAULT_MAX_BATCH_SIZE = {"cpu": 32, "cuda": 128}
@@ -94,6 +100,8 @@ class Engine:
         self.snapshot_every = settings.snapshot_every
         self.max_prompt_tokens = settings.max_prompt_tokens
         self.vocab_size = model.config.vocab_size
+        self._choice_cache: dict[tuple, list[int]] = {}  # see CHOICE_CONTEXT_CHARS
+        self._choice_lock = threading.Lock()
         zero = Snapshot(
             model.zero_state(1), torch.zeros(model.config.n_embd, dtype=model.dtype, device=model.device)
         )
@@ -328,10 +336,20 @@ class Engine:
         if not isinstance(prompt, str):
             return self._check_ids(self.encode(choice))
         text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
-        joined = self.encode(prompt + text)
-        if joined[: len(ids)] == ids and len(joined) > len(ids):
-            return self._check_ids(joined[len(ids) :])
-        return self._check_ids(self.encode(text))
+        key = (prompt[-CHOICE_CONTEXT_CHARS:], tuple(ids[-CHOICE_CONTEXT_TOKENS:]), text)
+        with self._choice_lock:
+            cont = self._choice_cache.get(key)
+        if cont is None:
+            joined = self.encode(prompt + text)
+            if joined[: len(ids)] == ids and len(joined) > len(ids):
+                cont = self._check_ids(joined[len(ids) :])
+            else:
+                cont = self._check_ids(self.encode(text))
+            with self._choice_lock:
+                self._choice_cache[key] = cont
+                if len(self._choice_cache) > CHOICE_CACHE_SIZE:
+                    self._choice_cache.pop(next(iter(self._choice_cache)))
+        return cont
 
     # ---------------------------------------------------------------- cache management
 
