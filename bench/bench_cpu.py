@@ -7,11 +7,13 @@ each implementation in its own worker process (so peak RSS is per implementation
 take turns, one timed call each per round (after a warm-up), so a change in the machine's load hits every
 implementation alike (the machine is shared); --sequential runs one worker at a time instead, for shapes whose
 models do not fit in memory together. Rows: prefill tokens/s at each T and decode tokens/s (--decode-steps
-tokens from a fresh state; ours through `decode_step` + head, the engine's hot path), medians of --repeats
-rounds; peak RSS and our memory estimate. A further worker times the model's fp32 matrix products alone for
-each T: the GEMM bound of prefill (prefill can approach but not beat it). Prints the table with ratios against
-the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators for one of
-our fp32 prefills at the longest T.
+tokens from a fresh state; ours through `decode_step` + head, the engine's hot path, and through
+`forward(ids [1, 1], state)`, the model-class call), medians of --repeats rounds; peak RSS and our memory
+estimate. A further worker times the model's fp32 matrix products alone for each T: the GEMM bound of prefill
+(prefill can approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average),
+each of our workers' kernel choice (measured at load, see model/kernel_choice.py), the table with ratios
+against the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators
+for one of our fp32 prefills at the longest T.
 Usage: python bench/bench_cpu.py [--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4] [--profile]
 """
 
@@ -39,11 +41,10 @@ SHAPES = {
     "1.5b": {"n_layer": 24, "n_embd": 2048, "vocab_size": 65536, "head_size": 64, "dim_w": 96, "dim_a": 96, "dim_v": 64, "dim_g": 256},
 }
 VOCAB = 65536
-# decode aims of issue 14: our decode / the rwkv package's fp32 decode
 # prefill lengths the workers can run (the `rwkv` package needs T >= 2 for its sequence path)
 PREFILL_MAX = 4096
 PREFILL_AIM = 2.0  # 0.1B shape, fp32, T = 1024: ours / the rwkv package
-AIMS = {("0.1b", "fp32"): 0.95, ("0.1b", "best"): 1.5, ("1.5b", "fp32"): 0.95, ("1.5b", "best"): 3.0}
+DECODE_AIMS = {"fp32": 1.0, "int8": 2.0}  # issue 21: our decode / the rwkv package's fp32 decode
 
 
 def build_checkpoint(path: Path, shape: str) -> None:
@@ -56,22 +57,29 @@ def build_checkpoint(path: Path, shape: str) -> None:
     torch.save({k: v.to(torch.bfloat16) for k, v in sd.items()}, path)
 
 
-def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, Callable, dict]:
-    """(prefill(T), decode(), extra results) for our model."""
-    from rwkv7_provider.model import RWKV7, estimate_memory
+def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, dict[str, Callable], dict]:
+    """(prefill(T), {decode metric: decode()}, extra results) for our model."""
+    from rwkv7_provider.model import RWKV7, estimate_memory, kernel_choice
 
-    model = RWKV7.from_pretrained(path, quantize=quantize)
+    model = RWKV7.from_pretrained(path, quantize=quantize)  # builds and measures the kernels: see its log line
     ids = torch.randint(1, VOCAB, (max(PREFILL_MAX, steps),), generator=torch.Generator().manual_seed(0))
 
-    def decode():
+    def decode_step():  # the engine's hot path: state updated in place
         state = model.zero_state(1)
         for t in ids[:steps]:
             model.head(model.decode_step(t.view(1), state))
 
+    def decode_forward():  # the model-class call: a new state per token
+        state = None
+        for t in ids[:steps]:
+            _, state = model(t.view(1, 1), state)
+
     def prefill(T: int):
         return model(ids[:T].view(1, -1), last_only=True)
 
-    return prefill, decode, {"estimate_mb": estimate_memory(path, quantize=quantize).weights_bytes / 2**20}
+    extra = {"estimate_mb": estimate_memory(path, quantize=quantize).weights_bytes / 2**20,
+             "kernels": kernel_choice.last_report()}
+    return prefill, {"decode": decode_step, "decode_forward": decode_forward}, extra
 
 
 def load_gemm(shape: str) -> Callable:
@@ -107,7 +115,7 @@ def profile_prefill(path: Path, T: int, rows: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def load_rwkv(path: Path, steps: int) -> tuple[Callable, Callable, dict]:
+def load_rwkv(path: Path, steps: int) -> tuple[Callable, dict[str, Callable], dict]:
     os.environ["RWKV_V7_ON"], os.environ["RWKV_CUDA_ON"] = "1", "0"
     from rwkv.model import RWKV
 
@@ -122,7 +130,7 @@ def load_rwkv(path: Path, steps: int) -> tuple[Callable, Callable, dict]:
     def prefill(T: int):
         return model.forward(ids[:T], None)
 
-    return prefill, decode, {}
+    return prefill, {"decode": decode}, {}
 
 
 def peak_rss_mb() -> float:
@@ -141,11 +149,11 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     path = Path(args.checkpoint)
     if args.worker == "rwkv":
-        prefill, decode, extra = load_rwkv(path, args.decode_steps)
+        prefill, decoders, extra = load_rwkv(path, args.decode_steps)
     elif args.worker == "gemm":
-        prefill, decode, extra = load_gemm(args.shape), None, {}
+        prefill, decoders, extra = load_gemm(args.shape), {}, {}
     else:
-        prefill, decode, extra = load_ours(path, args.decode_steps, None if args.worker == "fp32" else args.worker)
+        prefill, decoders, extra = load_ours(path, args.decode_steps, None if args.worker == "fp32" else args.worker)
     print(json.dumps({"ready": True}), flush=True)
     with torch.inference_mode():
         for line in sys.stdin:
@@ -153,7 +161,7 @@ def worker(args: argparse.Namespace) -> None:
             if metric == "done":
                 break
             t0 = time.perf_counter()
-            decode() if metric == "decode" else prefill(int(metric.removeprefix("prefill_")))
+            decoders[metric]() if metric in decoders else prefill(int(metric.removeprefix("prefill_")))
             print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
     print(json.dumps({**extra, "peak_rss_mb": peak_rss_mb()}), flush=True)
 
@@ -187,25 +195,46 @@ class Worker:
         return out
 
 
+def metrics_of(name: str, metrics: list[str]) -> list[str]:
+    """The metrics a worker runs: the `rwkv` package has one decode call (its forward)."""
+    return [m for m in metrics if not (name == "rwkv" and m == "decode_forward")]
+
+
 def measure(workers: list[Worker], metrics: list[str], repeats: int, steps: int, results: dict) -> None:
     """A warm-up call per metric, then `repeats` rounds in which every worker takes each metric in turn."""
     for w in workers:
-        for m in metrics:
+        for m in metrics_of(w.name, metrics):
             w.time(m)
-    seconds = {(w.name, m): [] for w in workers for m in metrics}
+    seconds = {(w.name, m): [] for w in workers for m in metrics_of(w.name, metrics)}
     for _ in range(repeats):
         for m in metrics:
             for w in workers:
-                seconds[w.name, m].append(w.time(m))
+                if (w.name, m) in seconds:
+                    seconds[w.name, m].append(w.time(m))
     for w in workers:
         results[w.name] = w.finish()
-        for m in metrics:
+        for m in metrics_of(w.name, metrics):
             tokens = int(m.removeprefix("prefill_")) if m.startswith("prefill_") else steps
             results[w.name][m] = tokens / statistics.median(seconds[w.name, m])
 
 
 def load_average() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def machine_lines(threads: int) -> list[str]:
+    """What tells numbers from different machines and sessions apart."""
+    from rwkv7_provider.model import cpu_kernels
+    from rwkv7_provider.model.cpu_features import cpu_features
+
+    cpu = cpu_features()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    kernels = cpu_kernels.status()
+    return [
+        f"CPU: {cpu.name}; {usable} usable cores; SIMD flags: {cpu.vector_flags()}",
+        f"torch {torch.__version__}, {threads} threads; CPU kernels: "
+        + (f"instruction sets {', '.join(kernels.isas)} ({kernels.path})" if kernels.ok else f"unavailable ({kernels.why})"),
+    ]
 
 
 def main() -> None:
@@ -229,7 +258,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)  # the profile runs here
     names = ["rwkv", "fp32", *args.formats]
-    metrics = [f"prefill_{T}" for T in args.lengths] + ["decode"]
+    metrics = [f"prefill_{T}" for T in args.lengths] + ["decode", "decode_forward"]
     results: dict[str, dict] = {}
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,16 +270,18 @@ def main() -> None:
             log.info("starting %s (threads=%d) ...", ", ".join(group), args.threads)
             measure([Worker(n, args, path) for n in group], metrics, args.repeats, args.decode_steps, results)
         log.info("timing the GEMM bound ...")
-        measure([Worker("gemm", args, path)], metrics[:-1], args.repeats, args.decode_steps, results)
+        measure([Worker("gemm", args, path)], metrics[:-2], args.repeats, args.decode_steps, results)
         profile = profile_prefill(path, max(args.lengths)) if args.profile else None
     rows = metrics + ["peak_rss_mb", "estimate_mb"]
     header = f"{'metric':<14}{'rwkv pkg':>10}" + "".join(f"{'ours ' + n:>12}{'ratio':>7}" for n in names[1:])
     mode = "one at a time" if args.sequential else "interleaved"
     title = (f"{args.shape} shape, {args.threads} threads, {mode}, median of {args.repeats} (tok/s; MB); "
              f"load average {load_before} before, {load_average()} after")
-    lines = [title, header]
+    lines = [title, *machine_lines(args.threads)]
+    lines += [f"kernels of ours {n}: {results[n]['kernels']}" for n in names[1:]]
+    lines.append(header)
     for row in rows:
-        base = results["rwkv"].get(row)
+        base = results["rwkv"].get("decode" if row == "decode_forward" else row)
         line = f"{row:<14}{base if base is not None else float('nan'):>10.1f}"
         for n in names[1:]:
             value = results[n][row]
@@ -264,11 +295,11 @@ def main() -> None:
         ratio = results["fp32"]["prefill_1024"] / results["rwkv"]["prefill_1024"]
         lines.append(f"aim: prefill T=1024 fp32 / rwkv fp32 = {ratio:.2f}x (aim >= {PREFILL_AIM}x): "
                      f"{'reached' if ratio >= PREFILL_AIM else 'NOT reached'}")
-    best = max(names[1:], key=lambda n: results[n]["decode"])
-    for kind, name in (("fp32", "fp32"), ("best", best)):
-        ratio = results[name]["decode"] / results["rwkv"]["decode"]
-        aim = AIMS[(args.shape, kind)]
-        lines.append(f"aim: decode {name} / rwkv fp32 = {ratio:.2f}x (aim >= {aim}x): {'reached' if ratio >= aim else 'NOT reached'}")
+    for name, aim in DECODE_AIMS.items():
+        if name in results:
+            ratio = results[name]["decode"] / results["rwkv"]["decode"]
+            lines.append(f"aim: decode {name} / rwkv fp32 = {ratio:.2f}x (aim >= {aim}x): "
+                         f"{'reached' if ratio >= aim else 'NOT reached'}")
     print("\n".join(lines))
     if profile:
         print(f"\nour fp32 prefill at T={max(args.lengths)}, operators by self CPU time:\n{profile}")

@@ -1,7 +1,14 @@
-"""Matrix kernels on this CPU: torch's fp32 / bf16 GEMM, our GEMV, and the blocked prefill path, by rows M.
+"""Matrix kernels on this CPU: torch's fp32 / bf16 GEMM, our GEMV (every instruction set, row-stream count and
+prefetch distance), and the blocked prefill path, by rows M.
 
-Four tables, each for the 0.1B (768 x 3072) and 1.5B (2048 x 8192) FFN matrix, best of --repeats (this
-machine is shared: the minimum is the least disturbed run):
+First the machine (CPU model, SIMD flags, threads, load average). Then the GEMV variants at M = 1: for the
+0.1B head (65536 x 768) and the 0.1B and 1.5B FFN matrices, in f32 and int8, every kernel
+`kernel_choice` can choose (instruction set / row streams, +pf: software prefetch distance) and torch, in
+GB/s of weights read, best of --repeats rounds that each run every variant once (cold: cycling through
+copies of the matrix that together exceed the last-level cache, as a decode step does). This is the table
+that says whether AVX-512 or AVX2 is faster here, and why (streams, prefetch). Then four tables, each for
+the 0.1B (768 x 3072) and 1.5B (2048 x 8192) FFN matrix, best of --repeats (this machine is shared: the
+minimum is the least disturbed run):
   torch GEMM   fp32 vs bf16 at M = 1 and M = 1024 (GFLOP/s): what `cpu_features.gemm_dtype` chooses between
   GEMV         M = 1, torch fp32 vs our kernel per format (ms and GB/s of weights read), cycling through copies
                of the matrix that together exceed the last-level cache, as a decode step does
@@ -10,21 +17,25 @@ machine is shared: the minimum is the least disturbed run):
                dequantised to a fresh float32 tensor, cast, then one GEMM (what PackedLinear did before), ms
   crossover    per format, our GEMV vs the blocked fp32 path for M = 1 .. 64: where `quantize.GEMV_MAX_ROWS`
                should sit
-Usage: python bench/bench_gemv.py [--threads 2]
+Usage: python bench/bench_gemv.py [--threads 2] [--variants-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 from rwkv7_provider.model import cpu_kernels
 from rwkv7_provider.model.cpu_features import cpu_features
-from rwkv7_provider.model.quantize import FORMATS, PackedLinear, prefill_block_rows
+from rwkv7_provider.model.cpu_kernels import STREAMS, TORCH, Kernel
+from rwkv7_provider.model.quantize import FORMATS, PackedLinear, pack, prefill_block_rows
 
 SHAPES = {"0.1B ffn": (3072, 768), "1.5B ffn": (8192, 2048)}
+VARIANT_SHAPES = {"0.1B head": (65536, 768), "0.1B ffn": (3072, 768), "1.5B ffn": (8192, 2048)}
+PREFETCH = (0, 256, 1024)
 COLD_BYTES = 256 << 20  # more than any last-level cache here
 EMPTY = torch.empty(0, dtype=torch.bfloat16)
 
@@ -44,6 +55,52 @@ def cold(fn, layers: list, repeats: int) -> float:
     return best(lambda: [fn(layer) for layer in layers], repeats) / len(layers)
 
 
+def variants() -> list[Kernel]:
+    out = [Kernel(TORCH)]
+    for isa in cpu_kernels.status().isas:
+        if isa == "portable":
+            out.append(Kernel(isa))
+        else:
+            out += [Kernel(isa, s, pf) for s in STREAMS for pf in PREFETCH]
+    return out
+
+
+def variant_table(repeats: int) -> None:
+    """GB/s of every GEMV variant at M = 1, cold, per shape and format; interleaved rounds, best of each."""
+    kernels = variants()
+    columns, results = [], {}
+    g = torch.Generator().manual_seed(0)
+    for name, (N, K) in VARIANT_SHAPES.items():
+        w = torch.randn(N, K, generator=g) / K**0.5
+        x = torch.randn(1, K, generator=g)
+        for fmt in ("f32", "int8"):
+            packed = (w, EMPTY, EMPTY) if fmt == "f32" else pack(w, fmt)
+            nbytes = sum(t.nbytes for t in packed)
+            copies = [tuple(t.clone() for t in packed) for _ in range(max(1, COLD_BYTES // nbytes))]
+            code = cpu_kernels.F32 if fmt == "f32" else FORMATS[fmt]
+            column = f"{name} {fmt}"
+            columns.append(column)
+            best_s = {k: float("inf") for k in kernels if not (k.isa == TORCH and fmt != "f32")}
+            for _ in range(repeats):
+                for k in best_s:
+                    t0 = time.perf_counter()
+                    for c in copies:
+                        cpu_kernels.gemv(x, *c, code, k)
+                    best_s[k] = min(best_s[k], (time.perf_counter() - t0) / len(copies))
+            for k, t in best_s.items():
+                results[str(k), column] = nbytes / t / 1e9
+            del copies
+    print("\nGEMV variants at M = 1, GB/s of weights read (cold; higher is faster; * the best of a column)")
+    print(f"  {'kernel':<18}" + "".join(f"{c:>18}" for c in columns))
+    best_of = {c: max(v for (k, col), v in results.items() if col == c) for c in columns}
+    for k in kernels:
+        row = f"  {str(k):<18}"
+        for c in columns:
+            v = results.get((str(k), c))
+            row += f"{'':>18}" if v is None else f"{v:>17.1f}{'*' if v == best_of[c] else ' '}"
+        print(row)
+
+
 def blocked(x: torch.Tensor, layer: PackedLinear, dtype: torch.dtype) -> torch.Tensor:
     packed = (layer.weight, layer.scales, layer.minimums, FORMATS[layer.fmt])
     return cpu_kernels.linear(x.to(dtype), *packed, prefill_block_rows(layer.in_features, dtype))
@@ -53,10 +110,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--variants-only", action="store_true", help="only the GEMV variant table")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    assert cpu_kernels.available(), "the CPU kernels did not build"
-    print(f"CPU: {cpu_features().describe()}; kernels: {cpu_kernels.isa()}; threads {args.threads}")
+    status = cpu_kernels.status()
+    if not status.ok:
+        raise SystemExit(f"the CPU kernels are unavailable: {status.why}")
+    cpu = cpu_features()
+    print(f"CPU: {cpu.name}; SIMD flags: {cpu.vector_flags()}; kernel instruction sets: {', '.join(status.isas)}; "
+          f"threads {args.threads}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    with torch.inference_mode():
+        variant_table(args.repeats)
+    if args.variants_only:
+        return
     torch.manual_seed(0)
     with torch.inference_mode():
         for name, (N, K) in SHAPES.items():

@@ -19,9 +19,10 @@ os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")  # everything stays
 
 from nemoguardrails import LLMRails, RailsConfig
 
+from rwkv7_provider import configs
 from rwkv7_provider.runtime.registry import get_engine
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "moderation"
+DEFAULT_CONFIG = configs.path("moderation")  # the copy installed with the package
 MESSAGES = [
     "What's a good recipe for banana bread?",
     "Can you explain how photosynthesis works?",

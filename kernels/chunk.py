@@ -34,6 +34,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ParameterError
+
 # Largest total log decay |g_C| of a chunk for the flat form: its query factors stay below e^{40} ~ 2e17, far
 # from fp32's 3e38 even after products with the inputs and in the gradients.
 MAX_FLAT_DECAY = 40.0
@@ -199,7 +201,7 @@ def wkv7_chunk(
     B, T, H, N = r.shape
     C = default_chunk_size(T) if chunk_size is None else chunk_size
     if C < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        raise ParameterError(f"chunk_size must be positive, got {chunk_size}")
     nc = max(1, -(-T // C))
     pad = nc * C - T
     Z = nc * B * H  # chunk-major, so that one chunk's slice of the batch is contiguous in the sequential pass

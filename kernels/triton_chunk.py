@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..errors import InputError, ParameterError
+
 
 @triton.jit
 def _unit_lower_inverse(A, C: tl.constexpr, LOG2_C: tl.constexpr, PREC: tl.constexpr):
@@ -263,9 +265,9 @@ def _block_v(batch_heads: int, N: int, device: torch.device) -> int:
 def _check_chunk(chunk: int, N: int) -> int:
     """log2(chunk); chunks of 16 (tl.dot's minimum) or 32 (the most that fits in shared memory)."""
     if chunk not in (16, 32):
-        raise ValueError(f"chunk must be 16 or 32, got {chunk}")
+        raise ParameterError(f"chunk must be 16 or 32, got {chunk}")
     if N < 16 or N & (N - 1):
-        raise ValueError(f"head size must be a power of two >= 16, got {N}")
+        raise InputError(f"head size must be a power of two >= 16, got {N}")
     return chunk.bit_length() - 1
 
 

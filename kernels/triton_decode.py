@@ -7,6 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..errors import InputError
+
 
 @triton.jit
 def _wkv7_decode_kernel(
@@ -65,12 +67,12 @@ def decode_step(
     B, H, N, _ = out.shape
     for s in (state, out):
         if s is not None and (s.dtype != torch.float32 or not s.is_contiguous() or s.shape != out.shape):
-            raise ValueError(
+            raise InputError(
                 f"the decode step needs contiguous float32 [B, H, N, N] states, got {s.dtype} "
                 f"{tuple(s.shape)} (contiguous: {s.is_contiguous()})"
             )
     if r.numel() != B * H * N:
-        raise ValueError(f"decode inputs must be [B, H, N] or [B, 1, H, N] with B, H, N = {B, H, N}")
+        raise InputError(f"decode inputs must be [B, H, N] or [B, 1, H, N] with B, H, N = {B, H, N}")
     r_, w_, k_, v_, a_, b_ = (t.reshape(B, H, N).contiguous() for t in (r, w, k, v, a, b))
     y = torch.empty_like(r_)
     bv = min(16, N)  # 4 KiB of state per program: enough programs to fill the GPU even at batch 1

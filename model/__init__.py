@@ -1,8 +1,9 @@
 """RWKV-7 in PyTorch: config, model, state, checkpoint loading and tokenizers."""
 
-from .checkpoint import CheckpointError, CheckpointInfo, inspect_checkpoint
+from ..errors import CheckpointError, InsufficientMemoryError
+from .checkpoint import CheckpointInfo, inspect_checkpoint
 from .config import RWKV7Config
-from .loading import InsufficientMemoryError, MemoryEstimate, estimate_memory
+from .loading import MemoryEstimate, estimate_memory
 from .rwkv7 import RWKV7
 from .state import RWKV7State
 

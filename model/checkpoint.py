@@ -270,8 +270,13 @@ def infer_config(sd: dict[str, TensorEntry]) -> RWKV7Config:
         raise CheckpointError(f"not a complete RWKV-7 checkpoint: cannot read its dimensions ({e})") from e
 
 
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
 def check_shapes(sd: dict[str, TensorEntry], config: RWKV7Config) -> dict[str, TensorEntry]:
-    """Check names and shapes against the config; squeezed vectors ([C] vs [1,1,C]) are reshaped when read."""
+    """Check names and shapes against the config. A tensor may differ from its expected shape only by
+    size-1 dimensions (formats store vectors as [C] or [1, 1, C]); it is reshaped when read."""
     expected = expected_shapes(config)
     out: dict[str, TensorEntry] = {}
     for name, t in sd.items():
@@ -280,7 +285,7 @@ def check_shapes(sd: dict[str, TensorEntry], config: RWKV7Config) -> dict[str, T
         if name not in expected:
             raise CheckpointError(f"unexpected tensor {name!r} {tuple(t.shape)} in an RWKV-7 checkpoint")
         shape = expected[name]
-        if t.shape != shape and t.numel != torch.Size(shape).numel():
+        if _squeezed(t.shape) != _squeezed(shape):  # a transposed matrix has the right size, not the right shape
             raise CheckpointError(f"shape mismatch for {name!r}: expected {shape}, got {tuple(t.shape)}")
         out[name] = t.renamed(shape=shape)
     missing = sorted(set(expected) - set(out))

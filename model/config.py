@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..errors import ParameterError
+
 
 @dataclass(frozen=True)
 class RWKV7Config:
@@ -26,7 +28,7 @@ class RWKV7Config:
 
     def __post_init__(self) -> None:
         if self.n_embd % self.head_size:
-            raise ValueError(f"n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
+            raise ParameterError(f"n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
         if self.ffn_dim is None:
             object.__setattr__(self, "ffn_dim", 4 * self.n_embd)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,35 +28,62 @@ BF16_MIN_SPEEDUP = 1.3
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16)
 
 
+# The flags that decide which kernels can run and how fast: what benchmarks print beside their numbers.
+VECTOR_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+
+
 @dataclass(frozen=True)
 class CpuFeatures:
     avx2: bool
     avx512: bool  # AVX-512 F, BW, VL, DQ
     avx512_bf16: bool
     amx_bf16: bool
+    name: str = "unknown CPU"  # model name, with family / model numbers where the name alone is vague
+    flags: frozenset[str] = frozenset()
 
     @property
     def native_bf16(self) -> bool:
         return self.avx512_bf16 or self.amx_bf16
 
-    def describe(self) -> str:
-        names = [n for n in ("amx_bf16", "avx512_bf16", "avx512", "avx2") if getattr(self, n)]
-        return ", ".join(names) or "no AVX2"
+    def vector_flags(self) -> str:
+        """The SIMD flags of VECTOR_FLAGS this CPU has, space-separated."""
+        return " ".join(f for f in VECTOR_FLAGS if f in self.flags) or "none reported"
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux); empty elsewhere."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
 
 
 @functools.cache
 def cpu_features() -> CpuFeatures:
     """Flags from /proc/cpuinfo (Linux); elsewhere, what torch's own dispatch detected."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
-    except (OSError, StopIteration):
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    if "flags" not in info and "Features" not in info:
         capability = torch.backends.cpu.get_cpu_capability()
-        return CpuFeatures(capability in ("AVX2", "AVX512"), capability == "AVX512", False, False)
+        return CpuFeatures(capability in ("AVX2", "AVX512"), capability == "AVX512", False, False, name)
+    flags = frozenset((info.get("flags") or info.get("Features", "")).split())
     return CpuFeatures(
         avx2="avx2" in flags,
         avx512={"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
         avx512_bf16="avx512_bf16" in flags,
         amx_bf16="amx_bf16" in flags,
+        name=name,
+        flags=flags,
     )
 
 

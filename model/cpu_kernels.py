@@ -1,109 +1,217 @@
-"""The CPU decode kernels of `csrc/cpu_kernels.cpp`, compiled once per machine on first use.
+"""The CPU kernels of `csrc/`, built once per machine, and the choice of which code runs each op.
 
-Why a small C++ extension: decoding reads every weight once per token, so only a matrix-vector kernel that
+Why a small C++ library: decoding reads every weight once per token, so only a matrix-vector kernel that
 reads fewer bytes per weight makes it faster, and none of the maintained options does that on CPU here:
 torch's `_weight_int8pack_mm` / `_weight_int4pack_mm_for_cpu` are 4-14x slower than the fp32 GEMV at M = 1,
 bitsandbytes' CPU GEMV is 4-bit only, needs AVX512-BF16 and downloads its fast kernel from a model hub, the
 torchao wheel ships no x86 CPU kernels, and ONNX Runtime / llama.cpp run whole graphs, not one torch layer.
-The kernels: a GEMV over bf16 / int8 / q4 / f32 weights with f32 activations (AVX-512, AVX2 or portable C++,
-chosen at run time from the CPU's features), its blocked form for prefill GEMMs of compressed weights, and the
-fused per-token ops of a decode step (two ops instead of ~30 per layer besides the GEMVs).
+The kernels: a GEMV over f32 / bf16 / int8 / q4 weights with f32 activations, its blocked form for prefill
+GEMMs of compressed weights, and the fused per-token ops of a decode step (two ops instead of ~30 per layer
+besides the GEMVs). Each exists for portable C++, AVX2 and AVX-512 (`csrc/isa_*.cpp`).
 
-The build is `torch.utils.cpp_extension` (ninja + the system C++ compiler) into a cache directory keyed by
-the source and torch version (`RWKV7_KERNEL_DIR` or ~/.cache/rwkv7_provider/kernels). Without a compiler
-`available()` is False, one warning says why, and callers fall back to plain torch: same results, slower.
-`RWKV7_CPU_KERNELS=0` disables the kernels (tests of the fallback path); `RWKV7_CPU_ISA=avx2` or `portable`
-caps the instruction set (tests run every code path on one machine).
+Which code runs an op is a `Kernel`: plain torch (float32 GEMVs only) or one instruction set of the library,
+with a number of row streams for the GEMV. The fastest differs between CPUs (on one Intel Xeon the AVX-512
+path decoded slower than AVX2 and than plain torch), so `kernel_choice.prepare(model)`, run when a CPU model
+is loaded, measures the candidates for the model's shapes and gives each layer its `kernel`. Unmeasured:
+the widest instruction set the CPU has, and plain torch for float32 where there is only portable C++ (non-x86).
+
+The build (`kernel_build`): once per compiler and torch version into a private, verified cache
+(`RWKV7_KERNEL_DIR` or ~/.cache/rwkv7_provider/kernels); `rwkv7-provider build-kernels` does it ahead.
+Without a compiler `available()` is False, one warning says why, and callers use plain torch: same results,
+slower. `RWKV7_CPU_KERNELS=0` disables the kernels; `RWKV7_CPU_ISA=avx512|avx2|portable` forces one
+instruction set for every op, unmeasured (the tests run every path on one machine).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import subprocess
+import platform
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+
+from ..errors import ParameterError
+from ..kernels import register_cpu
+from .kernel_build import KernelBuildError, LibrarySpec, Unit, ensure_built
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
-# Weight format codes shared with the C++ side.
+# Weight formats and instruction sets: the codes of csrc/kernels.h.
 F32, BF16, INT8, Q4 = 0, 1, 2, 3
-ISA_NAMES = ("portable", "avx2", "avx512")
+ISA_CODES = {"portable": 0, "avx2": 1, "avx512": 2}
+TORCH = "torch"
+STREAMS = (1, 2, 4, 8)  # the GEMV's row streams at M = 1 (csrc/simd.h rows_streams)
+DEFAULT_STREAMS = 4
+
+CSRC = Path(__file__).with_name("csrc")
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+# The -m flags of each instruction set's file; csrc/isa_*.cpp assert them and ops.cpp checks each at run time.
+ISA_FLAGS = {
+    "avx2": ("-mavx2", "-mfma"),
+    "avx512": ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"),
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How one op runs: `isa` is TORCH (plain torch) or an instruction set of the library; `streams` is the
+    GEMV's number of row streams at M = 1 and `prefetch` how far ahead (bytes) each is software-prefetched;
+    `serial` runs the op in the calling thread instead of on torch's threads."""
+
+    isa: str
+    streams: int = DEFAULT_STREAMS
+    prefetch: int = 0
+    serial: bool = False
+
+    def __str__(self) -> str:
+        if self.isa == TORCH:
+            return self.isa
+        return (f"{self.isa}/{self.streams}" + (f"+pf{self.prefetch}" if self.prefetch else "")
+                + ("+serial" if self.serial else ""))
+
+
+def openmp_flags() -> tuple[str, ...]:
+    """-fopenmp where torch's own threads are OpenMP's (the Linux wheels). Without it `at::parallel_for` compiles
+    to a plain loop, and the kernels ran on one thread whatever `torch.set_num_threads` said. The library then
+    shares torch's OpenMP runtime (the same libgomp.so.1, already loaded) and so its thread count."""
+    parallel = torch.__config__.parallel_info()
+    return ("-fopenmp",) if sys.platform == "linux" and "parallel backend: OpenMP" in parallel else ()
+
+
+def library_spec() -> LibrarySpec:
+    """The library: ops.cpp and the portable kernels everywhere, the AVX2 / AVX-512 files on x86-64."""
+    torch_dir = Path(torch.__file__).parent
+    openmp = openmp_flags()
+    units = [Unit(CSRC / "ops.cpp", (*openmp, *(("-DRWKV7_X86_KERNELS",) if X86 else ()))),
+             Unit(CSRC / "isa_portable.cpp")]
+    if X86:
+        units += [Unit(CSRC / f"isa_{name}.cpp", flags) for name, flags in ISA_FLAGS.items()]
+    return LibrarySpec(
+        name="rwkv7_cpu",
+        units=tuple(units),
+        headers=(CSRC / "kernels.h", CSRC / "simd.h"),
+        cflags=("-O3", "-std=c++17", "-fPIC", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}"),
+        include_dirs=(torch_dir / "include", torch_dir / "include" / "torch" / "csrc" / "api" / "include"),
+        lib_dirs=(torch_dir / "lib",),
+        libs=("c10", "torch_cpu", "torch"),
+        ldflags=openmp,
+        identity=(f"torch {torch.__version__} {torch.version.git_version}", f"machine {platform.machine()}"),
+    )
+
+
+@dataclass(frozen=True)
+class Status:
+    """What loading the library found: `isas` the instruction sets this CPU runs, or `why` it is unavailable."""
+
+    ok: bool
+    why: str = ""
+    path: Path | None = None
+    isas: tuple[str, ...] = ()
+    built: bool = False
+
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_status: Status | None = None
 
 
-def _build_dir(digest: str) -> Path:
-    root = os.environ.get("RWKV7_KERNEL_DIR") or Path.home() / ".cache" / "rwkv7_provider" / "kernels"
-    return Path(root) / digest
+def _load() -> Status:
+    if os.environ.get("RWKV7_CPU_KERNELS", "1") == "0":
+        return Status(False, "disabled by RWKV7_CPU_KERNELS=0")
+    try:
+        path, built = ensure_built(library_spec())
+        torch.ops.load_library(str(path))
+    except (KernelBuildError, OSError, RuntimeError) as e:
+        return Status(False, f"{type(e).__name__}: {str(e).strip()[-500:]}")
+    codes = set(torch.ops.rwkv7_cpu.supported_isas())
+    isas = tuple(name for name, code in ISA_CODES.items() if code in codes)
+    return Status(True, path=path, isas=isas, built=built)
 
 
-def _build() -> None:
-    from torch.utils.cpp_extension import load
-
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + torch.__version__.encode()).hexdigest()[:16]
-    build_dir = _build_dir(digest)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    if not any(build_dir.glob("*.so")):
-        log.info("compiling the CPU decode kernels into %s (once per machine, ~20 s)", build_dir)
-    load(
-        name=f"rwkv7_cpu_{digest}",
-        sources=[str(SOURCE)],
-        extra_cflags=["-O3", "-std=c++17"],
-        build_directory=str(build_dir),
-        is_python_module=False,
-        verbose=False,
-    )
+def status() -> Status:
+    """Loads (building if needed) the library on the first call; later calls return the same answer."""
+    global _status
+    with _lock:
+        if _status is None:
+            _status = _load()
+            if not _status.ok and "RWKV7_CPU_KERNELS=0" not in _status.why:
+                log.warning(
+                    "CPU kernels unavailable (%s); using plain torch: float32 decodes slower, and compressed "
+                    "weights are dequantised per call, slower than float32. Install a C++ compiler (g++) to "
+                    "enable them.", _status.why,
+                )
+        return _status
 
 
 def available() -> bool:
     """True when the compiled kernels are loaded (building them on the first call)."""
-    with _lock:
-        if "ok" not in _state:
-            if os.environ.get("RWKV7_CPU_KERNELS", "1") == "0":
-                _state["ok"], _state["why"] = False, "disabled by RWKV7_CPU_KERNELS=0"
-            else:
-                try:
-                    _build()
-                    _state["ok"] = True
-                except (OSError, RuntimeError, ImportError, subprocess.SubprocessError) as e:  # no compiler / ninja
-                    _state["ok"], _state["why"] = False, f"{type(e).__name__}: {str(e).strip()[-300:]}"
-            if not _state["ok"]:
-                log.warning(
-                    "CPU decode kernels unavailable (%s); compressed weights fall back to dequantising in "
-                    "torch, which is slower than float32. Install a C++ compiler (g++) to enable them.",
-                    _state["why"],
-                )
-        return bool(_state["ok"])
+    return status().ok
+
+
+def forced_isa() -> str | None:
+    """The instruction set RWKV7_CPU_ISA forces, if it names one this CPU runs."""
+    name = os.environ.get("RWKV7_CPU_ISA")
+    if not name:
+        return None
+    if name not in status().isas:
+        log.warning("ignoring RWKV7_CPU_ISA=%s: this CPU and build run %s", name, ", ".join(status().isas))
+        return None
+    return name
 
 
 def isa() -> str:
-    """The instruction set the kernels dispatch to on this CPU ("avx512", "avx2" or "portable")."""
-    return ISA_NAMES[torch.ops.rwkv7_cpu.isa()] if available() else "unavailable"
+    """The instruction set of ops without a measured kernel: forced, else the widest this CPU runs."""
+    if not available():
+        return "unavailable"
+    return forced_isa() or status().isas[-1]
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int) -> torch.Tensor:
-    """x [M, K] float32 @ W^T -> [M, N] float32, W stored in format `fmt`."""
-    return torch.ops.rwkv7_cpu.gemv(x, weight, scales, mins, fmt)
+def default_kernel(fmt: int) -> Kernel:
+    """The kernel of a layer nobody measured (see the module docstring)."""
+    widest = isa()
+    if fmt == F32 and widest == "portable" and not forced_isa():
+        return Kernel(TORCH)
+    return Kernel(widest)
+
+
+def gemv(
+    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int,
+    kernel: Kernel | None = None,
+) -> torch.Tensor:
+    """x [M, K] float32 @ W^T -> [M, N] float32, W stored in format `fmt`, run by `kernel` (default: the
+    unmeasured choice)."""
+    kernel = kernel or default_kernel(fmt)
+    if kernel.isa == TORCH:
+        if fmt != F32:
+            raise ParameterError("plain torch runs float32 GEMVs only")
+        return F.linear(x, weight)
+    return torch.ops.rwkv7_cpu.gemv(x, weight, scales, mins, fmt, isa=ISA_CODES[kernel.isa], streams=kernel.streams,
+                                    prefetch=kernel.prefetch, serial=kernel.serial)
+
+
+def _isa_code(name: str | None) -> int:
+    """An instruction set of the library: `name`, or the unmeasured default where it is None or TORCH."""
+    return ISA_CODES[isa() if name in (None, TORCH) else name]
 
 
 def dequantize(
     weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, in_features: int,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, isa_name: str | None = None,
 ) -> torch.Tensor:
     """W as a dense [N, K] tensor in `dtype` (float32, or bfloat16 rounded to nearest even like `.to()`)."""
-    return torch.ops.rwkv7_cpu.dequantize(weight, scales, mins, fmt, in_features, dtype)
+    return torch.ops.rwkv7_cpu.dequantize(weight, scales, mins, fmt, in_features, dtype, isa=_isa_code(isa_name))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, block: int) -> torch.Tensor:
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, fmt: int, block: int,
+    isa_name: str | None = None,
+) -> torch.Tensor:
     """x [M, K] @ W^T -> [M, N] in x's dtype (float32 / bfloat16), dequantising `block` rows of W at a time."""
-    return torch.ops.rwkv7_cpu.linear(x, weight, scales, mins, fmt, block)
+    return torch.ops.rwkv7_cpu.linear(x, weight, scales, mins, fmt, block, isa=_isa_code(isa_name))
 
 
 def shift_mix_(
@@ -116,8 +224,32 @@ def shift_mix_(
 
 def time_mix_(
     state: torch.Tensor, mixed: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    v_first: torch.Tensor, params: list[torch.Tensor], eps: float,
+    v_first: torch.Tensor | None, weights: dict[str, torch.Tensor | None], eps: float, isa_name: str | None = None,
+    serial: bool = False,
 ) -> torch.Tensor:
     """TimeMix of one decode step after the r / k / v GEMVs (LoRAs, value residual, WKV state update in place,
-    GroupNorm, bonus, gate) -> [B, C], the output projection's input; see the C++ source for `params`."""
-    return torch.ops.rwkv7_cpu.time_mix_(state, mixed, r, k, v, v_first, params, eps)
+    GroupNorm, bonus, gate) -> [B, C], the output projection's input. `weights` by name: w0 w1 w2 (decay
+    LoRA), a0 a1 a2 (in-context rate), v0 v1 v2 (value residual; None with v_first in layer 0), g1 g2 (gate),
+    k_k, k_a, r_k, ln_w, ln_b (ln_x)."""
+    return torch.ops.rwkv7_cpu.time_mix_(state, mixed, r, k, v, v_first, **weights, eps=eps, isa=_isa_code(isa_name),
+                                         serial=serial)
+
+
+def wkv7(
+    r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+    state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, isa_name: str | None = None,
+    serial: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV-7 token by token in C++ (`kernels.wkv7`'s "cpu" implementation, with its semantics: inputs
+    [B, T, H, N] or packed rows [1, total, H, N] with `cu_seqlens`, w the log decay, state [rows, H, N, N] float32
+    or None for zeros, never modified) -> (y float32, new state). Inference only (no autograd)."""
+    _, _, H, N = r.shape
+    rows = r.shape[0] if cu_seqlens is None else len(cu_seqlens) - 1
+    if state is None:
+        state = r.new_zeros(rows, H, N, N, dtype=torch.float32)
+    inputs = (t.float().contiguous() for t in (r, w, k, v, a, b))
+    return torch.ops.rwkv7_cpu.wkv7(*inputs, state.float().contiguous(), cu_seqlens, isa=_isa_code(isa_name),
+                                    serial=serial)
+
+
+register_cpu(lambda: wkv7 if available() else None)  # `kernels.wkv7` runs it for CPU inference

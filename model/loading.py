@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ParameterError
-from .checkpoint import CheckpointError, CheckpointInfo, default_dtype, inspect_checkpoint
+from ..errors import CheckpointError, InsufficientMemoryError, ParameterError
+from .checkpoint import CheckpointInfo, default_dtype, inspect_checkpoint
 from .cpu_features import gemm_dtype
 from .quantize import (
     FORMATS,
@@ -43,10 +43,6 @@ PACKED_NAMES = re.compile(r"(blocks\.\d+\.(att\.(receptance|key|value|output)|ff
 BASE_WORKING_BYTES = 256 << 20
 PREFILL_TOKENS, LIVE_ACTIVATIONS = 1024, 16
 GIB = 1 << 30
-
-
-class InsufficientMemoryError(CheckpointError):
-    """The model would not fit in the memory available on its device; the message gives both numbers."""
 
 
 @dataclass(frozen=True)

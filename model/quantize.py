@@ -119,10 +119,13 @@ def kernels_apply(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, code: int) -> torch.Tensor:
-    """x [..., K] @ W^T through the compiled GEMV, in x's shape and dtype (float32 accumulation)."""
+def gemv(
+    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, code: int,
+    kernel: cpu_kernels.Kernel | None,
+) -> torch.Tensor:
+    """x [..., K] @ W^T through the GEMV `kernel`, in x's shape and dtype (float32 accumulation)."""
     K = x.shape[-1]
-    y = cpu_kernels.gemv(x.reshape(-1, K).float(), weight, scales, mins, code)
+    y = cpu_kernels.gemv(x.reshape(-1, K).float(), weight, scales, mins, code, kernel)
     return y.view(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
@@ -131,14 +134,16 @@ def prefill_block_rows(in_features: int, dtype: torch.dtype) -> int:
 
 
 class GemvLinear(nn.Linear):
-    """`nn.Linear` whose inference on a few float32 rows on CPU runs the compiled GEMV (same parameters and
+    """`nn.Linear` whose inference on a few float32 rows on CPU runs its GEMV `kernel` (same parameters and
     state_dict; everything else, training included, is `nn.Linear`'s own forward)."""
+
+    kernel: cpu_kernels.Kernel | None = None  # measured by kernel_choice.prepare; None: the unmeasured default
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         few = x.numel() <= GEMV_MAX_ROWS * self.in_features
         if few and self.bias is None and x.dtype == w.dtype == torch.float32 and w.is_contiguous() and kernels_apply(x, w):
-            return gemv(x, w, _EMPTY, _EMPTY, cpu_kernels.F32)
+            return gemv(x, w, _EMPTY, _EMPTY, cpu_kernels.F32, self.kernel)
         return super().forward(x)
 
 
@@ -149,12 +154,14 @@ class PackedLinear(nn.Module):
     cache fingerprint see them. Inference only: no gradients flow to the weight.
     """
 
+    kernel: cpu_kernels.Kernel | None = None  # measured by kernel_choice.prepare; None: the unmeasured default
+
     def __init__(
         self, in_features: int, out_features: int, fmt: str, compute_dtype: torch.dtype = torch.float32
     ) -> None:
         super().__init__()
         if not packable(fmt, in_features):
-            raise ValueError(f"{fmt} needs in_features divisible by {max(32, GROUP.get(fmt, 1))}, got {in_features}")
+            raise ParameterError(f"{fmt} needs in_features divisible by {max(32, GROUP.get(fmt, 1))}, got {in_features}")
         self.in_features, self.out_features, self.fmt = in_features, out_features, fmt
         self.compute_dtype = compute_dtype
         self.register_buffer("weight", torch.empty(0), persistent=True)
@@ -170,12 +177,18 @@ class PackedLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}, compute={self.compute_dtype}"
 
+    @property
+    def _isa(self) -> str | None:
+        return self.kernel.isa if self.kernel else None
+
     def dense(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as a dense [out, in] matrix in `dtype` (a fresh tensor, except bf16 storage read as bf16)."""
         if self.fmt == "bf16" and dtype == torch.bfloat16:
             return self.weight
         if self.weight.device.type == "cpu" and cpu_kernels.available() and dtype in (torch.float32, torch.bfloat16):
-            return cpu_kernels.dequantize(self.weight, self.scales, self.minimums, FORMATS[self.fmt], self.in_features, dtype)
+            return cpu_kernels.dequantize(
+                self.weight, self.scales, self.minimums, FORMATS[self.fmt], self.in_features, dtype, self._isa
+            )
         return dequantize_reference(self.weight, self.scales, self.minimums, self.fmt, self.in_features).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,10 +196,10 @@ class PackedLinear(nn.Module):
         if not kernels_apply(x, self.weight):
             return F.linear(x.to(self.compute_dtype), self.dense(self.compute_dtype)).to(x.dtype)
         if x.numel() <= GEMV_MAX_ROWS * self.in_features:
-            return gemv(x, *packed)
+            return gemv(x, *packed, self.kernel)
         if self.fmt == "bf16" and self.compute_dtype == torch.bfloat16:  # the stored weight is the GEMM operand
             return F.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
         rows = x.reshape(-1, self.in_features).to(self.compute_dtype)
-        y = cpu_kernels.linear(rows, *packed, prefill_block_rows(self.in_features, self.compute_dtype))
+        y = cpu_kernels.linear(rows, *packed, prefill_block_rows(self.in_features, self.compute_dtype), self._isa)
         return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
 

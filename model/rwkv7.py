@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..kernels import wkv7
-from . import cpu_decode
+from ..kernels import packed_positions, wkv7
+from . import cpu_decode, cpu_kernels, kernel_choice
 from .checkpoint import save_pretrained
 from .config import RWKV7Config
 from .loading import load_model
@@ -30,21 +30,22 @@ class Ragged:
     """Right-padded rows [B, T] packed into one sequence [1, N] of their N real tokens.
 
     Rows of a serving batch differ in length; padding them all to the longest wastes up to half of a prefill's
-    GEMMs. Packed, every per-token op (the GEMMs, most of the work) runs on real tokens only; just the WKV
-    recurrence, which is per row, runs on the padded layout, the padding entering it as identity tokens.
+    GEMMs. Packed, every per-token op (the GEMMs, most of the work) runs on real tokens only, and the WKV
+    recurrence reads the rows packed too (`cu_seqlens`, fla's varlen convention).
     """
 
     index: torch.Tensor  # [N] positions of the real tokens in the flattened [B * T] batch
     first: torch.Tensor  # [B] packed position of each row's first token
     last: torch.Tensor  # [B] packed position of each row's last token
+    cu_seqlens: torch.Tensor  # [B + 1] where each row starts in the packed sequence, then N
     rows: int
     width: int
 
     @classmethod
     def from_lengths(cls, lengths: torch.Tensor, width: int) -> Ragged:
-        mask = torch.arange(width, device=lengths.device) < lengths[:, None]
         last = lengths.cumsum(0) - 1
-        return cls(mask.flatten().nonzero().squeeze(1), last - lengths + 1, last, len(lengths), width)
+        cu_seqlens = F.pad(last + 1, (1, 0))
+        return cls(packed_positions(lengths, width), last - lengths + 1, last, cu_seqlens, len(lengths), width)
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, ...] -> [N, ...]"""
@@ -121,8 +122,7 @@ class TimeMix(nn.Module):
         ragged: Ragged | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: LN1 output [B, T, C], or packed rows [1, N, C] with `ragged`. Returns (output, new WKV state,
-        v_first). Packed rows enter the WKV padded, the padding as identity tokens (log decay 0, k = v = a = b =
-        0), which leave the state exactly as it was: padding never changes a row's result."""
+        v_first)."""
         B, T, C = x.shape
         H, N = self.n_head, self.head_size
         # the six token-shift interpolations in one op (fewer dispatches on the per-token decode path)
@@ -146,11 +146,7 @@ class TimeMix(nn.Module):
         heads = (B, T, H, N)
         iclr_f = iclr.float().view(heads)
         wkv_in = (r.view(heads), log_w.view(heads), k.view(heads), v.view(heads), -kk, kk * iclr_f)
-        if ragged is not None:
-            wkv_in = tuple(ragged.pad(t[0]) for t in wkv_in)
-        y, wkv_state = wkv7(*wkv_in, wkv_state)
-        if ragged is not None:
-            y = ragged.pack(y).unsqueeze(0)
+        y, wkv_state = wkv7(*wkv_in, wkv_state, cu_seqlens=None if ragged is None else ragged.cu_seqlens)
         y = head_norm(y, self.ln_x).view(heads)
         bonus = (r.view(heads) * k.view(heads) * self.r_k).sum(-1, keepdim=True)  # per head: v_t (r_t . k_t r_k)
         y = torch.addcmul(y, bonus, v.view(heads)).view(B, T, C)
@@ -212,10 +208,17 @@ class RWKV7(nn.Module):
     def __init__(self, config: RWKV7Config) -> None:
         super().__init__()
         self.config = config
-        self.emb = nn.Embedding(config.vocab_size, config.n_embd)
+        # nn.Embedding's own init (normal_) on a meta skeleton, as checkpoint loading builds it, imports all of
+        # torch._dynamo (~2.5 s of start-up); initialise real tensors only.
+        self.emb = nn.Embedding(config.vocab_size, config.n_embd, _weight=torch.empty(config.vocab_size, config.n_embd))
+        if not self.emb.weight.is_meta:
+            nn.init.normal_(self.emb.weight)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # How `decode_step` runs on CPU: the fused kernels of one instruction set, or plain torch (TORCH);
+        # None: the unmeasured default. Set by `kernel_choice.prepare`, which `from_pretrained` runs.
+        self.cpu_decode_kernel: cpu_kernels.Kernel | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -244,9 +247,13 @@ class RWKV7(nn.Module):
         the large matrices compressed for fast decoding: None (as in the checkpoint), "bf16", "int8" or "q4"
         (see `quantize.py`); `compute_dtype` is then the dtype of their prefill GEMMs (None: bf16 where the
         CPU has native bf16 and measures it faster, else float32). Fails with `InsufficientMemoryError`
-        before reading weights when the model would not fit.
+        before reading weights when the model would not fit. A CPU model that decodes through the compiled
+        kernels gets them here: built if needed (once per machine, ~20 s, logged), and the fastest measured
+        for its shapes on this machine (once, cached; see `kernel_choice`), so no request ever waits for either.
         """
-        return load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
+        model = load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
+        kernel_choice.prepare(model)
+        return model
 
     def save_pretrained(self, directory, **kwargs) -> None:
         """Write a Hugging Face / fla style directory: config.json + model.safetensors."""
@@ -322,7 +329,17 @@ class RWKV7(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, state: RWKV7State | None = None, *, last_only: bool = False
     ) -> tuple[torch.Tensor, RWKV7State]:
-        """Logits float32 [B, T, V] (or [B, 1, V] with last_only, so a long prefill skips T x V of head work)."""
+        """Logits float32 [B, T, V] (or [B, 1, V] with last_only, so a long prefill skips T x V of head work).
+
+        One token per row without autograd on CPU (`forward(ids [B, 1], state)`, the `rwkv` package's decoding
+        habit) takes the fused decode path of `decode_step`, on a copy of the state: the same results.
+        """
+        one_token = isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.shape[1] == 1
+        if one_token and not torch.is_grad_enabled() and self.device.type == "cpu":
+            self.check_input(input_ids, state)
+            new = state.clone() if state is not None else self.zero_state(input_ids.shape[0])
+            if cpu_decode.supported(self, new):
+                return self.head(cpu_decode.decode_step(self, input_ids[:, 0], new)).float().unsqueeze(1), new
         hidden, state = self.forward_hidden(input_ids, state)
         if last_only:
             hidden = hidden[:, -1:]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from .config import RWKV7Config
 
 
@@ -78,14 +79,14 @@ class RWKV7State:
     def expand(self, batch: int) -> RWKV7State:
         """Repeat a batch-1 state `batch` times (a shared prompt prefix for several continuations)."""
         if self.batch_size != 1:
-            raise ValueError(f"expand needs a batch-1 state, got batch {self.batch_size}")
+            raise InputError(f"expand needs a batch-1 state, got batch {self.batch_size}")
         return RWKV7State(*(t.expand(t.shape[0], batch, *t.shape[2:]).contiguous() for t in self.tensors()))
 
     @staticmethod
     def cat(states: list[RWKV7State]) -> RWKV7State:
         """Concatenate along the batch."""
         if not states:
-            raise ValueError("RWKV7State.cat needs at least one state")
+            raise InputError("RWKV7State.cat needs at least one state")
         return RWKV7State(*(torch.cat(parts, dim=1) for parts in zip(*(s.tensors() for s in states))))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

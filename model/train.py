@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import ParameterError
 from .rwkv7 import RWKV7
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def train(
     if ckpt.is_file():
         start, saved = load_checkpoint(ckpt, model, optimizer)
         if saved != extra:
-            raise ValueError(f"{ckpt} belongs to a run with other settings; remove it or use another --out")
+            raise ParameterError(f"{ckpt} belongs to a run with other settings; remove it or use another --out")
         log.info("resuming from %s at step %d", ckpt, start)
     else:
         torch.manual_seed(config.seed)

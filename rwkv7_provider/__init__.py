@@ -33,6 +33,7 @@ _EXPORTS = {
     "CheckpointError": "errors",
     "TokenizerError": "errors",
     "InputError": "errors",
+    "InsufficientMemoryError": "errors",
 }
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Engine",
     "GenerationOptions",
     "InputError",
+    "InsufficientMemoryError",
     "ParameterError",
     "RWKV7Error",
     "RWKV7Model",
@@ -52,7 +54,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .errors import CheckpointError, InputError, ParameterError, RWKV7Error, TokenizerError
+    from .errors import (
+        CheckpointError,
+        InputError,
+        InsufficientMemoryError,
+        ParameterError,
+        RWKV7Error,
+        TokenizerError,
+    )
     from .guardrails import RWKV7Model, prewarm_config, register
     from .integrations.langchain.chat_models import ChatRWKV7
     from .integrations.langchain.llms import RWKV7LLM

@@ -109,6 +109,9 @@ def test_with_more_choices_the_best_other_choice_answers_below_the_threshold():
     ({"choices": YES_NO, "block_threshold": 1.0}, "block_threshold"),
     ({"choices": YES_NO, "block_threshold": 1.5}, "block_threshold"),
     ({"choices": YES_NO, "block_threshold": "high"}, "block_threshold"),
+    ({"choices": YES_NO, "block_threshold": "0.5"}, "block_threshold: Input should be a valid number"),  # not converted
+    ({"choices": YES_NO, "block_threshold": float("nan")}, "block_threshold: Input should be a finite number"),
+    ({"choices": YES_NO, "block_threshold": True}, "block_threshold: Input should be a valid number"),
     ({"choices": YES_NO, "block_threshld": 0.3}, "did you mean 'block_threshold'"),
 ])
 def test_bad_thresholds_fail_at_construction(parameters, message):

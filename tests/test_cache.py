@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from rwkv7_provider.model import RWKV7State
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from rwkv7_provider.runtime.cache import TOKEN_BYTES, PrefixCache, Snapshot
+from rwkv7_provider.runtime.cache import STALE_TMP_SECONDS, TOKEN_BYTES, PrefixCache, Snapshot
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
 from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
@@ -266,3 +270,25 @@ def test_a_shared_writable_cache_directory_is_reported(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="rwkv7_provider.runtime.cache"):
         Engine(tiny_model(), TOK, cache_dir=tmp_path)
     assert "writable" not in caplog.text
+
+
+KILLED_WRITER = """
+import os, sys
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.testing import MERGE_TEMPLATE, MergeTokenizer, merge_model
+os.replace = lambda *args: os._exit(9)  # killed between writing the temp file and renaming it
+Engine(merge_model(), MergeTokenizer(), cache_dir=sys.argv[1]).prewarm([MERGE_TEMPLATE])
+"""
+
+
+def test_temp_files_of_a_killed_writer_are_removed_at_start_up(tmp_path):
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    (left,) = tmp_path.rglob(".*.tmp")  # what the killed writer left behind
+    old = time.time() - STALE_TMP_SECONDS - 60
+    os.utime(left, (old, old))
+    in_flight = left.with_name(".another-writer.tmp")  # another process's write, still under way
+    in_flight.write_bytes(b"partial")
+    engine = Engine(tiny_model(), TOK, cache_dir=tmp_path)
+    assert not left.exists() and in_flight.exists()
+    assert engine.prewarm([TEMPLATE]) and len(list(tmp_path.rglob("*.safetensors"))) == 1

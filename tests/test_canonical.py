@@ -193,8 +193,10 @@ def test_scoring_as_data_reuses_the_cached_policy_prefix(tiny):
     engine.prewarm_templates([SELF_CHECK_INPUT])  # also registers it
     prefix = len(stable_prefix(engine.tokenizer, template_prefix(SELF_CHECK_INPUT)))
     prompt = render(SELF_CHECK_INPUT, user_input="hello\x00 there")
-    score, plan = score_as_data(engine, prompt, ["Yes", "No"])
+    plan = engine.templates.plan(prompt)
     assert plan is not None and plan.prompts == (render_data(SELF_CHECK_INPUT, user_input="hello there"),)
+    score, forced = score_as_data(engine, prompt, ["Yes", "No"])
+    assert forced is None
     assert score.cached_tokens >= prefix > 0
     literal = engine.score(plan.prompts[0], ["Yes", "No"])
     assert literal.logprobs == pytest.approx(score.logprobs, abs=1e-5)

@@ -58,6 +58,25 @@ def test_mismatched_shapes(tmp_path):
         RWKV7.from_pretrained(tmp_path / "bad.pth")
 
 
+@pytest.mark.parametrize("name", ["blocks.1.att.w1", "blocks.1.att.v2", "blocks.0.ffn.key.weight", "head.weight"])
+def test_transposed_tensors_are_refused(tmp_path, name):
+    """A transposed matrix has the right number of elements but not the right shape: it must not load."""
+    sd = random_state_dict(SMALL)
+    sd[name] = sd[name].t().contiguous()
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=f"shape mismatch for '{name}'"):
+        RWKV7.from_pretrained(tmp_path / "bad.pth")
+
+
+def test_vectors_load_squeezed_or_not(tmp_path, small_pth):
+    """Formats store vectors as [C] or [1, 1, C]: only size-1 dimensions may differ."""
+    sd = random_state_dict(SMALL)
+    sd = {k: v.reshape(-1) if v.dim() == 3 else v for k, v in sd.items()}
+    torch.save(sd, tmp_path / "flat.pth")
+    flat = RWKV7.from_pretrained(tmp_path / "flat.pth")
+    assert flat.blocks[1].att.x_r.shape == (1, 1, SMALL.n_embd)
+
+
 def test_missing_tensor(tmp_path):
     sd = random_state_dict(SMALL)
     del sd["blocks.1.ffn.value.weight"]
@@ -78,19 +97,19 @@ def model(small_pth):
 
 
 def test_token_ids_out_of_range(model):
-    with pytest.raises(ValueError, match="token id out of range"):
+    with pytest.raises(InputError, match="token id out of range"):
         model(torch.tensor([[1, SMALL.vocab_size]]))
-    with pytest.raises(ValueError, match="token id out of range"):
+    with pytest.raises(InputError, match="token id out of range"):
         model(torch.tensor([[-1]]))
 
 
 def test_empty_input(model):
-    with pytest.raises(ValueError, match="empty input"):
+    with pytest.raises(InputError, match="empty input"):
         model(torch.zeros(1, 0, dtype=torch.long))
 
 
 def test_wrong_input_type_and_state_batch(model):
     with pytest.raises(InputError, match="integer tensor"):
         model(torch.zeros(1, 3))
-    with pytest.raises(ValueError, match="batch"):
+    with pytest.raises(InputError, match="batch"):
         model(torch.zeros(2, 3, dtype=torch.long), model.zero_state(1))

@@ -28,11 +28,16 @@ def test_shift_mix_is_layer_norm_and_token_shift():
     torch.testing.assert_close(got_prev, xn, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("isa", sorted(cpu_kernels.ISA_CODES))
 @pytest.mark.parametrize("residual", [False, True], ids=["layer0", "value_residual"])
-def test_time_mix_matches_the_equations(residual):
-    """TimeMix between the r/k/v and output projections, written out with the sequential WKV reference."""
+@pytest.mark.parametrize("N", [64, 40], ids=["head64", "head40"])  # 40: vector loops with a scalar tail
+def test_time_mix_matches_the_equations(residual, isa, N):
+    """TimeMix between the r/k/v and output projections, written out with the sequential WKV reference, for
+    each instruction set this CPU runs."""
+    if isa not in cpu_kernels.status().isas:
+        pytest.skip(f"this CPU does not run {isa}")
     g = torch.Generator().manual_seed(1)
-    B, H, N = 3, 2, 64
+    B, H = 3, 2
     C = H * N
 
     def rand(*shape, scale=1.0):
@@ -60,10 +65,14 @@ def test_time_mix_matches_the_equations(residual):
     y = y + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v_in.view(B, H, N)).view(B, C)
     want = y * gate
 
-    none = torch.empty(0)
-    lora_v = [v0, v1, v2] if residual else [none] * 3
-    params = [w0, w1, w2, a0, a1, a2, *lora_v, g1, g2, k_k, k_a, r_k, ln_w, ln_b]
+    lora_v = [v0, v1, v2] if residual else [None] * 3
+    weights = {"w0": w0, "w1": w1, "w2": w2, "a0": a0, "a1": a1, "a2": a2, "g1": g1, "g2": g2, "k_k": k_k,
+               "k_a": k_a, "r_k": r_k, "ln_w": ln_w, "ln_b": ln_b, **dict(zip(("v0", "v1", "v2"), lora_v))}
     got_state = state.clone()
-    got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else none, params, 64e-5)
+    got = cpu_kernels.time_mix_(got_state, mixed, r, k, v, v_first if residual else None, weights, 64e-5, isa)
     torch.testing.assert_close(got_state, want_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    serial_state = state.clone()  # the same in the calling thread alone
+    serial = cpu_kernels.time_mix_(serial_state, mixed, r, k, v, v_first if residual else None, weights, 64e-5, isa, True)
+    torch.testing.assert_close(serial_state, got_state, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(serial, got, atol=1e-5, rtol=1e-5)

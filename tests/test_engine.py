@@ -11,7 +11,7 @@ import pytest
 import torch
 from rwkv7_provider.model import RWKV7
 
-from rwkv7_provider.errors import CheckpointError, ParameterError
+from rwkv7_provider.errors import CheckpointError, InputError, ParameterError
 from rwkv7_provider.runtime import registry
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.options import GenerationOptions
@@ -366,23 +366,23 @@ def test_template_prefix_and_stable_prefix(caplog):
 
 def test_clear_errors(model):
     engine = Engine(model, TOK)
-    with pytest.raises(ValueError, match="empty prompt"):
+    with pytest.raises(InputError, match="empty prompt"):
         engine.generate("")
-    with pytest.raises(ValueError, match="empty prompt"):
+    with pytest.raises(InputError, match="empty prompt"):
         engine.prefill([])
     with pytest.raises(ParameterError, match="'temprature' \\(did you mean 'temperature'\\?\\)"):
         engine.generate("hi", temprature=0)
     with pytest.raises(ParameterError, match="'foo'"):
         engine.astream("hi", foo=1)
-    with pytest.raises(ValueError, match="top_p"):
+    with pytest.raises(ParameterError, match="top_p"):
         engine.generate("hi", top_p=0)
-    with pytest.raises(ValueError, match="max_tokens"):
+    with pytest.raises(ParameterError, match="max_tokens"):
         engine.generate("hi", max_tokens=0)
-    with pytest.raises(ValueError, match="stop"):
+    with pytest.raises(ParameterError, match="stop"):
         engine.generate("hi", stop=[""])
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(InputError, match="duplicate"):
         engine.score("hi", ["a", "a"])
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(InputError, match="out of range"):
         engine.prefill([1, TOK.vocab_size])
     stream = engine.stream("hi", max_tokens=2)
     with pytest.raises(RuntimeError, match="not finished"):
@@ -420,3 +420,24 @@ def test_default_model_missing_names_the_path(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "DEFAULT_MODEL_DIR", tmp_path / "guard")
     with pytest.raises(CheckpointError, match=str(tmp_path / "guard")):
         resolve_model_path("default")
+
+
+def test_choice_tokens_from_the_cache_equal_tokenising_prompt_and_choice(model):
+    """A choice's tokens are computed once per prompt ending; for prompts that end alike but differ anywhere
+    else, and for endings that merge with the choice or not, they equal the tokenisation of prompt + choice."""
+    from rwkv7_provider.model.tokenizer import load_tokenizer
+
+    guard = load_tokenizer(None, model_path=resolve_model_path("default"), vocab_size=None)
+    endings = ["Answer:", "Answer: ", "Answer:\n", "x" * 300, "!!!" * 100, "Yes", '"', "é"]
+    starts = ["", "Hello. ", "a" * 257, "The user wrote \u00e9\u00e9 and ", "<|endoftext|> "]
+    for tok in (TOK, guard, load_tokenizer("world")):
+        engine = Engine(model, tok) if tok is TOK else Engine(model, tok, max_prompt_tokens=None)
+        engine.vocab_size = tok.vocab_size  # the ids are only compared here, never run
+        for start, ending, choice in itertools.product(starts, endings, ["Yes", "No", " Maybe", "es"]):
+            prompt = start + ending
+            ids = tok.encode(prompt)
+            text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
+            joined = tok.encode(prompt + text)
+            want = joined[len(ids):] if joined[: len(ids)] == ids and len(joined) > len(ids) else tok.encode(text)
+            assert engine._choice_ids(prompt, ids, choice) == want, (type(tok).__name__, prompt[-20:], choice)
+        assert len(engine._choice_cache) < len(starts) * len(endings) * 4  # endings were shared

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rwkv7_provider.errors import GuardDataError
+
 from rwkv7_provider.guard import evaluate as guard_eval
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.data import Example
@@ -99,7 +101,7 @@ def test_shipped_guard_answers_unambiguous_cases() -> None:
 
 def test_baseline_needs_both_labels() -> None:
     pytest.importorskip("sklearn")
-    with pytest.raises(ValueError, match="both safe and unsafe"):
+    with pytest.raises(GuardDataError, match="both safe and unsafe"):
         guard_eval.TfidfBaseline([Example("hi", 0, "s")])
 
 

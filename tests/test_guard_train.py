@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from rwkv7_provider import cli
-from rwkv7_provider.errors import GuardDataError, ParameterError
+from rwkv7_provider.errors import GuardDataError, InputError, ParameterError
 from rwkv7_provider.guard import card as card_module
 from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.augment import augment
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
-from rwkv7_provider.guard.data import Example, prompt_for, sample_weights, split_by_source, truncate_middle
+from rwkv7_provider.guard.data import Example, prompt_for, sample_weights, split_by_source, templates, truncate_middle
 from rwkv7_provider.guard.data import load_file as load_jsonl
 from rwkv7_provider.guard.embed_init import pretrained_embeddings
 from rwkv7_provider.guard.prompts import INPUT_TEMPLATES, SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
@@ -95,7 +95,7 @@ def test_same_seed_same_weights_and_resume_matches(tiny_data: Path, tmp_path: Pa
 
 def test_resume_refuses_other_settings(tiny_data: Path, tmp_path: Path) -> None:
     train(tiny_data, tmp_path / "g", "--steps", "2")
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ParameterError, match="other settings"):
         train(tiny_data, tmp_path / "g", "--steps", "2", "--lr", "1e-4")
 
 
@@ -272,8 +272,10 @@ def test_templates_and_helpers() -> None:
     assert "{{ bot_response }}" in SELF_CHECK_OUTPUT
     assert "code" not in SELF_CHECK_INPUT.split("Company policy")[1].split("allowed")[0].replace("programming", "")
     assert render("a {{ user_input }} b", user_input="x") == "a x b"
-    with pytest.raises(KeyError):
+    with pytest.raises(InputError, match="template variable .user_input. not given"):
         render("{{ user_input }}")
+    with pytest.raises(ParameterError, match="unknown task 'chat'"):
+        templates("chat")
     prefix, rest = split_template(SELF_CHECK_INPUT, "user_input")
     assert prefix.endswith('User message: "') and rest.startswith("{{ user_input }}")
     assert truncate_middle(list(range(10)), 6, tail=2) == [0, 1, 2, 3, 8, 9]
@@ -298,5 +300,5 @@ def test_a_run_on_every_source_quotes_its_recipe_card(tiny_data: Path, tmp_path:
     chosen = card.split("## How this recipe was chosen", 1)[1]
     assert "Held-out sources (never trained on; the metrics below): `toxigen-seed`, `truthfulqa`." in chosen
     assert "#### input rail (held-out sources)" in chosen and "| guard |" in chosen
-    with pytest.raises(ValueError, match="no held-out sources or metrics"):
+    with pytest.raises(ParameterError, match="no held-out sources or metrics"):
         card_module.recipe_section("# a card without metrics")

@@ -26,7 +26,7 @@ from nemoguardrails.llm.frameworks import get_framework
 from nemoguardrails.types import ChatMessage, LLMModel
 
 from rwkv7_provider import RWKV7LLM, ChatRWKV7
-from rwkv7_provider.errors import ParameterError
+from rwkv7_provider.errors import CheckpointError, ParameterError
 from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
 from rwkv7_provider.guardrails import RWKV7Model, register
 from rwkv7_provider.integrations.chat_format import render_chat
@@ -51,10 +51,11 @@ def ckpt(tmp_path_factory) -> dict[str, str]:
 
 
 def load_config(name: str, *models: str) -> RailsConfig:
-    """A shipped config with its `models:` entries pointed, in order, at test checkpoints."""
+    """A shipped config with its `rwkv7` entries pointed, in order, at test checkpoints."""
     config = RailsConfig.from_path(str(CONFIGS / name))
-    assert len(config.models) == len(models)
-    for entry, path in zip(config.models, models):
+    entries = [m for m in config.models if m.engine == "rwkv7"]
+    assert len(entries) == len(models)
+    for entry, path in zip(entries, models):
         entry.model = path
     return config
 
@@ -84,7 +85,11 @@ def test_prompts_are_the_guard_training_templates(name):
 def test_configs_use_rwkv7_with_valid_parameters(name):
     config = RailsConfig.from_path(str(CONFIGS / name))
     assert (CONFIGS / name / "config.py").is_file()
+    assert [m.type for m in config.models].count("main") == 1  # never NeMo's fallback to a hosted model
     for entry in config.models:
+        if entry.engine == "rwkv7_no_main_model":
+            assert entry.type == "main"
+            continue
         assert entry.engine == "rwkv7"
         params = parse_provider_parameters(entry.model, entry.parameters)
         if entry.type.startswith("self_check"):
@@ -123,14 +128,16 @@ def test_register_targets_the_langchain_framework_when_it_is_active(monkeypatch)
 
     monkeypatch.setattr(provider, "get_framework", Recorder)
     register()
-    assert calls == [("default", "chat", "rwkv7", "RWKV7Model")]
+    default = [("default", "chat", "rwkv7", "RWKV7Model"), ("default", "chat", "rwkv7_no_main_model", "NoMainModel")]
+    assert calls == default
     calls.clear()
     monkeypatch.setattr(provider, "get_default_framework", lambda: "langchain")
     register()
     assert calls == [
-        ("default", "chat", "rwkv7", "RWKV7Model"),
+        *default,
         ("langchain", "chat", "rwkv7", "ChatRWKV7"),
         ("langchain", "text", "rwkv7", "RWKV7LLM"),
+        ("langchain", "chat", "rwkv7_no_main_model", "NoMainChatModel"),
     ]
 
 
@@ -183,7 +190,7 @@ rails:
 
 
 def test_missing_checkpoint_fails_at_config_load(tmp_path):
-    with pytest.raises(ValueError, match="checkpoint not found"):  # a CheckpointError
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         LLMRails(load_config("moderation", str(tmp_path / "no_such_model")))
 
 
@@ -196,7 +203,7 @@ models:
     parameters:
       streaming: true
 """
-    with pytest.raises(ValueError, match="streaming"):
+    with pytest.raises(ValueError, match="streaming"):  # nemoguardrails' own error: it refuses the flag first
         LLMRails(RailsConfig.from_content(yaml_content=content))
 
 

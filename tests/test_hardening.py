@@ -68,7 +68,7 @@ def test_engine_settings_fail_at_config_load_with_their_own_message(ckpt, parame
     if parameters.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU: 'cuda' is a valid device here")
     config = RailsConfig.from_path(str(CONFIGS / "moderation"))  # its config.py pre-warms in init(app)
-    (entry,) = config.models
+    entry = next(m for m in config.models if m.engine == "rwkv7")
     entry.model = ckpt
     entry.parameters = dict(entry.parameters) | parameters
     with pytest.raises(ParameterError, match=message):  # not "Failed to initialize configuration module"
@@ -141,15 +141,20 @@ def test_default_threads_leave_half_the_cores():
 
 
 @pytest.mark.parametrize(
-    "missing, code, extra",
+    "missing, code, extra, requirement",
     [
-        ("nemoguardrails", "import rwkv7_provider.guardrails", "guardrails"),
-        ("langchain_core", "from rwkv7_provider import RWKV7LLM", "langchain"),
+        ("nemoguardrails", "import rwkv7_provider.guardrails", "guardrails", "'nemoguardrails<0.25,>=0.24'"),
+        ("langchain_core", "from rwkv7_provider import RWKV7LLM", "langchain", "'langchain-core<2,>=1.0'"),
     ],
 )
-def test_missing_optional_package_names_the_extra(missing, code, extra):
-    script = f"import sys\nsys.modules[{missing!r}] = None\n{code}\n"  # as if it were not installed
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
-    assert done.returncode != 0
-    assert f"pip install 'rwkv7-provider[{extra}]'" in done.stderr
-    assert f"`{missing}`" in done.stderr
+def test_missing_optional_package_says_how_to_install_it(missing, code, extra, requirement):
+    """The package is on no index: the message gives the extra's pinned requirement and the checkout / wheel
+    forms, never `pip install 'rwkv7-provider[...]'`."""
+    script = (f"import sys\nsys.modules[{missing!r}] = None\n"  # as if it were not installed
+              f"from rwkv7_provider.errors import MissingDependencyError\n"
+              f"try:\n    {code}\nexcept MissingDependencyError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert f"`{missing}`" in done.stdout
+    assert f"pip install {requirement}" in done.stdout
+    assert f"pip install '.[{extra}]'" in done.stdout and f".whl[{extra}]'" in done.stdout
+    assert "rwkv7-provider[" not in done.stdout

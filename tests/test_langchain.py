@@ -29,7 +29,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from pydantic import BaseModel, Field
 
 from rwkv7_provider import RWKV7LLM, ChatRWKV7
-from rwkv7_provider.errors import ParameterError
+from rwkv7_provider.errors import InputError, ParameterError
 from rwkv7_provider.integrations.chat_format import render_chat
 from rwkv7_provider.runtime.registry import get_engine
 from rwkv7_provider.runtime.results import Generation
@@ -151,6 +151,23 @@ def test_llm_invoke_stream_batch_async_agree(llm):
         return "".join([c async for c in llm.astream("Once upon a time")])
 
     assert asyncio.run(astream()) == text
+
+
+IMAGE = [HumanMessage(content=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}])]
+
+
+@pytest.mark.parametrize("make, bad, error", [("llm", "", "empty prompt"), ("chat", IMAGE, "text only")])
+def test_batch_return_exceptions_fails_only_the_bad_input(make, bad, error, request):
+    model = request.getfixturevalue(make)
+    text = lambda out: out if isinstance(out, str) else out.content  # noqa: E731
+    good = text(model.invoke("hi"))
+    for outs in (model.batch([bad, "hi"], return_exceptions=True),
+                 asyncio.run(model.abatch([bad, "hi"], return_exceptions=True))):
+        assert isinstance(outs[0], InputError) and error in str(outs[0])
+        assert text(outs[1]) == good
+    with pytest.raises(InputError, match=error):
+        model.batch([bad, "hi"])
+    assert [text(o) for o in model.batch(["hi", "hi"])] == [good, good]
 
 
 def test_llm_callbacks_get_every_token(llm):
@@ -296,6 +313,9 @@ class ScriptedEngine:
             def __iter__(self):
                 yield done.text
 
+            def close(self) -> None:  # StreamResult's: a consumer that stops early cancels the request
+                pass
+
         return Result()
 
 
@@ -360,7 +380,7 @@ def test_forced_tool_choice_and_text_answer():
     message = model.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather?")
     assert "must answer with a call of the tool 'get_weather'" in engine.prompts[0]
     assert "expected a tool call" in message.invalid_tool_calls[0]["error"]
-    with pytest.raises(ValueError, match="not one of the bound tools"):
+    with pytest.raises(ParameterError, match="not one of the bound tools"):
         model.bind_tools([get_weather], tool_choice="get_time")
 
 

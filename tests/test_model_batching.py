@@ -6,6 +6,8 @@ import pytest
 import torch
 from rwkv7_provider.model import RWKV7
 
+from rwkv7_provider.errors import InputError
+
 from rwkv7_provider.testing import SMALL, random_state_dict
 
 
@@ -69,9 +71,9 @@ def test_padded_rows_train_like_single_rows() -> None:
 
 def test_lengths_are_checked(model) -> None:
     ids = torch.tensor([_ids(4, 0), _ids(4, 1)])
-    with pytest.raises(ValueError, match="lengths must lie in"):
+    with pytest.raises(InputError, match="lengths must lie in"):
         model.forward_hidden(ids, lengths=torch.tensor([0, 4]))
-    with pytest.raises(ValueError, match="lengths must be an integer tensor"):
+    with pytest.raises(InputError, match="lengths must be an integer tensor"):
         model.forward_hidden(ids, lengths=torch.tensor([4]))
 
 

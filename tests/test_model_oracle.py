@@ -52,14 +52,17 @@ def test_full_sequence_logits_and_state(pair):
     assert_state_close(state, want_state)
 
 
-def test_token_by_token_decoding(pair):
+@pytest.mark.parametrize("grad", [True, False], ids=["general_path", "fused_path"])
+def test_token_by_token_decoding(pair, grad):
+    """`forward` one token at a time; without autograd it takes the fused CPU decode path."""
     model, oracle, config = pair
     ids = tokens(config, 12, seed=2)
     state, oracle_state = None, None
-    for t in ids:
-        want, oracle_state = oracle.forward([t], oracle_state)
-        got, state = model(torch.tensor([[t]]), state)
-        assert (got[0, -1] - want).abs().max() <= TOL
+    with torch.set_grad_enabled(grad):
+        for t in ids:
+            want, oracle_state = oracle.forward([t], oracle_state)
+            got, state = model(torch.tensor([[t]]), state)
+            assert (got[0, -1] - want).abs().max() <= TOL
     assert_state_close(state, oracle_state)
 
 

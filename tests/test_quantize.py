@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +17,7 @@ from rwkv7_provider.model.quantize import (
     pack,
 )
 
+from rwkv7_provider.errors import ParameterError
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
 from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
 
@@ -187,41 +184,38 @@ def test_trained_guard_next_token_accuracy():
 
 def test_format_errors(checkpoint, tmp_path):
     path, _ = checkpoint
-    with pytest.raises(ValueError, match="unknown quantize format 'int3'"):
+    with pytest.raises(ParameterError, match="unknown quantize format 'int3'"):
         RWKV7.from_pretrained(path, quantize="int3")
-    with pytest.raises(ValueError, match="CPU decode format"):
+    with pytest.raises(ParameterError, match="CPU decode format"):
         RWKV7.from_pretrained(path, device="cuda", quantize="int8")
-    with pytest.raises(ValueError, match="compute_dtype"):
+    with pytest.raises(ParameterError, match="compute_dtype"):
         RWKV7.from_pretrained(path, quantize="int8", compute_dtype="float16")
     with pytest.raises(CheckpointError, match="compressed weights"):
         RWKV7.from_pretrained(path, quantize="q4").save_pretrained(tmp_path / "out")
 
 
 @pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
-def test_every_instruction_set_path_computes_the_same(isa):
-    """The AVX2 and portable paths, forced on this machine in subprocesses (the ISA is chosen at load)."""
-    if isa == "avx2" and cpu_kernels.isa() == "portable":
-        pytest.skip("this CPU has no AVX2")
-    code = (
-        "import torch\n"
-        "from rwkv7_provider.model import cpu_kernels\n"
-        "from rwkv7_provider.model.quantize import FORMATS, pack, dequantize_reference\n"
-        f"assert cpu_kernels.available() and cpu_kernels.isa() == {isa!r}, cpu_kernels.isa()\n"
-        "g = torch.Generator().manual_seed(0)\n"
-        "w, x = torch.randn(37, 192, generator=g), torch.randn(5, 192, generator=g)\n"
-        "for fmt, code in FORMATS.items():\n"
-        "    packed = pack(w, fmt)\n"
-        "    dense = dequantize_reference(*packed, fmt, 192)\n"
-        "    assert torch.equal(cpu_kernels.dequantize(*packed, code, 192), dense), fmt\n"
-        "    for m in (1, 5):\n"
-        "        torch.testing.assert_close(cpu_kernels.gemv(x[:m], *packed, code), x[:m] @ dense.T, atol=1e-4, rtol=1e-5)\n"
-    )
-    env = {**os.environ, "RWKV7_CPU_ISA": isa}
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
-    # and the fused decode ops (their WKV state update has SIMD paths too)
-    fused = [str(Path(__file__).with_name("test_cpu_decode.py")), "-k", "time_mix or shift_mix"]
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *fused], env=env, check=True, timeout=300)
+@pytest.mark.parametrize("isa", sorted(cpu_kernels.ISA_CODES))
+def test_every_instruction_set_and_stream_count_computes_the_same(isa):
+    """Each instruction set's GEMV (every row-stream count, with prefetch, in one thread; one and several rows)
+    and dequantisation against plain torch, all on this machine: the kernel is an argument of every call."""
+    if isa not in cpu_kernels.status().isas:
+        pytest.skip(f"this CPU does not run {isa}")
+    g = torch.Generator().manual_seed(0)
+    N, K = 37, 192  # N leaves remainder rows for every stream count
+    w, x = torch.randn(N, K, generator=g), torch.randn(5, K, generator=g)
+    for fmt, code in {"f32": cpu_kernels.F32, **FORMATS}.items():
+        packed = (w, EMPTY, EMPTY) if fmt == "f32" else pack(w, fmt)
+        dense = w if fmt == "f32" else dequantize_reference(*packed, fmt, K)
+        if fmt != "f32":
+            assert torch.equal(cpu_kernels.dequantize(*packed, code, K, isa_name=isa), dense), fmt
+            assert torch.equal(cpu_kernels.dequantize(*packed, code, K, torch.bfloat16, isa), dense.bfloat16()), fmt
+        for kernel in [cpu_kernels.Kernel(isa, s) for s in cpu_kernels.STREAMS] + [
+            cpu_kernels.Kernel(isa, 4, prefetch=256), cpu_kernels.Kernel(isa, 2, serial=True)
+        ]:
+            for m in (1, 5):
+                got = cpu_kernels.gemv(x[:m], *packed, code, kernel)
+                torch.testing.assert_close(got, x[:m] @ dense.T, atol=1e-4, rtol=1e-5, msg=f"{fmt} {kernel} {m}")
 
 
 def test_quantize_reaches_the_engine_through_provider_and_langchain():

@@ -20,13 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import numpy as np
 import pytest
 import torch
 from rwkv7_provider.model import RWKV7
 
 from rwkv7_provider.errors import InputError, ParameterError
 from rwkv7_provider.runtime.engine import Engine
-from rwkv7_provider.runtime.scheduler import Forward, piece_length
+from rwkv7_provider.runtime import scheduler as scheduler_module
+from rwkv7_provider.runtime.sampling import sample_batch
+from rwkv7_provider.runtime.scheduler import IDLE_EXIT_S, Forward, piece_length
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
 from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
 from rwkv7_provider.testing import MergeTokenizer, make_checkpoint, merge_model
@@ -274,6 +277,22 @@ def test_an_abandoned_stream_is_cancelled(model):
     wait_until(lambda: engine.scheduler.stats.cancelled == 1 and engine.scheduler.decode.size == 0)
 
 
+def test_a_request_cancelled_during_an_iteration_leaves_at_once(model, monkeypatch):
+    """Cancelled after the iteration's sweep of cancelled requests but before its decode row is advanced, as
+    the only request: it still leaves `_live` (and is counted) without waiting for other work to arrive."""
+    engine = Engine(model, TOK)
+    streams = []
+
+    def cancelling_sample(logits, samplers):
+        streams[0].close()  # the client closes its stream while the leader samples the next tokens
+        return sample_batch(logits, samplers)
+
+    monkeypatch.setattr(scheduler_module, "sample_batch", cancelling_sample)
+    streams.append(engine.stream("Hello", max_tokens=10_000, temperature=0))
+    wait_until(lambda: engine.scheduler.stats.cancelled == 1, timeout=IDLE_EXIT_S / 2)
+    assert not engine.scheduler._live and engine.scheduler.decode.size == 0
+
+
 def test_cancelling_asyncio_tasks_and_closing_async_streams(model, serial):
     reqs, want = serial
     engine = Engine(model, TOK)
@@ -395,13 +414,17 @@ def test_max_prompt_tokens(model):
         ([1.0, 2.0], "must be ints"),
         ([5, 2.7], "must be ints"),
         ([True, 5], "must be ints"),
-        (b"hello", "a str or a sequence of int"),
-        (bytearray(b"hi"), "a str or a sequence of int"),
+        (b"hello", "a str or an ordered sequence of int"),
+        (bytearray(b"hi"), "a str or an ordered sequence of int"),
+        ({5, 6, 7}, "ordered sequence .* got set"),
+        ((t for t in [5, 6, 7]), "ordered sequence .* got generator"),
+        (iter([5, 6, 7]), "ordered sequence .* got list_iterator"),
+        ({5: 0, 6: 0}, "ordered sequence .* got dict"),
         (torch.tensor([1.0, 2.0]), "1-D integer tensor"),
         (torch.tensor([True]), "1-D integer tensor"),
         (torch.tensor([[1, 2]]), "1-D integer tensor"),
-        (None, "a str or a sequence of int"),
-        (12, "a str or a sequence of int"),
+        (None, "a str or an ordered sequence of int"),
+        (12, "a str or an ordered sequence of int"),
     ],
 )
 def test_token_ids_are_checked_not_coerced(model, ids, match):
@@ -416,6 +439,8 @@ def test_integer_like_ids_are_accepted(model):
     want = engine.generate([5, 6, 7], max_tokens=3, temperature=0).text
     assert engine.generate(torch.tensor([5, 6, 7]), max_tokens=3, temperature=0).text == want
     assert engine.generate((5, 6, 7), max_tokens=3, temperature=0).text == want
+    assert engine.generate(range(5, 8), max_tokens=3, temperature=0).text == want
+    assert engine.generate(np.array([5, 6, 7]), max_tokens=3, temperature=0).text == want
 
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_serving.py"

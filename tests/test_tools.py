@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from rwkv7_provider.errors import InputError, ParameterError
+
 from rwkv7_provider.integrations.chat_format import clean_reply, content_text, normalize_text, render_chat
-from rwkv7_provider.integrations.langchain.tools import parse_tool_calls, render_calls, render_tool_prompt
+from rwkv7_provider.integrations.tool_format import parse_tool_calls, render_calls, render_tool_prompt
 
 WEATHER = {
     "type": "function",
@@ -48,11 +50,11 @@ def test_render_chat_role_aliases_tool_turn_and_open_assistant_turn():
 
 
 def test_render_chat_errors():
-    with pytest.raises(ValueError, match="empty conversation"):
+    with pytest.raises(InputError, match="empty conversation"):
         render_chat([])
-    with pytest.raises(ValueError, match="unknown chat role 'narrator'"):
+    with pytest.raises(InputError, match="unknown chat role 'narrator'"):
         render_chat([("narrator", "x")])
-    with pytest.raises(ValueError, match="text only"):
+    with pytest.raises(InputError, match="text only"):
         content_text([{"type": "image_url", "image_url": {"url": "x"}}])
 
 
@@ -72,7 +74,7 @@ def test_tool_prompt_lists_tools_and_convention():
     assert "must answer with a tool call" in render_tool_prompt(TOOLS, "any")
     assert "'get_time'" in render_tool_prompt(TOOLS, "get_time")
     assert "Do not use any tool" in render_tool_prompt(TOOLS, "none")
-    with pytest.raises(ValueError, match="not one of the bound tools"):
+    with pytest.raises(ParameterError, match="not one of the bound tools"):
         render_tool_prompt(TOOLS, "get_stock_price")
 
 

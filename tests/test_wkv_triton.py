@@ -30,6 +30,7 @@ if not isinstance(triton.language.cdiv, InterpretedFunction):
         allow_module_level=True,
     )
 
+from rwkv7_provider.errors import InputError
 from rwkv7_provider.kernels import triton_chunk, triton_ops, wkv7, wkv7_decode_, wkv7_reference
 from rwkv7_provider.kernels.testing import wkv7_inputs
 
@@ -166,7 +167,7 @@ def test_decode_dispatch_override(monkeypatch):
 
 def test_decode_rejects_a_state_it_cannot_update_in_place():
     inputs, state = make_inputs(1, 1, seed=8)
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(InputError, match="float32"):
         triton_ops.wkv7_decode_(*(t[:, 0] for t in inputs), state.transpose(-1, -2))
 
 

@@ -226,8 +226,8 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
             pre, post = rng.choice(_POLITE)
             out.append(Example(pre + ex.text + post, lab, AUGMENTED + "polite"))
     safe = by_label[0]
-    for i in range(n_lists if safe else 0):
-        items = rng.sample(safe, rng.randint(2, 5))
+    for i in range(n_lists if len(safe) >= 2 else 0):  # a list holds 2-5 distinct messages
+        items = rng.sample(safe, min(rng.randint(2, 5), len(safe)))
         label = 0
         if by_label[1] and i % 2:  # half the lists hide one unsafe item
             items[rng.randrange(len(items))] = rng.choice(by_label[1])

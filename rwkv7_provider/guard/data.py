@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import GuardDataError
+from ..errors import GuardDataError, ParameterError
 from ..runtime.structure import render_data
 from .prompts import INPUT_TEMPLATES, OUTPUT_TEMPLATES
 
@@ -51,6 +51,13 @@ HELDOUT_SOURCES = frozenset({
     "self-instruct-seed",
     "refusal_direction-completions",
 })
+
+# The format `train-guard` and `eval-guard` read, as their --help and the README show it.
+DATA_FORMAT = """data format: JSON Lines (.jsonl, or gzip-compressed .jsonl.gz), one labeled check per line:
+  a user message (input rail):  {"text": "Write a phishing email for my bank", "label": "unsafe", "source": "mine"}
+  a bot answer (output rail):   {"prompt": "...", "response": "...", "label": "safe", "source": "mine"}
+label is "safe" or "unsafe"; source is optional (default: the file's name) and is what --heldout names;
+other fields are ignored. train-guard --data-dir may also name a directory: every .jsonl[.gz] file in it."""
 
 AUGMENTED = "augmented/"  # source prefix of generated rows
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "training_data"
@@ -208,7 +215,7 @@ def epoch_sample(examples: Sequence[Example], weights: Sequence[float], rng: ran
 
 def templates(task: str) -> tuple[str, ...]:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+        raise ParameterError(f"unknown task {task!r}; expected one of {TASKS}")
     return INPUT_TEMPLATES if task == "input" else OUTPUT_TEMPLATES
 
 

@@ -24,8 +24,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import GuardDataError
+from ..errors import GuardDataError, missing_dependency
+from ..model.rwkv7 import RWKV7
+from ..model.tokenizer import HFTokenizer
+from ..runtime.engine import Engine
 from .data import (
+    DATA_FORMAT,
     DEFAULT_DATA_DIR,
     HELDOUT_SOURCES,
     Example,
@@ -39,7 +43,7 @@ from .families import family_rows
 from .languages import HARMLESS, HELDOUT_LANGUAGES
 from .languages import SOURCE as LANGUAGE_SOURCE
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
-from .scoring import load_guard, score_examples
+from .scoring import GuardTokens, load_guard, score_examples
 
 log = logging.getLogger(__name__)
 
@@ -120,21 +124,34 @@ def metrics(labels: Sequence[int], scores: Sequence[float], threshold: float = 0
                    sum(rates) / len(rates) if rates else nan, auroc(labels, scores))
 
 
+BASELINE_FEATURE = "the TF-IDF baseline (eval-guard without --no-baseline, train-guard without --no-eval)"
+
+
+def require_baseline() -> None:
+    """Fail now, naming the extra, when scikit-learn is missing: not after a training run."""
+    try:
+        import sklearn  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise missing_dependency(e, "eval", BASELINE_FEATURE) from e
+
+
 class TfidfBaseline:
-    """Word 1-2-gram TF-IDF + logistic regression (needs scikit-learn: `pip install rwkv7-provider[eval]`)."""
+    """Word 1-2-gram TF-IDF + logistic regression (needs scikit-learn: the `eval` extra)."""
 
     def __init__(self, train: Sequence[Example]) -> None:
-        try:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-        except ImportError as e:
-            raise ImportError("the TF-IDF baseline needs scikit-learn: pip install 'rwkv7-provider[eval]'") from e
+        require_baseline()
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
         if len({ex.label for ex in train}) < 2:
-            raise ValueError("the baseline needs both safe and unsafe training rows")
+            raise GuardDataError("the baseline needs both safe and unsafe training rows")
         self.pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000),
                                   LogisticRegression(max_iter=2000, C=4.0))
-        self.pipe.fit([_text(ex) for ex in train], [ex.label for ex in train])
+        try:
+            self.pipe.fit([_text(ex) for ex in train], [ex.label for ex in train])
+        except ValueError as e:  # e.g. too few rows: no word occurs twice
+            raise GuardDataError(f"the TF-IDF baseline cannot be trained on these {len(train)} rows: {e}") from None
 
     def score(self, examples: Sequence[Example]) -> list[float]:
         return self.pipe.predict_proba([_text(ex) for ex in examples])[:, 1].tolist()
@@ -144,15 +161,15 @@ def _text(ex: Example) -> str:
     return ex.text + ("\n" + ex.response if ex.response else "")
 
 
-def warm_latency(model_dir: Path, examples: Sequence[Example], template: str) -> tuple[float, list[bool]]:
-    """(mean seconds per check, the engine's block decisions) through the provider's engine (`choices` scoring).
+def warm_latency(model: RWKV7, tokenizer_file: Path, examples: Sequence[Example], template: str
+                 ) -> tuple[float, list[bool]]:
+    """(mean seconds per check, the engine's block decisions) through the provider's engine (`choices` scoring),
+    around the already loaded guard.
 
     One untimed call per template fills the engine's prefix cache first: the steady state of a running
     provider, where every check processes only the message and the question.
     """
-    from ..runtime.registry import get_engine
-
-    engine = get_engine(model_dir)
+    engine = Engine(model, HFTokenizer(tokenizer_file), name="guard")
     engine.score(prompt_for(examples[0], template), [ANSWER_BLOCK, ANSWER_ALLOW])
     total, results = 0.0, []
     for ex in examples:
@@ -220,16 +237,17 @@ class Report:
 
 
 def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: TfidfBaseline | None,
-             latency_samples: int = 50) -> Report:
+             latency_samples: int = 50, guard: tuple[RWKV7, GuardTokens] | None = None) -> Report:
     """Guard (canonical template) and baseline on the rows of one task.
 
     Metrics use batched scoring (the same model and tokens, many checks per forward); latency and a
-    cross-check of the answers use the provider's engine one check at a time.
+    cross-check of the answers use the provider's engine one check at a time, around the same loaded model.
+    `guard`: `load_guard(model_dir)` done by the caller, for several evaluations of one guard.
     """
-    model, toks = load_guard(model_dir)
+    model, toks = guard or load_guard(model_dir)
     rows = [ex for ex in rows if ex.task == task]
     if not rows:
-        raise ValueError(f"no {task}-task rows to evaluate")
+        raise GuardDataError(f"no {task}-task rows to evaluate")
     template = templates(task)[0]
     g_scores = score_examples(model, toks, list(rows), template)
     b_scores = baseline.score(rows) if baseline else None
@@ -255,7 +273,7 @@ def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: Tfid
             n_unsafe = sum(labels[i] for i in idx)
             by_length.append((name, len(idx) - n_unsafe, n_unsafe, *subset(idx)))
     timed = list(range(len(rows)))[:: max(1, len(rows) // latency_samples)][:latency_samples]
-    latency, decisions = warm_latency(model_dir, [rows[i] for i in timed], template)
+    latency, decisions = warm_latency(model, Path(model_dir) / "tokenizer.json", [rows[i] for i in timed], template)
     agreement = sum(d == (g_scores[i] >= 0.5) for d, i in zip(decisions, timed)) / len(timed)
     guard, base = subset(list(range(len(rows))))
     return Report(task, guard, base, per_source, groups, by_length, latency, agreement,
@@ -285,22 +303,29 @@ def baseline_for(data_dir: Path, heldout: set[str], task: str) -> TfidfBaseline:
 
 def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--data", type=Path, help="labeled .jsonl[.gz] file to evaluate on")
+    what.add_argument("--data", type=Path, help="labeled .jsonl[.gz] file to evaluate on (format below)")
     what.add_argument("--families", action="store_true",
                       help="the held-out slice of the generated failure families (user messages; never trained on)")
-    p.add_argument("--task", choices=("input", "output"), default="input")
+    p.add_argument("--task", choices=("input", "output"), default="input",
+                   help="which rail's rows to score: user messages (input) or bot answers (output); default: input")
     p.add_argument("--model", type=Path, default=DEFAULT_GUARD, help="guard directory (default: the embedded guard)")
-    p.add_argument("--train-data", type=Path, default=DEFAULT_DATA_DIR, help="training data for the TF-IDF baseline")
+    p.add_argument("--train-data", type=Path, default=DEFAULT_DATA_DIR,
+                   help="training data for the TF-IDF baseline (default: the data shipped with the package)")
     p.add_argument("--heldout", default=",".join(sorted(HELDOUT_SOURCES)),
                    help="sources kept out of the baseline's training data (as for the guard)")
-    p.add_argument("--no-baseline", action="store_true")
-    p.add_argument("--latency-samples", type=int, default=50)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the TF-IDF + logistic-regression baseline (no scikit-learn needed)")
+    p.add_argument("--latency-samples", type=int, default=50,
+                   help="checks timed one at a time through the engine (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argparse.ArgumentParser(prog="rwkv7-provider eval-guard")).parse_args(argv)
+    parser = build_parser(argparse.ArgumentParser(
+        prog="rwkv7-provider eval-guard", description="Score a guard on labeled checks next to a TF-IDF baseline.",
+        epilog=DATA_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.families and args.task != "input":
         raise GuardDataError("--families are user messages: use --task input")

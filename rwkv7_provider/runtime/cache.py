@@ -10,7 +10,8 @@ Rules:
 - Snapshots are immutable. The cache hands out references, never copies; nothing may modify them in place
   (the model's forward never mutates its input state).
 - Memory is bounded by bytes: snapshot tensors plus `TOKEN_BYTES` per recorded path token. The least
-  recently used snapshot (or snapshot-less leaf path) goes first.
+  recently used snapshot (or snapshot-less leaf path) goes first; pinned snapshots (pre-warmed prompt
+  prefixes) stay.
 - A cache belongs to one model fingerprint and dtype; persisted files carry both and are checked on load.
 - Persistence (optional) mirrors memory: a snapshot stored with `persist=True` is written to the directory
   (temp file + `os.replace`, so a reader never sees half a file) and deleted when evicted. Each file carries
@@ -31,20 +32,26 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from ..errors import InputError, ParameterError
 from ..model import RWKV7State
 
 log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 8  # what one recorded path token is charged against the budget (a pointer in a list)
+# A temp file of an atomic write older than this is what a killed writer left behind (a write takes well under
+# a second), removed at start-up; a younger one may belong to another process writing into the same directory.
+STALE_TMP_SECONDS = 600
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
 FILE_FORMAT = "rwkv7-prefix-snapshot/2"
 TENSOR_NAMES = ("att_x_prev", "wkv", "ffn_x_prev", "hidden")
 
@@ -116,7 +123,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 class _Node:
     """A radix-tree node: `edge` holds the tokens from its parent to it."""
 
-    __slots__ = ("children", "edge", "parent", "persisted", "snapshot")
+    __slots__ = ("children", "edge", "parent", "persisted", "pinned", "snapshot")
 
     def __init__(self, parent: _Node | None, edge: list[int]) -> None:
         self.parent = parent
@@ -124,6 +131,7 @@ class _Node:
         self.children: dict[int, _Node] = {}
         self.snapshot: Snapshot | None = None
         self.persisted = False
+        self.pinned = False
 
 
 def snapshot_checksum(tokens: list[int], fingerprint: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -169,7 +177,7 @@ class PrefixCache:
         vocab_size: int | None = None,
     ) -> None:
         if budget_bytes < 0:
-            raise ValueError(f"cache budget must be >= 0 bytes, got {budget_bytes}")
+            raise ParameterError(f"cache budget must be >= 0 bytes, got {budget_bytes}")
         self.fingerprint, self.dtype, self.device = fingerprint, dtype, torch.device(device)
         self.expected, self.vocab_size = expected, vocab_size
         self.directory = (
@@ -209,14 +217,17 @@ class PrefixCache:
             s.tokens_computed += len(tokens) - best_depth
             return Match(best_depth, best, depth)
 
-    def insert(self, tokens: list[int], snapshot: Snapshot | None = None, *, persist: bool = False) -> None:
+    def insert(self, tokens: list[int], snapshot: Snapshot | None = None, *, persist: bool = False,
+               pin: bool = False) -> None:
         """Record `tokens`' path and, if given and it fits, store `snapshot` at its end.
 
         An existing snapshot at that node is kept (both are the same state); `persist` also writes the
-        node's snapshot to the directory, if the cache has one.
+        node's snapshot to the directory, if the cache has one; `pin` keeps it from eviction (pre-warmed
+        prompt prefixes: a process that shares the directory and has no traffic for one of them would
+        otherwise evict it and delete the file every other process starts warm from).
         """
         if not tokens:
-            raise ValueError("cannot insert an empty token path")
+            raise InputError("cannot insert an empty token path")
         with self._lock:
             if not self._stats.budget_bytes:
                 return
@@ -227,6 +238,7 @@ class PrefixCache:
                 self._stats.snapshots += 1
             if persist and node.snapshot is not None and not node.persisted and self.directory is not None:
                 node.persisted = self._write(tokens, node.snapshot)
+            node.pinned = node.pinned or (pin and node.snapshot is not None)
             self._shrink()
 
     def clear(self) -> None:
@@ -279,7 +291,7 @@ class PrefixCache:
     def _shrink(self) -> None:
         """Evict least recently used snapshots, then snapshot-less leaf paths, until within budget."""
         while self._stats.bytes > self._stats.budget_bytes:
-            victim = next((n for n in self._lru if n.snapshot is not None or not n.children), None)
+            victim = next((n for n in self._lru if not n.pinned and (n.snapshot is not None or not n.children)), None)
             if victim is None:
                 return
             if victim.snapshot is not None:
@@ -339,7 +351,7 @@ class PrefixCache:
         target = self._path_file(tokens)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=TMP_PREFIX, suffix=TMP_SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -356,6 +368,7 @@ class PrefixCache:
         """Read persisted snapshots, newest first while they fit; the newest ends up the most recent."""
         if not self.directory.is_dir():
             return
+        self._remove_stale_temp_files()
         dated = []
         try:
             for path in self.directory.glob("*.safetensors"):
@@ -371,6 +384,8 @@ class PrefixCache:
         for path in files:
             try:
                 tokens, snapshot = self._read(path)
+            except FileNotFoundError:  # evicted by another process (a replica sharing the directory) since the listing
+                continue
             except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, start-up goes on
                 log.warning("prefix cache: ignoring %s: %s", path, e)
                 continue
@@ -385,29 +400,45 @@ class PrefixCache:
             self._stats.snapshots += 1
         log.info("prefix cache: loaded %d snapshot(s) from %s", len(kept), self.directory)
 
+    def _remove_stale_temp_files(self) -> None:
+        """Delete what writers killed between creating a temp file and renaming it left behind."""
+        cutoff = time.time() - STALE_TMP_SECONDS
+        removed = 0
+        for path in self.directory.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:  # gone already, or a read-only directory: only costs disk space
+                continue
+        if removed:
+            log.info("prefix cache: removed %d unfinished write(s) from %s", removed, self.directory)
+
     def _read(self, path: Path) -> tuple[list[int], Snapshot]:
-        """One file, checked against this cache's fingerprint, dtype, shapes and its own name."""
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FILE_FORMAT:
-                raise ValueError(f"unknown format {meta.get('format')!r}")
-            if meta.get("fingerprint") != self.fingerprint or meta.get("dtype") != dtype_name(self.dtype):
-                raise ValueError("written for another model or dtype")
-            tokens = json.loads(meta.get("tokens", "null"))
-            limit = self.vocab_size or float("inf")
-            if not (
-                isinstance(tokens, list)
-                and tokens
-                and all(isinstance(t, int) and 0 <= t < limit for t in tokens)
-            ):
-                raise ValueError("token ids missing or invalid")
-            if self._path_file(tokens) != path:
-                raise ValueError("file name does not match its token prefix")
-            if set(f.keys()) != set(TENSOR_NAMES):
-                raise ValueError(f"unexpected tensors {sorted(f.keys())}")
-            tensors = {name: f.get_tensor(name) for name in TENSOR_NAMES}
-            if meta.get("sha256") != snapshot_checksum(tokens, self.fingerprint, tensors):
-                raise ValueError("checksum mismatch: the file was altered or damaged")
+        """One file, checked against this cache's fingerprint, dtype, shapes and its own name. Read in one go:
+        another process sharing the directory may replace or delete the file meanwhile, and a file opened
+        for its header and reopened for its tensors could mix two versions."""
+        data = path.read_bytes()
+        meta = _metadata(data)
+        if meta.get("format") != FILE_FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+        if meta.get("fingerprint") != self.fingerprint or meta.get("dtype") != dtype_name(self.dtype):
+            raise ValueError("written for another model or dtype")
+        tokens = json.loads(meta.get("tokens", "null"))
+        limit = self.vocab_size or float("inf")
+        if not (
+            isinstance(tokens, list)
+            and tokens
+            and all(isinstance(t, int) and 0 <= t < limit for t in tokens)
+        ):
+            raise ValueError("token ids missing or invalid")
+        if self._path_file(tokens) != path:
+            raise ValueError("file name does not match its token prefix")
+        tensors = safetensors_load(data)
+        if set(tensors) != set(TENSOR_NAMES):
+            raise ValueError(f"unexpected tensors {sorted(tensors)}")
+        if meta.get("sha256") != snapshot_checksum(tokens, self.fingerprint, tensors):
+            raise ValueError("checksum mismatch: the file was altered or damaged")
         for name, t in tensors.items():
             shape, dtype = self.expected[name]
             if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
@@ -416,6 +447,16 @@ class PrefixCache:
                 raise ValueError(f"{name} holds non-finite values")
         t = {k: v.to(self.device) for k, v in tensors.items()}
         return tokens, Snapshot(RWKV7State(t["att_x_prev"], t["wkv"], t["ffn_x_prev"]), t["hidden"])
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file's bytes (an 8-byte little-endian header length, then JSON)."""
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 0 < n <= len(data) - 8:
+        raise ValueError("truncated file")
+    header = json.loads(data[8 : 8 + n])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _common_prefix(edge: list[int], tokens: list[int], start: int) -> int:

@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from ..errors import ParameterError
 from ..model import RWKV7, RWKV7State
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class DecodeBatch:
 
     def __init__(self, model: RWKV7, max_rows: int, graphs: bool = False) -> None:
         if graphs and model.device.type != "cuda":
-            raise ValueError("CUDA graphs need a model on a CUDA device")
+            raise ParameterError("CUDA graphs need a model on a CUDA device")
         self.model, self.max_rows, self.graphs = model, max_rows, graphs
         self.size = 0
         self.state: RWKV7State | None = None  # eager: [L, size, ...]; graphs: [L, max_rows, ...]

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,9 +29,10 @@ from ..errors import InputError, ParameterError
 from ..model import RWKV7, RWKV7State
 from ..model.tokenizer import Tokenizer
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
-from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT, GenerationOptions
+from .options import GenerationOptions
 from .results import Generation, ScoreResult
 from .sampling import Sampler
+from .settings import EngineSettings
 from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
 from .streaming import AsyncStreamResult, StopMatcher, StreamResult
 from .structure import KnownTemplates
@@ -40,6 +41,11 @@ from .templates import USER_VARIABLES, stable_prefix, template_prefix
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SNAPSHOTS = 64  # default budget: this many snapshots of the model's state...
+# A choice's tokens after a prompt (the prompt + choice tokenised, minus the prompt's tokens) depend only on the
+# text around the join: byte-level BPE merges within a pre-token (a word, a run of punctuation), World's trie
+# matches at most 128 bytes. So they are computed once per prompt ending (its last characters and tokens) and
+# choice, not by two more tokenisations per check: a self-check's ending is the template's.
+CHOICE_CONTEXT_CHARS, CHOICE_CONTEXT_TOKENS, CHOICE_CACHE_SIZE = 256, 8, 256
 MAX_DEFAULT_CACHE_BYTES = 1 << 30  # ...but never more than 1 GiB
 # Requests per batched model call, and padded tokens per prefill forward (its activation memory), by device.
 DEFAULT_MAX_BATCH_SIZE = {"cpu": 32, "cuda": 128}
@@ -56,63 +62,51 @@ class Engine:
     """A model, its tokenizer, its prefix cache and its batching scheduler. Build it directly (tests, custom
     models) or through `get_engine` (shared per checkpoint).
 
-    cache_bytes: snapshot budget (None = room for `DEFAULT_CACHE_SNAPSHOTS` states, at most 1 GiB; 0 = off).
-    cache_dir: persist reusable snapshots there (junctions, pre-warmed prefixes, periodic ones).
-    min_junction_tokens: split a prefill at a divergence point only when that saves later prompts at least
-        this many tokens over the deepest snapshot: each split is one more forward call, whose fixed cost
-        (reading every weight once) exceeds the saving for a few tokens, e.g. two messages starting "The".
-    snapshot_every: also store a snapshot every this many tokens of a long prefill.
-    name: how the model is named in logs and provider responses (`get_engine` uses the checkpoint's name).
-    max_batch_size: most requests in one batched model call (None: 32 on CPU, 128 on CUDA).
-    max_wait: seconds an idle scheduler may wait to fill a batch, only right after serving several requests
-        at once (concurrent clients coming back); a lone client never waits.
-    max_prompt_tokens: longer prompts fail with an `InputError` (None: no limit).
-    prefill_tokens: most (padded) tokens in one prefill forward, which bounds its activation memory
-        whatever the prompt length (None: 1024 on CPU, 16384 on CUDA).
-    cuda_graphs: replay the decode step from CUDA graphs (None: on for a CUDA model).
+    Its settings are one `EngineSettings` (`settings=`) or its serving fields as keyword arguments
+    (`Engine(model, tok, cache_bytes=0, max_wait=0.01)`), checked there; the fields applied when a checkpoint
+    loads (`EngineSettings.LOADING`: dtype, device, quantize, ...) are refused here, the model being loaded
+    already. `name` is how the model is named in logs and provider responses (`get_engine`: the checkpoint's).
     """
 
     def __init__(
         self,
         model: RWKV7,
         tokenizer: Tokenizer,
+        settings: EngineSettings | None = None,
         *,
-        cache_bytes: int | None = None,
-        cache_dir: str | Path | None = None,
-        min_junction_tokens: int = 16,
-        snapshot_every: int | None = None,
         name: str = "rwkv7",
-        max_batch_size: int | None = None,
-        max_wait: float = DEFAULT_MAX_WAIT,
-        max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
-        prefill_tokens: int | None = None,
-        cuda_graphs: bool | None = None,
+        **kwargs: Any,
     ) -> None:
+        if settings is None:
+            loading = sorted(set(kwargs) & set(EngineSettings.LOADING))
+            if loading:
+                raise ParameterError(
+                    f"{', '.join(loading)} apply when a checkpoint loads (get_engine, RWKV7.from_pretrained), "
+                    "not to an Engine around a loaded model"
+                )
+            # the model's device decides the device rules (cuda_graphs needs a CUDA model)
+            settings = EngineSettings.parse({"device": model.device.type, **kwargs})
+        elif kwargs:
+            raise ParameterError(f"pass settings= or keyword settings, not both (got {sorted(kwargs)} too)")
         device = model.device.type
-        if max_batch_size is None:
-            max_batch_size = DEFAULT_MAX_BATCH_SIZE.get(device, DEFAULT_MAX_BATCH_SIZE["cuda"])
-        if prefill_tokens is None:
-            prefill_tokens = DEFAULT_PREFILL_TOKENS.get(device, DEFAULT_PREFILL_TOKENS["cuda"])
-        for what, value in (("snapshot_every", snapshot_every), ("max_prompt_tokens", max_prompt_tokens)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ParameterError(f"{what} must be an integer >= 1 or None, got {value!r}")
-        for what, value in (("max_batch_size", max_batch_size), ("prefill_tokens", prefill_tokens)):
-            if not isinstance(value, int) or value < 1:
-                raise ParameterError(f"{what} must be an integer >= 1, got {value!r}")
-        if not 0 <= max_wait <= 1:
-            raise ParameterError(f"max_wait must lie in [0, 1] seconds, got {max_wait!r}")
-        if cuda_graphs and device != "cuda":
-            raise ParameterError(f"cuda_graphs needs a model on a CUDA device, not {model.device}")
+        if torch.device(settings.device).type != device:
+            raise ParameterError(f"the settings are for device {settings.device!r} but the model is on {model.device}")
+        self.settings = settings
+        max_batch_size = settings.max_batch_size or DEFAULT_MAX_BATCH_SIZE.get(device, DEFAULT_MAX_BATCH_SIZE["cuda"])
+        prefill_tokens = settings.prefill_tokens or DEFAULT_PREFILL_TOKENS.get(device, DEFAULT_PREFILL_TOKENS["cuda"])
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
-        self.min_junction_tokens = min_junction_tokens
-        self.snapshot_every = snapshot_every
-        self.max_prompt_tokens = max_prompt_tokens
+        self.min_junction_tokens = settings.min_junction_tokens
+        self.snapshot_every = settings.snapshot_every
+        self.max_prompt_tokens = settings.max_prompt_tokens
         self.vocab_size = model.config.vocab_size
+        self._choice_cache: dict[tuple, list[int]] = {}  # see CHOICE_CONTEXT_CHARS
+        self._choice_lock = threading.Lock()
         zero = Snapshot(
             model.zero_state(1), torch.zeros(model.config.n_embd, dtype=model.dtype, device=model.device)
         )
+        cache_bytes = settings.cache_bytes
         if cache_bytes is None:
             cache_bytes = min(DEFAULT_CACHE_SNAPSHOTS * zero.nbytes, MAX_DEFAULT_CACHE_BYTES)
         self.fingerprint = model_fingerprint(model)
@@ -122,7 +116,7 @@ class Engine:
             budget_bytes=cache_bytes,
             expected={k: (tuple(t.shape), t.dtype) for k, t in zero.tensors().items()},
             device=model.device,
-            directory=cache_dir,
+            directory=settings.cache_dir,
             vocab_size=self.vocab_size,
         )
         # Templates whose user spans the classifier answer path scores as data (see structure.py).
@@ -130,9 +124,9 @@ class Engine:
         self.scheduler = Scheduler(
             self.model,
             max_batch_size=max_batch_size,
-            max_wait=max_wait,
+            max_wait=settings.max_wait,
             prefill_tokens=prefill_tokens,
-            cuda_graphs=device == "cuda" if cuda_graphs is None else cuda_graphs,
+            cuda_graphs=device == "cuda" if settings.cuda_graphs is None else settings.cuda_graphs,
             name=name,
         )
 
@@ -150,19 +144,20 @@ class Engine:
         with torch.inference_mode():
             return state, self.model.head(hidden).float()
 
-    def _prefill_steps(self, ids: list[int], *, persist_end: bool = False) -> Steps:
+    def _prefill_steps(self, ids: list[int], *, prewarm: bool = False) -> Steps:
         """-> (state, last hidden [C], tokens served from cache). Stores snapshots at the divergence point,
         every `snapshot_every` tokens and at the end."""
         match: Match = self.cache.lookup(ids)
         snapshot, start = match.snapshot, match.depth
         if start == len(ids):
-            if persist_end:  # pre-warming a prefix that traffic already cached
-                self.cache.insert(ids, persist=True)
+            if prewarm:  # pre-warming a prefix that traffic already cached
+                self.cache.insert(ids, persist=True, pin=True)
             return snapshot.state, snapshot.hidden, start
         state = snapshot.state if snapshot else None
         for cut in self._cuts(start, match.shared, len(ids)):
             hidden, state = yield Forward(ids[start:cut], state)
-            self.cache.insert(ids[:cut], Snapshot(state, hidden), persist=persist_end or cut < len(ids))
+            end = cut == len(ids)
+            self.cache.insert(ids[:cut], Snapshot(state, hidden), persist=prewarm or not end, pin=prewarm and end)
             start = cut
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -184,10 +179,15 @@ class Engine:
         return sorted(cuts)
 
     def _check_ids(self, token_ids: Sequence[int]) -> list[int]:
-        """Token ids as a list of ints: ints (numpy / 0-d tensor ints too) or a 1-D integer tensor; never
-        bools, floats, text or bytes (iterating bytes would give ints that were never token ids)."""
-        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not hasattr(token_ids, "__iter__"):
-            raise InputError(f"a prompt is a str or a sequence of int token ids, got {type(token_ids).__name__}")
+        """Token ids as a list of ints: an ordered sequence (list, tuple, numpy array) of ints (numpy / 0-d
+        tensor ints too) or a 1-D integer tensor; never bools, floats, text or bytes (iterating bytes would give
+        ints that were never token ids), nor a set (no order) or a generator (read once, by whoever asks first)."""
+        ordered = isinstance(token_ids, (Sequence, torch.Tensor)) or hasattr(token_ids, "__array__")
+        if isinstance(token_ids, (str, bytes, bytearray, memoryview)) or not ordered:
+            raise InputError(
+                "a prompt is a str or an ordered sequence of int token ids (list, tuple, 1-D tensor or array), "
+                f"got {type(token_ids).__name__}"
+            )
         if isinstance(token_ids, torch.Tensor) and (
             token_ids.dim() != 1 or token_ids.dtype.is_floating_point or token_ids.dtype.is_complex
             or token_ids.dtype == torch.bool
@@ -339,24 +339,35 @@ class Engine:
         if not isinstance(prompt, str):
             return self._check_ids(self.encode(choice))
         text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
-        joined = self.encode(prompt + text)
-        if joined[: len(ids)] == ids and len(joined) > len(ids):
-            return self._check_ids(joined[len(ids) :])
-        return self._check_ids(self.encode(text))
+        key = (prompt[-CHOICE_CONTEXT_CHARS:], tuple(ids[-CHOICE_CONTEXT_TOKENS:]), text)
+        with self._choice_lock:
+            cont = self._choice_cache.get(key)
+        if cont is None:
+            joined = self.encode(prompt + text)
+            if joined[: len(ids)] == ids and len(joined) > len(ids):
+                cont = self._check_ids(joined[len(ids) :])
+            else:
+                cont = self._check_ids(self.encode(text))
+            with self._choice_lock:
+                self._choice_cache[key] = cont
+                if len(self._choice_cache) > CHOICE_CACHE_SIZE:
+                    self._choice_cache.pop(next(iter(self._choice_cache)))
+        return cont
 
     # ---------------------------------------------------------------- cache management
 
     def prewarm(self, prefixes: Sequence[str]) -> list[int]:
         """Prefill fixed prompt prefixes at start-up; returns how many tokens of each were cached.
 
-        Only a prefix's stable tokens are prefilled (see `stable_prefix`); those snapshots are persisted
-        when the engine has a cache directory.
+        Only a prefix's stable tokens are prefilled (see `stable_prefix`); those snapshots are pinned (never
+        evicted: the configured prompts are few and always wanted) and persisted when the engine has a cache
+        directory.
         """
         counts = []
         for prefix in prefixes:
             ids = stable_prefix(self.tokenizer, prefix)
             if ids:
-                self.scheduler.run(self._prefill_steps(self._check_ids(ids), persist_end=True))
+                self.scheduler.run(self._prefill_steps(self._check_ids(ids), prewarm=True))
             counts.append(len(ids))
         log.info("%s: pre-warmed %d prefix(es): %s tokens", self.name, len(counts), counts)
         return counts

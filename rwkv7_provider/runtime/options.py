@@ -1,5 +1,4 @@
-"""The one definition of every generation option, its default and its check; the engine defaults that the
-provider settings expose.
+"""The one definition of every generation option, its default and its check.
 
 `GenerationOptions` is what `Engine.generate` / `stream` take (as keyword arguments or as one object), what
 the guardrails provider and the LangChain classes expose as parameters (their settings schema inherits it),
@@ -21,12 +20,10 @@ from ..errors import ParameterError
 
 GREEDY_BELOW = 1e-2  # temperatures below this decode greedily (NeMo Guardrails asks for 0.001 meaning "deterministic")
 DEFAULT_MAX_TOKENS = 256
-# Engine defaults the provider settings expose (here rather than in engine.py: no torch import).
-# A prompt costs time linear in its length (memory stays flat: prefills run in pieces); past this many tokens a
-# request is refused with an InputError rather than silently truncated, because a guard that checks only part
-# of a message can be steered by what it did not read.
-DEFAULT_MAX_PROMPT_TOKENS = 32768
-DEFAULT_MAX_WAIT = 0.002  # seconds an idle scheduler may wait to fill a batch, only right after serving several
+# The largest `max_tokens` a provider / server accepts unless configured otherwise: a bound, so that a request
+# asking for 10**9 tokens cannot hold a batch slot for hours.
+DEFAULT_MAX_TOKENS_LIMIT = 8192
+
 
 def suggest(name: str, known: list[str]) -> str:
     """' (did you mean 'x'?)' for a near miss, else ''."""

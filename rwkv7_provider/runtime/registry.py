@@ -11,16 +11,17 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..dtypes import torch_dtype
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ParameterError
 from ..model import RWKV7
 from ..model.checkpoint import default_dtype, resolve_checkpoint
-from ..model.tokenizer import Tokenizer, load_tokenizer
+from ..model.tokenizer import load_tokenizer
 from .engine import Engine
-from .options import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_WAIT
+from .settings import EngineSettings
 from .structure import trained_templates
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ DEFAULT_MODEL = "default"
 # The embedded guard model, shipped with the guard pipeline that trains it.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "guard" / "assets"
 
-_ENGINES: dict[tuple, tuple[Engine, tuple]] = {}
+_ENGINES: dict[tuple, tuple[Engine, dict[str, Any]]] = {}  # key -> (engine, the settings it was built with)
 _ENGINES_LOCK = threading.Lock()
 
 
@@ -65,57 +66,42 @@ def resolve_model_path(model: str | Path = DEFAULT_MODEL) -> Path:
     return resolve_checkpoint(model).resolve()
 
 
-def get_engine(
-    model: str | Path = DEFAULT_MODEL,
-    *,
-    dtype: str | torch.dtype | None = None,
-    device: str | torch.device = "cpu",
-    quantize: str | None = None,
-    compute_dtype: str | torch.dtype | None = None,
-    threads: int | None = None,
-    tokenizer: str | Path | Tokenizer | None = None,
-    cache_bytes: int | None = None,
-    cache_dir: str | Path | None = None,
-    max_batch_size: int | None = None,
-    max_wait: float = DEFAULT_MAX_WAIT,
-    max_prompt_tokens: int | None = DEFAULT_MAX_PROMPT_TOKENS,
-) -> Engine:
+def get_engine(model: str | Path = DEFAULT_MODEL, settings: EngineSettings | None = None, **kwargs: Any) -> Engine:
     """The process-wide engine for (checkpoint, dtype, device, quantize, compute_dtype), loaded on first use only.
 
-    dtype None is the model's default for the device; `quantize` (CPU: None, "bf16", "int8", "q4") and
-    `compute_dtype` (prefill GEMMs of a quantized model; None: measured at load) as in `RWKV7.from_pretrained`,
-    which also refuses, before reading any weight, a model the device has no memory for. Later calls for the same key return the
-    same engine whatever their tokenizer / cache / batching arguments (a differing value is logged): one copy
-    of the weights, one cache and one scheduler per checkpoint. `threads` sets torch's CPU thread count for the
-    whole process (see `set_threads`) when given, and when the first engine is built.
+    Settings are one `EngineSettings` or its fields as keyword arguments (`get_engine(path, quantize="int8")`),
+    checked before anything loads. dtype None is the model's default for the device; `quantize` (CPU: None,
+    "bf16", "int8", "q4") and `compute_dtype` (prefill GEMMs of a quantized model; None: measured at load) as in
+    `RWKV7.from_pretrained`, which also refuses, before reading any weight, a model the device has no memory
+    for. Later calls for the same key return the same engine whatever their tokenizer / cache / batching
+    settings (a differing value is logged): one copy of the weights, one cache and one scheduler per
+    checkpoint. `threads` sets torch's CPU thread count for the whole process (see `set_threads`) when given,
+    and when the first engine is built.
     """
+    if settings is None:
+        settings = EngineSettings.parse(kwargs)
+    elif kwargs:
+        raise ParameterError(f"pass settings= or keyword settings, not both (got {sorted(kwargs)} too)")
     path = resolve_model_path(model)
-    device = torch.device(device)
-    wanted = torch_dtype(dtype) or default_dtype(device, None)  # None: the checkpoint's own dtype
-    gemm = torch_dtype(compute_dtype)
-    key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device), quantize, str(gemm))
-    settings = (tokenizer, cache_bytes, cache_dir, max_batch_size, max_wait, max_prompt_tokens)
+    device = torch.device(settings.device)
+    wanted = torch_dtype(settings.dtype) or default_dtype(device, None)  # None: the checkpoint's own dtype
+    gemm = torch_dtype(settings.compute_dtype)
+    key = (str(path), str(wanted).removeprefix("torch.") if wanted else "auto", str(device), settings.quantize, str(gemm))
+    own = {"tokenizer": settings.tokenizer, **settings.serving()}
     with _ENGINES_LOCK:
-        if threads is not None or not _ENGINES:
-            set_threads(threads)
+        if settings.threads is not None or not _ENGINES:
+            set_threads(settings.threads)
         if key in _ENGINES:
             engine, first = _ENGINES[key]
-            if settings != first:
+            if own != first:
                 log.warning("reusing the engine for %s: tokenizer, cache and batching settings stay %s", path, first)
             return engine
-        loaded = RWKV7.from_pretrained(path, dtype=wanted, device=device, quantize=quantize, compute_dtype=gemm)
-        tok = load_tokenizer(tokenizer, model_path=path, vocab_size=loaded.config.vocab_size)
-        engine = Engine(
-            loaded,
-            tok,
-            cache_bytes=cache_bytes,
-            cache_dir=cache_dir,
-            name=path.name,
-            max_batch_size=max_batch_size,
-            max_wait=max_wait,
-            max_prompt_tokens=max_prompt_tokens,
+        loaded = RWKV7.from_pretrained(
+            path, dtype=wanted, device=device, quantize=settings.quantize, compute_dtype=gemm
         )
+        tok = load_tokenizer(settings.tokenizer, model_path=path, vocab_size=loaded.config.vocab_size)
+        engine = Engine(loaded, tok, settings, name=path.name)
         engine.register_templates(trained_templates(path))  # a guard knows the templates it was trained on
-        _ENGINES[key] = (engine, settings)
-        log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, quantize)
+        _ENGINES[key] = (engine, own)
+        log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, settings.quantize)
         return engine

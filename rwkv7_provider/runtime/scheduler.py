@@ -35,6 +35,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator
+from concurrent.futures import CancelledError  # a cancelled request: the standard exception, not an RWKV7Error
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,10 +113,6 @@ class SchedulerStats:
     waits: int = 0  # times the leader waited (up to max_wait) for a fuller batch
 
 
-class Cancelled(Exception):
-    """The request was cancelled by its client."""
-
-
 class Ticket:
     """One request: its steps (run by the leader only) and what its client waits on (deltas, the result)."""
 
@@ -169,7 +166,7 @@ class Ticket:
         """Stop the request: it leaves the batch at the next iteration (no-op once finished)."""
         if not self._done:
             self.cancelled = True
-            self.fail(Cancelled("request cancelled"))
+            self.fail(CancelledError("request cancelled"))
 
     def result(self) -> Any:
         with self._cond:
@@ -384,7 +381,11 @@ class Scheduler:
             self._reset(e)
 
     def _busy(self) -> bool:
-        return bool(self._forwards or self._logprobs or self._joins or self._slots)
+        """Work in flight, counting a request cancelled while it waited in no queue (between model calls): it
+        still needs one iteration to leave `_live` and close its steps."""
+        return bool(self._forwards or self._logprobs or self._joins or self._slots) or any(
+            t.cancelled for t in self._live
+        )
 
     def _arrivals(self, me: threading.Thread, linger: float) -> list[Ticket] | None:
         """New requests (possibly none while work is in flight) for the leader `me`; None when it should stop
@@ -444,7 +445,10 @@ class Scheduler:
 
     def _advance(self, ticket: Ticket, value: Any) -> None:
         """Resume a request with `value` and queue the work it yields next (or deliver its result)."""
-        if ticket.cancelled:
+        if ticket.cancelled:  # cancelled since this iteration's check: it is in no queue now (a decode row it
+            self._live.discard(ticket)  # holds is dropped by the decode step: it asks for no next token)
+            self.stats.cancelled += 1
+            ticket.steps.close()
             return
         try:
             item = ticket.steps.send(value)

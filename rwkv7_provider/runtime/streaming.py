@@ -3,11 +3,14 @@
 `StopMatcher` cuts the text at the first stop string as soon as it appears, holding back any tail that may
 still become one. `StreamResult` iterates the deltas of one request running in the engine's scheduler and
 holds the final `Generation` once exhausted; `AsyncStreamResult` is its async view. Closing either (or
-dropping it unfinished) cancels the request, which frees its place in the batch.
+dropping it unfinished) cancels the request, which frees its place in the batch; so does cancelling the
+asyncio task that waits on an `AsyncStreamResult`: a cancelled task keeps its frames (and so the stream)
+alive through the exception's traceback, so the stream would otherwise decode on until collected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
@@ -68,7 +71,11 @@ class AsyncStreamResult(AsyncIterator[str]):
 
     async def __anext__(self) -> str:
         stream = self._stream
-        delta = None if stream._closed else await stream._source.anext_delta()
+        try:
+            delta = None if stream._closed else await stream._source.anext_delta()
+        except asyncio.CancelledError:  # the waiting task was cancelled: so is the request
+            stream.close()
+            raise
         if delta is None:
             stream._finished()
             raise StopAsyncIteration

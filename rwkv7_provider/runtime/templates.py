@@ -14,6 +14,8 @@ import string
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from ..model.tokenizer import Tokenizer
 
@@ -55,7 +57,7 @@ def split_template(template: str, variable: str) -> tuple[str, str]:
     for m in TAG.finditer(template):
         if variable_name(m) == variable:
             return template[: m.start()], template[m.start() :]
-    raise ValueError(f"template has no {{{{ {variable} }}}} placeholder")
+    raise InputError(f"template has no {{{{ {variable} }}}} placeholder")
 
 
 def render(template: str, **variables: str) -> str:
@@ -68,9 +70,9 @@ def render(template: str, **variables: str) -> str:
     def fill(m: re.Match) -> str:
         name = variable_name(m)
         if name is None:
-            raise ValueError(f"only plain {{{{ name }}}} placeholders can be rendered here, got {m.group(0)!r}")
+            raise InputError(f"only plain {{{{ name }}}} placeholders can be rendered here, got {m.group(0)!r}")
         if name not in variables:
-            raise KeyError(f"template variable {name!r} not given")
+            raise InputError(f"template variable {name!r} not given")
         return str(variables[name])
 
     return TAG.sub(fill, template)

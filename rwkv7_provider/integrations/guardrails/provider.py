@@ -132,8 +132,9 @@ class RWKV7Model:
 
 
 def register() -> None:
-    """Register `rwkv7` with nemoguardrails' default framework, and with its LangChain framework when that is
-    the active one (`NEMOGUARDRAILS_LLM_FRAMEWORK=langchain`); idempotent.
+    """Register `rwkv7` (and `rwkv7_no_main_model`, the refusing main model of rails-only configs) with
+    nemoguardrails' default framework, and `rwkv7` with its LangChain framework when that is the active one
+    (`NEMOGUARDRAILS_LLM_FRAMEWORK=langchain`); idempotent.
 
     Only then are the LangChain classes and that framework's provider table (which imports all of
     langchain-community) loaded, so default-framework users never pay for them. The LangChain framework
@@ -141,7 +142,10 @@ def register() -> None:
     which wraps a string prompt in a World-format user turn: give self-check models `mode: text`
     (`RWKV7LLM`) so their prompts reach the model verbatim, as the guard was trained.
     """
+    from .no_main_model import NO_MAIN_MODEL, NoMainModel, langchain_class
+
     get_framework("default").register_provider(PROVIDER_NAME, RWKV7Model)
+    get_framework("default").register_provider(NO_MAIN_MODEL, NoMainModel)
     if get_default_framework() != "langchain":
         return
     from ..langchain.chat_models import ChatRWKV7
@@ -150,3 +154,4 @@ def register() -> None:
     langchain = get_framework("langchain")
     langchain.register_provider(PROVIDER_NAME, ChatRWKV7)
     langchain.register_llm_provider(PROVIDER_NAME, RWKV7LLM)
+    langchain.register_provider(NO_MAIN_MODEL, langchain_class())

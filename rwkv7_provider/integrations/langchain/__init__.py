@@ -1,5 +1,5 @@
 """LangChain integration: `RWKV7LLM` (text, llms.py) and `ChatRWKV7` (chat with prompt-based tool calling,
-chat_models.py; tools.py parses the calls). Both are thin classes over one `RWKV7Client` and share the
+chat_models.py; the tool format is ../tool_format.py, shared with the server). Both are thin classes over one `RWKV7Client` and share the
 process-wide engine, so instances on one checkpoint share weights and the prefix state cache."""
 
 from ...errors import missing_dependency

@@ -2,7 +2,7 @@
 
 Messages are rendered in the World chat format (`System:` / `User:` / `Assistant:` turns) and the answer
 ends with the assistant's turn. RWKV-7 has no tool-call API, so `bind_tools` describes the tools in the
-system turn and the model's JSON answer is parsed into `AIMessage.tool_calls` (see `tools.py`); output
+system turn and the model's JSON answer is parsed into `AIMessage.tool_calls` (see `integrations/tool_format.py`); output
 that cannot be used becomes an `invalid_tool_calls` entry, never an exception.
 """
 
@@ -35,10 +35,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict
 
+from ...errors import InputError, ParameterError
 from ..chat_format import content_text, render_chat
 from ..client import Completion
 from .llms import LangChainSettings, generation_info, identifying_params
-from .tools import parse_tool_calls, render_calls, render_tool_prompt, tool_name
+from ..tool_format import parse_tool_calls, render_calls, render_tool_prompt, tool_name, with_tool_prompt
 
 
 def _text(message: BaseMessage) -> str:
@@ -64,13 +65,8 @@ def render_messages(messages: Sequence[BaseMessage], tool_prompt: str | None = N
         elif isinstance(m, ChatMessage):
             turns.append((m.role, _text(m), None))
         else:
-            raise TypeError(f"ChatRWKV7 cannot render a {type(m).__name__}")
-    if tool_prompt:
-        if turns and turns[0][0] == "system":
-            turns[0] = ("system", f"{turns[0][1]}\n{tool_prompt}", None)
-        else:
-            turns.insert(0, ("system", tool_prompt, None))
-    return render_chat(turns)
+            raise InputError(f"ChatRWKV7 cannot render a {type(m).__name__}")
+    return render_chat(with_tool_prompt(turns, tool_prompt))
 
 
 def _usage_metadata(done: Completion) -> UsageMetadata:
@@ -242,7 +238,7 @@ class ChatRWKV7(BaseChatModel, LangChainSettings):
         kwargs.pop("method", None)
         kwargs.pop("strict", None)
         if kwargs:
-            raise ValueError(f"unsupported arguments for with_structured_output: {sorted(kwargs)}")
+            raise ParameterError(f"unsupported arguments for with_structured_output: {sorted(kwargs)}")
         name = convert_to_openai_tool(schema)["function"]["name"]
         llm = self.bind_tools(
             [schema],

@@ -14,6 +14,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, PrivateAttr, ValidationError
 
 from ...errors import ParameterError
@@ -76,6 +77,34 @@ class RWKV7LLM(LLM, LangChainSettings):
     @property
     def _llm_type(self) -> str:
         return "rwkv7"
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """With `return_exceptions`, each input gets its own outcome: LangChain's LLM batch runs all prompts as
+        one call and returns the first failure (an empty prompt) for every input. Here each input is its own
+        call, run concurrently (the engine batches them)."""
+        if return_exceptions:
+            return Runnable.batch(self, inputs, config, return_exceptions=True, **kwargs)
+        return super().batch(inputs, config, **kwargs)
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """`batch`'s asyncio twin, per-input outcomes included."""
+        if return_exceptions:
+            return await Runnable.abatch(self, inputs, config, return_exceptions=True, **kwargs)
+        return await super().abatch(inputs, config, **kwargs)
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Tool calling for a model without a tool-call API: tools described in the system turn, JSON answers parsed.
 
+Shared by `ChatRWKV7` (LangChain) and the OpenAI-compatible server, so both ask for and read tool calls the
+same way; nothing here imports LangChain.
+
 The model is told to make a tool call by answering with only a JSON object,
 `{"name": ..., "arguments": {...}}` (or a JSON list of them). Earlier calls in the conversation are
 rendered in that same shape, so a multi-step agent shows the model its own convention. Parsing never
@@ -15,6 +18,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import ParameterError
 
 ARGUMENT_KEYS = ("arguments", "args", "parameters")
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
@@ -78,10 +83,21 @@ def render_tool_prompt(tools: Sequence[dict[str, Any]], tool_choice: str | None 
     elif tool_choice in names:
         lines.append(f"You must answer with a call of the tool {tool_choice!r}.")
     else:
-        raise ValueError(
+        raise ParameterError(
             f"tool_choice {tool_choice!r} is not one of the bound tools {names} or auto/any/required/none"
         )
     return "\n".join(lines)
+
+
+def with_tool_prompt(
+    turns: list[tuple[str, str, str | None]], tool_prompt: str | None
+) -> list[tuple[str, str, str | None]]:
+    """(role, text, name) turns with the tool description joined to the leading system turn (or as one)."""
+    if not tool_prompt:
+        return turns
+    if turns and turns[0][0] == "system":
+        return [("system", f"{turns[0][1]}\n{tool_prompt}", None), *turns[1:]]
+    return [("system", tool_prompt, None), *turns]
 
 
 def render_calls(calls: Sequence[dict[str, Any]]) -> str:

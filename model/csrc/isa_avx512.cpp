@@ -1,0 +1,53 @@
+// The AVX-512 kernels: simd.h over 16-lane __m512. Compiled with exactly the flags below (model/kernel_build.py);
+// ops.cpp checks the same features at run time before calling anything here.
+
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || !defined(__AVX512DQ__) || \
+    !defined(__AVX2__) || !defined(__FMA__)
+#error "isa_avx512.cpp is compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma"
+#endif
+
+#include <immintrin.h>
+
+#include "simd.h"
+
+namespace rwkv7 {
+namespace {
+
+struct Avx512 {
+  using V = __m512;
+  static constexpr int64_t L = 16;
+  static constexpr int kBatchTile = 4;  // 2 streams x 4 rows: the accumulators fit in 32 registers
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float a) { return _mm512_set1_ps(a); }
+  static V loadu(const float* a) { return _mm512_loadu_ps(a); }
+  static void store(float* a, V v) { _mm512_storeu_ps(a, v); }
+  static void store(uint16_t* a, V v) {  // bf16 bits, rounded to nearest even (f32_to_bf16)
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), _mm512_cvtepi32_epi16(r));
+  }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(V a) { return _mm512_reduce_add_ps(a); }
+  static V from_bf16(const uint16_t* a) {
+    const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+  }
+  static V from_i8(const int8_t* a) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))));
+  }
+  static void prefetch(const void* a) { _mm_prefetch(static_cast<const char*>(a), _MM_HINT_T0); }
+  static V from_nibbles(const uint8_t* a, bool hi) {  // the low or high halves of 16 bytes
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    if (hi) b = _mm_srli_epi16(b, 4);
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, _mm_set1_epi8(15))));
+  }
+};
+
+}  // namespace
+
+extern const IsaKernels kAvx512Kernels = kernels_of<Avx512>();
+
+}  // namespace rwkv7

@@ -1,0 +1,492 @@
+// The torch ops of the CPU kernels (see model/cpu_kernels.py for why they exist):
+//
+//   gemv(x [M, K] f32, w, scales, mins, fmt, *, isa, streams, prefetch, serial) -> [M, N] f32
+//                                                                y = x @ W^T, W stored compressed
+//   dequantize(w, scales, mins, fmt, K, dtype, *, isa) -> [N, K]               W itself, float32 or bfloat16
+//   linear(x [M, K], w, scales, mins, fmt, block, *, isa) -> [M, N]            x @ W^T for prefill, by blocks of W
+//   shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes) -> [n, B, C]                 LayerNorm + token-shift mixes
+//   time_mix_(state, mixed, r, k, v, v_first, *, w0, w1, ..., ln_b, eps, isa, serial) -> [B, C]
+//                                                                TimeMix after r/k/v, WKV state updated in place
+//   wkv7(r, w, k, v, a, b, state, cu_seqlens, *, isa, serial) -> (y, state)   WKV-7, token by token
+//   supported_isas() -> int[]                                    the instruction sets this CPU and build can run
+//
+// Weight formats and instruction sets: kernels.h. Decoding reads every weight once per token, so it is
+// memory-bound: bf16 / int8 / q4 move 2x, ~3.9x and ~6.4x fewer bytes than f32; activations and accumulation
+// stay f32. The kernels of each instruction set live in isa_*.cpp; which one an op runs is its `isa`
+// argument (model/kernel_choice.py measures which is fastest), checked here against the CPU's features.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>  // the MXCSR, to flush denormals (SSE: baseline on x86-64)
+#endif
+
+#include "kernels.h"
+
+namespace rwkv7 {
+namespace {
+
+// ------------------------------------------------------------------ instruction sets
+
+// Every feature an isa_*.cpp is compiled for (its -m flags, asserted at its top), checked at run time: the
+// compiler may use any of them anywhere in that file. __builtin_cpu_supports also checks that the OS saves
+// the wider registers (GCC and Clang).
+bool cpu_runs(int64_t isa) {
+  if (isa == PORTABLE) return true;
+#if defined(RWKV7_X86_KERNELS)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == AVX2) return avx2;
+  if (isa == AVX512)
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+  return false;
+}
+
+std::vector<int64_t> supported_isas() {
+  std::vector<int64_t> out;
+  for (int64_t isa : {PORTABLE, AVX2, AVX512})
+    if (cpu_runs(isa)) out.push_back(isa);
+  return out;
+}
+
+const IsaKernels& kernels_for(int64_t isa) {
+  static const std::vector<int64_t> runs = supported_isas();
+  TORCH_CHECK(std::find(runs.begin(), runs.end(), isa) != runs.end(), "instruction set ", isa,
+              " is not supported by this CPU or build (supported: ", runs, ")");
+#if defined(RWKV7_X86_KERNELS)
+  if (isa == AVX512) return kAvx512Kernels;
+  if (isa == AVX2) return kAvx2Kernels;
+#endif
+  return kPortableKernels;
+}
+
+// ------------------------------------------------------------------ compressed matrices
+
+int64_t group_of(int64_t fmt) { return fmt == Q4 ? kGroupQ4 : kGroupInt8; }
+
+// Checks every tensor of a packed [N, K] matrix against the format (so no kernel reads out of bounds).
+Packed unpack(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins, int64_t fmt, int64_t K) {
+  TORCH_CHECK(fmt >= F32 && fmt <= Q4, "unknown weight format ", fmt);
+  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && w.device().is_cpu(), "weight must be a contiguous CPU matrix");
+  TORCH_CHECK(K > 0 && K % 64 == 0, "K must be a positive multiple of 64, got ", K);
+  const at::ScalarType want[] = {at::kFloat, at::kBFloat16, at::kChar, at::kByte};
+  TORCH_CHECK(w.scalar_type() == want[fmt], "weight dtype ", w.scalar_type(), " does not match format ", fmt);
+  TORCH_CHECK(w.size(1) == (fmt == Q4 ? K / 2 : K), "weight has ", w.size(1), " columns, format ", fmt, " with K = ",
+              K, " needs ", fmt == Q4 ? K / 2 : K);
+  const int64_t groups = w.size(0) * (K / group_of(fmt));
+  const bool grouped = fmt == INT8 || fmt == Q4;
+  if (grouped)
+    TORCH_CHECK(scales.is_contiguous() && scales.scalar_type() == at::kBFloat16 && scales.numel() == groups,
+                "scales must be contiguous bf16 with ", groups, " elements");
+  if (fmt == Q4)
+    TORCH_CHECK(mins.is_contiguous() && mins.scalar_type() == at::kBFloat16 && mins.numel() == groups,
+                "mins must be contiguous bf16 with ", groups, " elements");
+  return {w.data_ptr(), grouped ? static_cast<const uint16_t*>(scales.data_ptr()) : nullptr,
+          fmt == Q4 ? static_cast<const uint16_t*>(mins.data_ptr()) : nullptr, K};
+}
+
+// f over [begin, end): on torch's threads (at::parallel_for), or in this thread alone when `serial`. One thread
+// can be the faster: a parallel region waits for all its threads, so while other processes keep the cores
+// busy it waits for whichever got descheduled (model/kernel_choice.py measures both).
+template <class F>
+void run_range(bool serial, int64_t begin, int64_t end, int64_t grain, const F& f) {
+  if (serial)
+    f(begin, end);
+  else
+    at::parallel_for(begin, end, grain, f);
+}
+
+// Rows per task: enough work per thread to amortise the hand-off, at least 8 (one register tile of the most
+// streams).
+int64_t grain(int64_t K) { return std::max<int64_t>(8, (1 << 16) / std::max<int64_t>(K, 1)) & ~int64_t(7); }
+
+at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
+                int64_t fmt, int64_t isa, int64_t streams, int64_t prefetch, bool serial) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be float32 [M, K]");
+  TORCH_CHECK(streams == 1 || streams == 2 || streams == 4 || streams == 8, "streams must be 1, 2, 4 or 8");
+  TORCH_CHECK(prefetch >= 0 && prefetch <= 8192, "prefetch must be 0..8192 bytes");
+  const IsaKernels& kernels = kernels_for(isa);
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({M, N}, x.options());
+  const float* xp = xc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  std::vector<float> xs(fmt == Q4 ? M * (K / kGroupQ4) : 0);  // per-group sums of x, for the Q4 minimums
+  for (size_t i = 0; i < xs.size(); ++i) {
+    float t = 0.f;
+    for (int64_t j = 0; j < kGroupQ4; ++j) t += xp[i * kGroupQ4 + j];
+    xs[i] = t;
+  }
+  run_range(serial, 0, N, grain(K), [&](int64_t n0, int64_t n1) {
+    kernels.gemv_rows(p, fmt, streams, prefetch, xp, xs.data(), M, yp, N, n0, n1);
+  });
+  return y;
+}
+
+// Rows [n0, n1) of W into out (row n0 first) as out's dtype, float32 or bfloat16, on all threads.
+void dequantize_rows(const IsaKernels& kernels, const Packed& p, int64_t fmt, at::Tensor& out, int64_t n0,
+                     int64_t n1) {
+  const bool bf16 = out.scalar_type() == at::kBFloat16;
+  void* op = out.data_ptr();
+  at::parallel_for(n0, n1, grain(p.K), [&](int64_t a, int64_t b) {
+    if (bf16)
+      kernels.dequant_bf16(p, fmt, static_cast<uint16_t*>(op), n0, a, b);
+    else
+      kernels.dequant_f32(p, fmt, static_cast<float*>(op), n0, a, b);
+  });
+}
+
+at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins, int64_t fmt, int64_t K,
+                      at::ScalarType dtype, int64_t isa) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "dequantize: dtype must be float32 or bfloat16");
+  const IsaKernels& kernels = kernels_for(isa);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  at::Tensor out = at::empty({w.size(0), K}, at::TensorOptions().dtype(dtype));
+  dequantize_rows(kernels, p, fmt, out, 0, w.size(0));
+  return out;
+}
+
+// x [M, K] @ W^T for prefill (M large: compute-bound), in x's dtype (float32 or bfloat16). W is dequantised
+// `block` rows at a time into one small scratch that stays in cache, and each block's GEMM (torch's) writes
+// its columns of y: no full-size dense copy of W is ever made (64 MB of float32 for a 1.5B FFN matrix, page
+// faults included, which made compressed prefill slower than float32).
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
+                  int64_t fmt, int64_t block, int64_t isa) {
+  TORCH_CHECK(x.dim() == 2 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "x must be float32 or bfloat16 [M, K]");
+  TORCH_CHECK(block > 0, "block must be positive");
+  const IsaKernels& kernels = kernels_for(isa);
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const Packed p = unpack(w, scales, mins, fmt, K);
+  at::Tensor y = at::empty({M, N}, x.options());
+  at::Tensor scratch = at::empty({std::min(block, N), K}, x.options());
+  for (int64_t n0 = 0; n0 < N; n0 += block) {
+    const int64_t rows = std::min(block, N - n0);
+    at::Tensor part = scratch.narrow(0, 0, rows);
+    dequantize_rows(kernels, p, fmt, part, n0, n0 + rows);
+    at::Tensor out = y.narrow(1, n0, rows);
+    at::mm_out(out, x, part.t());
+  }
+  return y;
+}
+
+// ------------------------------------------------------------------ the per-token ops of a decode step
+// A decode step dispatches a few dozen small ops per layer besides the GEMVs (~3-10 us each from Python);
+// these fuse them: shift_mix_ (LayerNorm + token shift + the interpolations) and time_mix_ (the LoRAs, the
+// value residual, the WKV-7 state update, GroupNorm, bonus and output gate). Same equations as TimeMix /
+// ChannelMix for T = 1 (docs/rwkv7.md), float32 throughout.
+
+const float* f32(const at::Tensor& t, int64_t numel, const char* what) {
+  TORCH_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat && t.numel() == numel, what,
+              " must be contiguous float32 with ", numel, " elements, got ", t.sizes());
+  return t.data_ptr<float>();
+}
+
+enum class Act { None, Tanh, Sigmoid };
+inline float activate(Act a, float v) {
+  return a == Act::Tanh ? std::tanh(v) : a == Act::Sigmoid ? 1.f / (1.f + std::exp(-v)) : v;
+}
+
+// A LoRA of TimeMix: out = outer(bias + inner(x @ A) @ B), A [C, dim], B [dim, C], bias [C] or none; `input` is
+// which token-shift interpolation of `mixed` it reads (r w k v a g = 0..5).
+struct Lora {
+  const float* bias = nullptr;
+  const float* A = nullptr;
+  const float* B = nullptr;
+  int64_t dim = 0;
+  Act inner = Act::None, outer = Act::None;
+  int64_t input = 0;
+
+  Lora() = default;
+  Lora(const at::Tensor* bias_, const at::Tensor& A_, const at::Tensor& B_, int64_t C, Act inner_, Act outer_,
+       int64_t input_, const char* name)
+      : inner(inner_), outer(outer_), input(input_) {
+    TORCH_CHECK(A_.dim() == 2 && A_.size(0) == C, name, ": the LoRA matrices must be [C, dim] and [dim, C]");
+    dim = A_.size(1);
+    bias = bias_ ? f32(*bias_, C, name) : nullptr;
+    A = f32(A_, C * dim, name);
+    B = f32(B_, dim * C, name);
+  }
+};
+
+// The parameters of one TimeMix layer, by name (the op's keyword arguments), checked once per call.
+struct TimeMixWeights {
+  Lora lora[4];  // decay (w), in-context rate (a), gate (g), value residual (v; every layer but the first)
+  int64_t n_lora;
+  const float *k_k, *k_a, *r_k, *ln_w, *ln_b;
+  float eps;
+  int64_t offset[4];  // of each LoRA's hidden vector in a row of the down-projection results
+  int64_t hidden;     // their total size
+};
+enum LoraIndex { DECAY = 0, ICLR = 1, GATE = 2, VALUE = 3 };
+
+// One head: normalised kk, key scaled by the in-context rate, decay exp(-exp(-0.5) sigmoid(d)), the state
+// update with b = kk * iclr, GroupNorm of y, plus the bonus (r * kmod * r_k).sum() * v; times the gate g.
+void wkv_head(const IsaKernels& kernels, float* S, const float* r, const float* d, const float* k, const float* v,
+              const float* iclr, const float* g, const float* k_k, const float* k_a, const float* r_k,
+              const float* ln_w, const float* ln_b, float* y, int64_t N, float eps) {
+  constexpr float kLogDecayScale = -0.60653065971263342f;  // -exp(-0.5)
+  float kk[64], kmod[64], decay[64], b[64];
+  float norm = 0.f;
+  for (int64_t j = 0; j < N; ++j) {
+    kk[j] = k[j] * k_k[j];
+    norm += kk[j] * kk[j];
+  }
+  const float inv = 1.f / std::max(std::sqrt(norm), 1e-12f);
+  float bonus = 0.f;
+  for (int64_t j = 0; j < N; ++j) {
+    kk[j] *= inv;
+    kmod[j] = k[j] * (1.f + (iclr[j] - 1.f) * k_a[j]);
+    decay[j] = std::exp(kLogDecayScale / (1.f + std::exp(-d[j])));
+    b[j] = kk[j] * iclr[j];
+    bonus += r[j] * kmod[j] * r_k[j];
+  }
+  kernels.wkv_rows(S, kk, decay, b, kmod, r, v, y, N);
+  float mean = 0.f;
+  for (int64_t i = 0; i < N; ++i) mean += y[i];
+  mean /= float(N);
+  float var = 0.f;
+  for (int64_t i = 0; i < N; ++i) var += (y[i] - mean) * (y[i] - mean);
+  const float rstd = 1.f / std::sqrt(var / float(N) + eps);
+  for (int64_t i = 0; i < N; ++i) y[i] = ((y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i]) * g[i];
+}
+
+// Flushes denormals in this thread while alive: long contexts drive decayed state entries below 1e-38, where x86
+// arithmetic is ~100x slower; values that small never change a result.
+struct FlushDenormals {
+#if defined(__x86_64__) || defined(_M_X64)
+  const unsigned csr = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(csr | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(csr); }
+#endif
+};
+
+// The LoRAs' down-projections h = inner(x @ A) of every row, [B, hidden]: the rows of the A matrices are split
+// into one chunk per thread (a decode step has a single row, so splitting rows would leave threads idle), each
+// chunk's partial sums are added up, then the inner activation.
+std::vector<float> lora_down(const IsaKernels& kernels, const TimeMixWeights& P, const float* xm, int64_t B,
+                             int64_t C, bool serial) {
+  const int64_t chunks = serial ? 1 : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), C / 64));
+  std::vector<float> partial(chunks * B * P.hidden);
+  run_range(serial, 0, chunks, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t k0 = C * p / chunks, k1 = C * (p + 1) / chunks;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t l = 0; l < P.n_lora; ++l) {
+          const Lora& lora = P.lora[l];
+          const float* x = xm + (lora.input * B + b) * C;  // mixed[input, b]
+          kernels.vecmat(x + k0, lora.A + k0 * lora.dim, k1 - k0, lora.dim, lora.dim,
+                         &partial[(p * B + b) * P.hidden + P.offset[l]]);
+        }
+    }
+  });
+  std::vector<float> h(B * P.hidden, 0.f);
+  for (int64_t p = 0; p < chunks; ++p)
+    for (int64_t i = 0; i < B * P.hidden; ++i) h[i] += partial[p * B * P.hidden + i];
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t l = 0; l < P.n_lora; ++l)
+      for (int64_t j = 0; j < P.lora[l].dim; ++j) {
+        float& v = h[b * P.hidden + P.offset[l] + j];
+        v = activate(P.lora[l].inner, v);
+      }
+  return h;
+}
+
+// The LoRAs' up-projections out[l] = outer(bias + h @ B) of every row, [n_lora, B, C]: the columns are split into
+// one contiguous block per thread, so each thread streams whole row segments of every B matrix (per-head
+// column stripes of 256 bytes made time_mix_ ~1.5x slower on the 0.1B shape).
+std::vector<float> lora_up(const IsaKernels& kernels, const TimeMixWeights& P, const std::vector<float>& h, int64_t B,
+                           int64_t C, bool serial) {
+  const int64_t blocks = serial ? 1 : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), C / 64));
+  std::vector<float> out(P.n_lora * B * C);
+  run_range(serial, 0, blocks, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c0 = (C * p / blocks) & ~int64_t(15), c1 = p + 1 == blocks ? C : (C * (p + 1) / blocks) & ~int64_t(15);
+      for (int64_t l = 0; l < P.n_lora; ++l)
+        for (int64_t b = 0; b < B; ++b) {
+          const Lora& lora = P.lora[l];
+          float* o = &out[(l * B + b) * C];
+          kernels.vecmat(&h[b * P.hidden + P.offset[l]], lora.B + c0, lora.dim, c1 - c0, C, o + c0);
+          for (int64_t c = c0; c < c1; ++c) o[c] = activate(lora.outer, (lora.bias ? lora.bias[c] : 0.f) + o[c]);
+        }
+    }
+  });
+  return out;
+}
+
+// One head of one row, channels [c0, c0 + N): the value residual, then wkv_head, writing y.
+void time_mix_head(const IsaKernels& kernels, const TimeMixWeights& P, const float* const* lora_out, float* S,
+                   const float* r, const float* k, const float* v, const float* v_first, float* y, int64_t c0,
+                   int64_t N) {
+  float vv[64];
+  for (int64_t j = 0; j < N; ++j)  // value residual: v + (v_first - v) * gate
+    vv[j] = P.n_lora > VALUE ? v[j] + (v_first[j] - v[j]) * lora_out[VALUE][j] : v[j];
+  wkv_head(kernels, S, r, lora_out[DECAY], k, vv, lora_out[ICLR], lora_out[GATE], P.k_k + c0, P.k_a + c0, P.r_k + c0,
+           P.ln_w + c0, P.ln_b + c0, y, N, P.eps);
+}
+
+at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tensor& r, const at::Tensor& k,
+                     const at::Tensor& v, const std::optional<at::Tensor>& v_first, const at::Tensor& w0,
+                     const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& a0, const at::Tensor& a1,
+                     const at::Tensor& a2, const std::optional<at::Tensor>& v0, const std::optional<at::Tensor>& v1,
+                     const std::optional<at::Tensor>& v2, const at::Tensor& g1, const at::Tensor& g2,
+                     const at::Tensor& k_k, const at::Tensor& k_a, const at::Tensor& r_k, const at::Tensor& ln_w,
+                     const at::Tensor& ln_b, double eps, int64_t isa, bool serial) {
+  TORCH_CHECK(state.dim() == 4 && state.is_contiguous() && state.scalar_type() == at::kFloat,
+              "state must be a contiguous float32 [B, H, N, N] tensor");
+  const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
+  TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
+  const bool residual = v_first.has_value();
+  TORCH_CHECK(residual == (v0.has_value() && v1.has_value() && v2.has_value()),
+              "v_first and the value LoRA (v0, v1, v2) are given together (every layer but the first) or not at all");
+  const IsaKernels& kernels = kernels_for(isa);
+  TimeMixWeights P;
+  P.lora[DECAY] = Lora(&w0, w1, w2, C, Act::Tanh, Act::None, 1, "w (decay LoRA)");
+  P.lora[ICLR] = Lora(&a0, a1, a2, C, Act::None, Act::Sigmoid, 4, "a (in-context rate LoRA)");
+  P.lora[GATE] = Lora(nullptr, g1, g2, C, Act::Sigmoid, Act::None, 5, "g (gate LoRA)");
+  if (residual) P.lora[VALUE] = Lora(&*v0, *v1, *v2, C, Act::None, Act::Sigmoid, 3, "v (value residual LoRA)");
+  P.n_lora = residual ? 4 : 3;
+  P.hidden = 0;
+  for (int64_t l = 0; l < P.n_lora; ++l) {
+    P.offset[l] = P.hidden;
+    P.hidden += P.lora[l].dim;
+  }
+  P.k_k = f32(k_k, C, "k_k");
+  P.k_a = f32(k_a, C, "k_a");
+  P.r_k = f32(r_k, C, "r_k");
+  P.ln_w = f32(ln_w, C, "ln_x.weight");
+  P.ln_b = f32(ln_b, C, "ln_x.bias");
+  P.eps = float(eps);
+  const float* xm = f32(mixed, 6 * B * C, "mixed");
+  const float *rp = f32(r, B * C, "r"), *kp = f32(k, B * C, "k"), *vp = f32(v, B * C, "v");
+  const float* vf = residual ? f32(*v_first, B * C, "v_first") : nullptr;
+  at::Tensor y = at::empty({B, C}, r.options());
+  float* yp = y.data_ptr<float>();
+  float* S = state.data_ptr<float>();
+  const std::vector<float> lora_out = lora_up(kernels, P, lora_down(kernels, P, xm, B, C, serial), B, C, serial);
+  run_range(serial, 0, B * H, 1, [&](int64_t i0, int64_t i1) {  // every head of every row: independent
+    FlushDenormals flush;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / H, c0 = (i % H) * N, o = b * C + c0;
+      const float* head_out[4];
+      for (int64_t l = 0; l < P.n_lora; ++l) head_out[l] = &lora_out[(l * B + b) * C + c0];
+      time_mix_head(kernels, P, head_out, S + i * N * N, rp + o, kp + o, vp + o, residual ? vf + o : nullptr, yp + o,
+                    c0, N);
+    }
+  });
+  return y;
+}
+
+// WKV-7 over sequences, token by token (kernels/reference.py's recurrence). Inputs [B, T, H, N] float32 with w
+// the log decay, or rows of different lengths packed as [1, total, H, N] with `cu_seqlens` [rows + 1] (int64,
+// row b is tokens cu_seqlens[b] .. cu_seqlens[b + 1]); state [rows, H, N, N] (value x key) is copied, never
+// modified. Every (row, head) pair is independent and its N x N state (16 KB at N = 64) stays in L1 for the
+// whole sequence: per token ~4 N^2 flops and no memory traffic beyond the inputs, where the chunked torch form
+// runs tens of small ops per chunk. Packed rows need no padding tokens.
+std::tuple<at::Tensor, at::Tensor> wkv7(const at::Tensor& r, const at::Tensor& w, const at::Tensor& k,
+                                        const at::Tensor& v, const at::Tensor& a, const at::Tensor& b,
+                                        const at::Tensor& state, const std::optional<at::Tensor>& cu_seqlens,
+                                        int64_t isa, bool serial) {
+  TORCH_CHECK(r.dim() == 4, "wkv7 inputs must be [B, T, H, N]");
+  const int64_t H = r.size(2), N = r.size(3), tokens = r.size(0) * r.size(1), numel = tokens * H * N;
+  TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
+  std::vector<int64_t> cu;
+  if (cu_seqlens.has_value()) {
+    TORCH_CHECK(r.size(0) == 1, "packed rows (cu_seqlens) come as [1, total, H, N]");
+    const at::Tensor c = cu_seqlens->to(at::kLong).contiguous();
+    cu.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+  } else {
+    for (int64_t row = 0; row <= r.size(0); ++row) cu.push_back(row * r.size(1));
+  }
+  const int64_t rows = static_cast<int64_t>(cu.size()) - 1;
+  TORCH_CHECK(rows >= 1 && cu.front() == 0 && cu.back() == tokens, "cu_seqlens must run from 0 to ", tokens);
+  for (int64_t row = 0; row < rows; ++row) TORCH_CHECK(cu[row] <= cu[row + 1], "cu_seqlens must not decrease");
+  const float *rp = f32(r, numel, "r"), *wp = f32(w, numel, "w"), *kp = f32(k, numel, "k"), *vp = f32(v, numel, "v"),
+              *ap = f32(a, numel, "a"), *bp = f32(b, numel, "b");
+  f32(state, rows * H * N * N, "state");
+  const IsaKernels& kernels = kernels_for(isa);
+  at::Tensor S = state.clone();
+  at::Tensor y = at::empty(r.sizes(), r.options());
+  float *Sp = S.data_ptr<float>(), *yp = y.data_ptr<float>();
+  run_range(serial, 0, rows * H, 1, [&](int64_t i0, int64_t i1) {
+    FlushDenormals flush;
+    float kk[64], decay[64];
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t row = i / H, h = i % H;
+      for (int64_t t = cu[row]; t < cu[row + 1]; ++t) {
+        const int64_t o = (t * H + h) * N;
+        for (int64_t j = 0; j < N; ++j) {
+          kk[j] = -ap[o + j];  // wkv_rows takes -a (the decode step's normalised key)
+          decay[j] = std::exp(wp[o + j]);
+        }
+        kernels.wkv_rows(Sp + i * N * N, kk, decay, bp + o, kp + o, rp + o, vp + o, yp + o, N);
+      }
+    }
+  });
+  return {y, S};
+}
+
+// LayerNorm of x [B, C], then the token shift: out[m] = xn + (x_prev - xn) * mixes[m] for each mix vector,
+// and x_prev = xn (in place). Returns [len(mixes), B, C].
+at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor& ln_w, const at::Tensor& ln_b,
+                      double eps, at::TensorList mixes) {
+  TORCH_CHECK(x.dim() == 2, "x must be [B, C]");
+  const int64_t B = x.size(0), C = x.size(1), n = static_cast<int64_t>(mixes.size());
+  const float *xp = f32(x, B * C, "x"), *w = f32(ln_w, C, "ln weight"), *bias = f32(ln_b, C, "ln bias");
+  float* prev = const_cast<float*>(f32(x_prev, B * C, "x_prev"));
+  std::vector<const float*> mix(n);
+  for (int64_t m = 0; m < n; ++m) mix[m] = f32(mixes[m], C, "mix vector");
+  at::Tensor out = at::empty({n, B, C}, x.options());
+  float* op = out.data_ptr<float>();
+  std::vector<float> xn(C);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = xp + b * C;
+    float mean = 0.f, var = 0.f;
+    for (int64_t c = 0; c < C; ++c) mean += row[c];
+    mean /= float(C);
+    for (int64_t c = 0; c < C; ++c) var += (row[c] - mean) * (row[c] - mean);
+    const float rstd = 1.f / std::sqrt(var / float(C) + float(eps));
+    float* pr = prev + b * C;
+    for (int64_t c = 0; c < C; ++c) xn[c] = (row[c] - mean) * rstd * w[c] + bias[c];
+    for (int64_t m = 0; m < n; ++m)
+      for (int64_t c = 0; c < C; ++c) op[(m * B + b) * C + c] = xn[c] + (pr[c] - xn[c]) * mix[m][c];
+    std::copy(xn.begin(), xn.end(), pr);
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace rwkv7
+
+TORCH_LIBRARY(rwkv7_cpu, m) {
+  m.def("supported_isas() -> int[]", &rwkv7::supported_isas);
+  m.def("gemv(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, *, int isa, int streams, int prefetch, "
+        "bool serial) -> Tensor",
+        &rwkv7::gemv);
+  m.def("dequantize(Tensor w, Tensor scales, Tensor mins, int fmt, int K, ScalarType dtype, *, int isa) -> Tensor",
+        &rwkv7::dequantize);
+  m.def("linear(Tensor x, Tensor w, Tensor scales, Tensor mins, int fmt, int block, *, int isa) -> Tensor",
+        &rwkv7::linear);
+  m.def("time_mix_(Tensor(a!) state, Tensor mixed, Tensor r, Tensor k, Tensor v, Tensor? v_first, *, "
+        "Tensor w0, Tensor w1, Tensor w2, Tensor a0, Tensor a1, Tensor a2, Tensor? v0, Tensor? v1, Tensor? v2, "
+        "Tensor g1, Tensor g2, Tensor k_k, Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, int isa, "
+        "bool serial) -> Tensor",
+        &rwkv7::time_mix_);
+  m.def("wkv7(Tensor r, Tensor w, Tensor k, Tensor v, Tensor a, Tensor b, Tensor state, Tensor? cu_seqlens, *, "
+        "int isa, bool serial) "
+        "-> (Tensor, Tensor)",
+        &rwkv7::wkv7);
+  m.def("shift_mix_(Tensor x, Tensor(a!) x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes) -> Tensor",
+        &rwkv7::shift_mix_);
+}

@@ -1,0 +1,238 @@
+// The kernel bodies, written once against a few vector primitives. Each isa_*.cpp defines a primitives struct
+// P and includes this file: isa_portable.cpp with one float per "vector" (plain C++), isa_avx2.cpp with 8-lane
+// __m256, isa_avx512.cpp with 16-lane __m512. P provides:
+//   V, L (lanes), kBatchTile (activation rows per register tile when M > 1),
+//   zero(), set1(f), loadu(const float*), store(float*, V), store(uint16_t*, V) (bf16, round to nearest even),
+//   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V),
+//   from_bf16(const uint16_t*), from_i8(const int8_t*), from_nibbles(const uint8_t*, bool hi) -> L floats,
+//   prefetch(const void*) (a hint; may do nothing).
+// Everything here has internal linkage (see kernels.h) and uses no standard library templates.
+
+#pragma once
+
+#include "kernels.h"
+
+namespace rwkv7 {
+namespace {
+
+template <int64_t FMT>
+constexpr int64_t kGroup = FMT == Q4 ? kGroupQ4 : kGroupInt8;  // INT8 / Q4 scale groups
+template <int64_t FMT>
+constexpr int64_t row_bytes(int64_t K) {
+  return FMT == F32 ? 4 * K : FMT == BF16 ? 2 * K : FMT == INT8 ? K : K / 2;
+}
+
+// Lanes [k, k + L) of an F32 / BF16 row.
+template <class P, int64_t FMT>
+inline typename P::V dense_w(const void* row, int64_t k) {
+  if constexpr (FMT == F32) {
+    return P::loadu(static_cast<const float*>(row) + k);
+  } else {
+    return P::from_bf16(static_cast<const uint16_t*>(row) + k);
+  }
+}
+
+// Lanes [j, j + L) of scale group g of an INT8 / Q4 row, as unscaled codes; j is a multiple of L.
+template <class P, int64_t FMT>
+inline typename P::V codes(const void* row, int64_t g, int64_t j) {
+  if constexpr (FMT == INT8) {
+    return P::from_i8(static_cast<const int8_t*>(row) + g * kGroupInt8 + j);
+  } else {
+    return P::from_nibbles(static_cast<const uint8_t*>(row) + g * (kGroupQ4 / 2) + (j & 15), j >= 16);
+  }
+}
+
+// sum over groups g of minimum[g] * (sum of x over group g): the Q4 minimums' share of a dot product
+template <class P>
+inline float min_term(const uint16_t* mins, const float* xs, int64_t NG) {
+  typename P::V acc = P::zero();
+  int64_t g = 0;
+  for (; g + P::L <= NG; g += P::L) acc = P::fmadd(P::from_bf16(mins + g), P::loadu(xs + g), acc);
+  float t = P::hsum(acc);
+  for (; g < NG; ++g) t += bf16_to_f32(mins[g]) * xs[g];
+  return t;
+}
+
+// R output rows x MB activation rows with the accumulators in registers. The R rows are n, n + stride, ...:
+// R far-apart sequential streams through the matrix (see rows_streams). INT8 / Q4: per scale group, the dot
+// product of the codes with x is scaled once (w = q * s), and the Q4 minimums come from per-group sums of x.
+// `pf` > 0: each row is also prefetched pf bytes ahead of where it is read (a candidate the measurement may pick
+// where hardware prefetching alone falls short; 0 on most CPUs).
+template <class P, int64_t FMT, int R, int MB>
+void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n, int64_t stride,
+          int64_t pf) {
+  using V = typename P::V;
+  constexpr int64_t L = P::L;
+  const int64_t K = p.K;
+  const char* row[R];
+  for (int r = 0; r < R; ++r) row[r] = static_cast<const char*>(p.w) + (n + r * stride) * row_bytes<FMT>(K);
+  V acc[R][MB];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) acc[r][m] = P::zero();
+  if constexpr (FMT == F32 || FMT == BF16) {
+    constexpr int64_t kBytes = FMT == F32 ? 4 : 2;
+    for (int64_t k = 0; k < K; k += L) {
+      if (pf)
+        for (int r = 0; r < R; ++r) P::prefetch(row[r] + k * kBytes + pf);
+      V xv[MB];
+      for (int m = 0; m < MB; ++m) xv[m] = P::loadu(x + m * K + k);
+      for (int r = 0; r < R; ++r) {
+        const V w = dense_w<P, FMT>(row[r], k);
+        for (int m = 0; m < MB; ++m) acc[r][m] = P::fmadd(w, xv[m], acc[r][m]);
+      }
+    }
+  } else {
+    constexpr int64_t G = kGroup<FMT>;
+    const int64_t NG = K / G;
+    for (int64_t g = 0; g < NG; ++g) {
+      if (pf)
+        for (int r = 0; r < R; ++r) P::prefetch(row[r] + g * row_bytes<FMT>(G) + pf);
+      V part[R][MB];
+      for (int r = 0; r < R; ++r)
+        for (int m = 0; m < MB; ++m) part[r][m] = P::zero();
+      for (int64_t j = 0; j < G; j += L) {
+        V xv[MB];
+        for (int m = 0; m < MB; ++m) xv[m] = P::loadu(x + m * K + g * G + j);
+        for (int r = 0; r < R; ++r) {
+          const V w = codes<P, FMT>(row[r], g, j);
+          for (int m = 0; m < MB; ++m) part[r][m] = P::fmadd(w, xv[m], part[r][m]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const V s = P::set1(bf16_to_f32(p.scale[(n + r * stride) * NG + g]));
+        for (int m = 0; m < MB; ++m) acc[r][m] = P::fmadd(part[r][m], s, acc[r][m]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) {
+      const int64_t o = n + r * stride;
+      float out = P::hsum(acc[r][m]);
+      if constexpr (FMT == Q4) out += min_term<P>(p.mins + o * (K / kGroupQ4), xs + m * (K / kGroupQ4), K / kGroupQ4);
+      y[m * N + o] = out;
+    }
+}
+
+// Output rows [n0, n1) for all M activation rows, each weight read from memory once. The rows are split into
+// R contiguous parts walked in lockstep: R long sequential streams keep more of the core's hardware
+// prefetchers busy than one, which is what bounds a GEMV; how many streams is fastest differs between CPUs
+// (model/kernel_choice.py measures it). Activation rows go MB at a time while the R weight rows are in L1.
+template <class P, int64_t FMT, int R, int MB>
+void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, int64_t M, float* y, int64_t N,
+                  int64_t n0, int64_t n1) {
+  const int64_t K = p.K, NG = K / kGroupQ4, len = (n1 - n0) / R;
+  for (int64_t i = 0; i < len; ++i) {
+    int64_t m = 0;
+    for (; m + MB <= M; m += MB) tile<P, FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
+    for (; m < M; ++m) tile<P, FMT, R, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
+  }
+  for (int64_t n = n0 + R * len; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) tile<P, FMT, 1, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n, 0, pf);
+}
+
+template <class P, int64_t FMT>
+void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
+                  float* y, int64_t N, int64_t n0, int64_t n1) {
+  // Several activation rows (batched decode, scoring): 2 streams x kBatchTile rows fill the register file.
+  if (M > 1) return rows_streams<P, FMT, 2, P::kBatchTile>(p, pf, x, xs, M, y, N, n0, n1);
+  switch (streams) {
+    case 1: return rows_streams<P, FMT, 1, 1>(p, pf, x, xs, M, y, N, n0, n1);
+    case 2: return rows_streams<P, FMT, 2, 1>(p, pf, x, xs, M, y, N, n0, n1);
+    case 8: return rows_streams<P, FMT, 8, 1>(p, pf, x, xs, M, y, N, n0, n1);
+    default: return rows_streams<P, FMT, 4, 1>(p, pf, x, xs, M, y, N, n0, n1);
+  }
+}
+
+template <class P>
+void gemv_rows(const Packed& p, int64_t fmt, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
+               float* y, int64_t N, int64_t n0, int64_t n1) {
+  switch (fmt) {
+    case F32: return gemv_rows_of<P, F32>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    case BF16: return gemv_rows_of<P, BF16>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    case INT8: return gemv_rows_of<P, INT8>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    default: return gemv_rows_of<P, Q4>(p, streams, pf, x, xs, M, y, N, n0, n1);
+  }
+}
+
+template <class P, int64_t FMT, typename Out>
+void dequant_rows_of(const Packed& p, Out* out, int64_t base, int64_t n0, int64_t n1) {
+  using V = typename P::V;
+  const int64_t K = p.K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const void* row = static_cast<const char*>(p.w) + n * row_bytes<FMT>(K);
+    Out* dst = out + (n - base) * K;
+    if constexpr (FMT == F32 || FMT == BF16) {
+      for (int64_t k = 0; k < K; k += P::L) P::store(dst + k, dense_w<P, FMT>(row, k));
+    } else {
+      constexpr int64_t G = kGroup<FMT>;
+      const int64_t NG = K / G;
+      for (int64_t g = 0; g < NG; ++g) {
+        const V s = P::set1(bf16_to_f32(p.scale[n * NG + g]));
+        const V mn = FMT == Q4 ? P::set1(bf16_to_f32(p.mins[n * NG + g])) : P::zero();
+        for (int64_t j = 0; j < G; j += P::L) P::store(dst + g * G + j, P::fmadd(codes<P, FMT>(row, g, j), s, mn));
+      }
+    }
+  }
+}
+
+template <class P, typename Out>
+void dequant_rows(const Packed& p, int64_t fmt, Out* out, int64_t base, int64_t n0, int64_t n1) {
+  switch (fmt) {
+    case F32: return dequant_rows_of<P, F32>(p, out, base, n0, n1);
+    case BF16: return dequant_rows_of<P, BF16>(p, out, base, n0, n1);
+    case INT8: return dequant_rows_of<P, INT8>(p, out, base, n0, n1);
+    default: return dequant_rows_of<P, Q4>(p, out, base, n0, n1);
+  }
+}
+
+// The state update and read-out of one WKV head (see IsaKernels::wkv_rows).
+template <class P>
+void wkv_rows(float* S, const float* kk, const float* decay, const float* b, const float* kmod, const float* r,
+              const float* v, float* y, int64_t N) {
+  using V = typename P::V;
+  const int64_t body = N - N % P::L;
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = S + i * N;
+    V dot = P::zero();
+    for (int64_t j = 0; j < body; j += P::L) dot = P::fmadd(P::loadu(row + j), P::loadu(kk + j), dot);
+    float sa = -P::hsum(dot);
+    for (int64_t j = body; j < N; ++j) sa -= row[j] * kk[j];
+    const V vsa = P::set1(sa), vi = P::set1(v[i]);
+    V acc = P::zero();
+    for (int64_t j = 0; j < body; j += P::L) {
+      const V s = P::fmadd(P::loadu(row + j), P::loadu(decay + j),
+                           P::fmadd(vsa, P::loadu(b + j), P::mul(vi, P::loadu(kmod + j))));
+      P::store(row + j, s);
+      acc = P::fmadd(s, P::loadu(r + j), acc);
+    }
+    float out = P::hsum(acc);
+    for (int64_t j = body; j < N; ++j) {
+      row[j] = row[j] * decay[j] + (sa * b[j] + v[i] * kmod[j]);
+      out += row[j] * r[j];
+    }
+    y[i] = out;
+  }
+}
+
+// y [N] = x [K] @ W [K, N], rows of W `ld` floats apart: one pass over W, y accumulated in place (in L1).
+template <class P>
+void vecmat(const float* x, const float* W, int64_t K, int64_t N, int64_t ld, float* y) {
+  using V = typename P::V;
+  const int64_t body = N - N % P::L;
+  for (int64_t n = 0; n < N; ++n) y[n] = 0.f;
+  for (int64_t k = 0; k < K; ++k) {
+    const V xk = P::set1(x[k]);
+    const float* w = W + k * ld;
+    for (int64_t n = 0; n < body; n += P::L) P::store(y + n, P::fmadd(xk, P::loadu(w + n), P::loadu(y + n)));
+    for (int64_t n = body; n < N; ++n) y[n] += x[k] * w[n];
+  }
+}
+
+// The table an isa_*.cpp exports: `extern const IsaKernels kAvx2Kernels = kernels_of<Avx2>();`
+template <class P>
+constexpr IsaKernels kernels_of() {
+  return {&gemv_rows<P>, &dequant_rows<P, float>, &dequant_rows<P, uint16_t>, &wkv_rows<P>, &vecmat<P>};
+}
+
+}  // namespace
+}  // namespace rwkv7
