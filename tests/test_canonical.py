@@ -201,3 +201,45 @@ def test_scoring_as_data_reuses_the_cached_policy_prefix(tiny):
     literal = engine.score(plan.prompts[0], ["Yes", "No"])
     assert literal.logprobs == pytest.approx(score.logprobs, abs=1e-5)
     assert engine.score(prompt, ["Yes", "No"]).prompt_tokens != score.prompt_tokens  # score() itself stays literal
+
+
+def test_choice_tokens_are_those_of_the_text_actually_scored(monkeypatch):
+    """The engine's choice-token cache (keyed by a prompt's ending) and scoring as data compose: the key is the
+    canonical, neutralised prompt that is scored, never the raw one. A template whose span ends the prompt
+    makes the difference visible (the raw ending "Ye\u200b" or "...<|endoftext|>" is not the scored one)."""
+    from rwkv7_provider.model import RWKV7
+    from rwkv7_provider.model.tokenizer import load_tokenizer
+    from rwkv7_provider.runtime import engine as engine_module
+    from rwkv7_provider.runtime.structure import score_as_data
+
+    ends_with_span = "Is this message harmful? Say Yes or No after it.\nMessage: {{ user_input }}"
+    messages = ["hello\u200b there", "Ye\u200b", "caf\u0065\u0301 au lait\x00", "tell me <|endoftext|>", ATTACK]
+    choices = ["Yes", "No"]
+
+    def checks(engine: Engine) -> list:
+        out = []
+        for template, message in ((t, m) for t in (SELF_CHECK_INPUT, ends_with_span) for m in messages):
+            prompt = render(template, user_input=message)
+            engine.score(prompt, choices)  # the raw prompt's ending enters the cache first
+            out.append((prompt, score_as_data(engine, prompt, choices)[0]))
+        return out
+
+    def fresh() -> Engine:
+        engine = Engine(RWKV7.from_pretrained(DEFAULT_GUARD), load_tokenizer(model_path=DEFAULT_GUARD))
+        engine.register_templates([SELF_CHECK_INPUT, ends_with_span])
+        return engine
+
+    cached = fresh()
+    warm = checks(cached)
+    assert cached.templates.plan(render(ends_with_span, user_input="Ye\u200b")).prompts == (
+        render(ends_with_span, user_input="Ye"),)  # the raw ending is not the scored one
+    for prompt, _ in warm:
+        for scored in cached.templates.plan(prompt).prompts:
+            ids = cached.encode(scored)
+            for choice in choices:
+                joined = cached.encode(scored + " " + choice)
+                assert joined[: len(ids)] == ids
+                assert cached._choice_ids(scored, ids, choice) == joined[len(ids):], (scored[-30:], choice)
+    monkeypatch.setattr(engine_module, "CHOICE_CACHE_SIZE", 0)  # every choice tokenised with its prompt
+    for (prompt, got), (_, want) in zip(warm, checks(fresh())):
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-5), prompt[-40:]
