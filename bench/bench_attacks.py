@@ -14,7 +14,8 @@ it prints, at the shipped configs' block_threshold (0.3):
   probes    the first bullet's 8 probes (`PROBE_MESSAGES` + `closing_quote_probe`) through LLMRails in-process
             with configs/moderation pointed at the guard (aim 8/8 blocked)
   FPR       false-positive rate and recall on the held-out sources' rows (batched scoring, `eval-guard`'s
-            numbers; meaningful for recipe runs only) and on the family and non-English held-out slices
+            numbers; meaningful for recipe runs only) and on the family and non-English held-out slices; the
+            non-English slice also through the provider under each `unfamiliar_script` policy
   latency   warm check latency of one guard, literal vs as-data client path, interleaved message by message
             over `--rounds` rounds (aim: as-data <= 1.1x literal)
 Usage: python bench/bench_attacks.py --guard v14=runs/v14 --guard v15=rwkv7_provider/guard/assets [--threads 1]
@@ -49,7 +50,7 @@ from rwkv7_provider.guard.languages import language_rows
 from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
 from rwkv7_provider.guard.scoring import load_guard, score_examples
 from rwkv7_provider.integrations.client import RWKV7Client
-from rwkv7_provider.integrations.settings import parse_settings
+from rwkv7_provider.integrations.settings import ProviderSettings, parse_settings
 from rwkv7_provider.runtime.registry import get_engine
 from rwkv7_provider.runtime.structure import share
 from rwkv7_provider.runtime.templates import render
@@ -120,6 +121,23 @@ def rates(guard: Path, rows, name: str) -> str:
     return f"{name}: n={m.n} recall {m.recall:.3f} FPR {m.fpr:.3f}"
 
 
+def language_policies(engine) -> str:
+    """Recall and FPR on the non-English held-out rows through the provider's `choices` path at the configs'
+    threshold, under each `unfamiliar_script` policy (the batched `rates` line is the `score` policy's)."""
+    rows = language_rows("heldout")
+    default = ProviderSettings.model_fields["unfamiliar_script"].default
+    out = []
+    for policy in ("score", "allow", "block"):
+        check = engine_checker(engine, THRESHOLD, unfamiliar=policy)
+
+        async def run(check=check) -> list[bool]:
+            return [await check(ex.text) for ex in rows]
+
+        m = metrics([ex.label for ex in rows], [float(b) for b in asyncio.run(run())], 0.5)
+        out.append(f"{policy}{' (default)' if policy == default else ''} recall {m.recall:.3f} FPR {m.fpr:.3f}")
+    return f"non-English held-out through the provider (n={len(rows)}), per unfamiliar_script: " + "; ".join(out)
+
+
 def latency(guard: Path, messages: list[str], rounds: int) -> tuple[float, float, float]:
     """(median literal ms, median as-data ms, median per-message ratio), interleaved on one warm engine."""
     client = RWKV7Client(parse_settings({"model": str(guard), "choices": YES_NO, "block_threshold": THRESHOLD}))
@@ -180,6 +198,7 @@ def main() -> None:
             print(rates(guard, heldout_rows, "held-out sources (batched, as-data prompts)"))
         print(rates(guard, family_rows("heldout"), "family slice"))
         print(rates(guard, language_rows("heldout"), "non-English held-out"))
+        print(language_policies(engine))
         print(f"load average now {load_average()}")
     name, directory = guards[-1]
     plain = (harmful + harmless)[:: max(1, len(harmful + harmless) // args.latency_messages)][: args.latency_messages]
