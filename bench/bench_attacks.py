@@ -18,7 +18,7 @@ it prints, at the shipped configs' block_threshold (0.3):
             non-English slice also through the provider under each `unfamiliar_script` policy
   latency   warm check latency of one guard, literal vs as-data client path, interleaved message by message
             over `--rounds` rounds (aim: as-data <= 1.1x literal)
-Usage: python bench/bench_attacks.py --guard v14=runs/v14 --guard v15=rwkv7_provider/guard/assets [--threads 1]
+Usage: python bench/bench_attacks.py --guard v14=runs/v14 --guard r3=runs/guard-r3 [--threads 1]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def latency(guard: Path, messages: list[str], rounds: int) -> tuple[float, float
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--guard", action="append", default=[], help="NAME=DIR (repeatable); default: v15=the shipped guard")
+    p.add_argument("--guard", action="append", default=[], help="NAME=DIR (repeatable); default: shipped=the shipped guard")
     p.add_argument("--sources", default=",".join(sorted(HELDOUT_SOURCES)),
                    help="held-out sources whose messages join the family slice ('' for none)")
     p.add_argument("--variants", type=int, default=2, help="attacked variants per message and family")
@@ -172,7 +172,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    guards = [g.split("=", 1) for g in args.guard] or [["v15", str(DEFAULT_GUARD)]]
+    guards = [g.split("=", 1) for g in args.guard] or [["shipped", str(DEFAULT_GUARD)]]
     sources = [s for s in args.sources.split(",") if s]
     print(f"CPU: {cpu_model()}; torch threads {args.threads}; load average at start "
           f"{load_average()}")
