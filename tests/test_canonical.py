@@ -209,6 +209,7 @@ def test_choice_tokens_are_those_of_the_text_actually_scored(monkeypatch):
     makes the difference visible (the raw ending "Ye\u200b" or "...<|endoftext|>" is not the scored one)."""
     from rwkv7_provider.model import RWKV7
     from rwkv7_provider.model.tokenizer import load_tokenizer
+
     from rwkv7_provider.runtime import engine as engine_module
     from rwkv7_provider.runtime.structure import score_as_data
 

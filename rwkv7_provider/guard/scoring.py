@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from ..model.rwkv7 import RWKV7
 from ..errors import CheckpointError, InputError, TokenizerError
+from ..model.rwkv7 import RWKV7
 from ..model.tokenizer import encodable, specials_as_text
 from ..runtime.templates import split_template
 from .data import Example, prompt_for, truncate_middle
