@@ -26,8 +26,9 @@ import torch
 from rwkv7_provider.model import RWKV7
 
 from rwkv7_provider.errors import InputError, ParameterError
-from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime import scheduler as scheduler_module
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.runtime.results import ScoreResult
 from rwkv7_provider.runtime.sampling import sample_batch
 from rwkv7_provider.runtime.scheduler import IDLE_EXIT_S, Forward, piece_length
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
@@ -80,7 +81,7 @@ def run(engine: Engine, req: Req):
 
 
 def assert_same(got, want) -> None:
-    if hasattr(want, "logprobs"):
+    if isinstance(want, ScoreResult):
         assert got.best == want.best
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
         return

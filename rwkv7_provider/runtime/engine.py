@@ -30,10 +30,10 @@ from ..model import RWKV7, RWKV7State
 from ..model.tokenizer import Tokenizer
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
 from .options import GenerationOptions
-from .results import Generation, ScoreResult
+from .results import Generation, ScoreResult, TokenLogprob
 from .sampling import Sampler
-from .settings import EngineSettings
 from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
+from .settings import EngineSettings
 from .streaming import AsyncStreamResult, StopMatcher, StreamResult
 from .templates import USER_VARIABLES, stable_prefix, template_prefix
 
@@ -262,12 +262,16 @@ class Engine:
         decoder = self.tokenizer.stream_decoder()
         stops = StopMatcher(tuple(opts.stop or ()))
         finish, stop_sequence, n = "length", None, 0
-        token = yield Join(state, hidden, Sampler(opts, self.vocab_size, self.model.device))
+        sampler = Sampler(opts, self.vocab_size, self.model.device)
+        logprobs: list[TokenLogprob] | None = None if opts.logprobs is None else []
+        token = yield Join(state, hidden, sampler)
         while True:
             if token is None:
                 finish = "eos"
                 break
             n += 1
+            if logprobs is not None:
+                logprobs.append(self._token_logprob(token, len(stops.text), sampler))
             delta, stop_sequence = stops.push(decoder.push(token))
             if delta:
                 yield Emit(delta)
@@ -285,7 +289,21 @@ class Engine:
             if delta:
                 yield Emit(delta)
         text = stops.text[: stops.emitted]
-        return Generation(text, finish, stop_sequence, len(req.ids), n, cached)
+        if logprobs is not None:  # the tokens of the text returned (not those of a stop string after it)
+            logprobs = [t for t in logprobs if t.offset < len(text)]
+        return Generation(text, finish, stop_sequence, len(req.ids), n, cached,
+                          None if logprobs is None else tuple(logprobs))
+
+    def _token_logprob(self, token: int, offset: int, sampler: Sampler) -> TokenLogprob:
+        """The `logprobs` entry of a generated token, from what its sampler noted when drawing it."""
+        logprob, alternatives = sampler.noted
+
+        def described(token_id: int) -> tuple[str, bytes]:
+            raw = self.tokenizer.token_bytes(token_id)
+            return raw.decode("utf-8", errors="replace"), raw
+
+        top = tuple((*described(t), lp) for t, lp in alternatives)
+        return TokenLogprob(token, *described(token), logprob, offset, top)
 
     # ---------------------------------------------------------------- scoring
 
