@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import load_average, machine_lines
 
 log = logging.getLogger("bench_cpu")
 
@@ -216,25 +217,6 @@ def measure(workers: list[Worker], metrics: list[str], repeats: int, steps: int,
         for m in metrics_of(w.name, metrics):
             tokens = int(m.removeprefix("prefill_")) if m.startswith("prefill_") else steps
             results[w.name][m] = tokens / statistics.median(seconds[w.name, m])
-
-
-def load_average() -> str:
-    return " ".join(f"{v:.1f}" for v in os.getloadavg())
-
-
-def machine_lines(threads: int) -> list[str]:
-    """What tells numbers from different machines and sessions apart."""
-    from rwkv7_provider.model import cpu_kernels
-    from rwkv7_provider.model.cpu_features import cpu_features
-
-    cpu = cpu_features()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    kernels = cpu_kernels.status()
-    return [
-        f"CPU: {cpu.name}; {usable} usable cores; SIMD flags: {cpu.vector_flags()}",
-        f"torch {torch.__version__}, {threads} threads; CPU kernels: "
-        + (f"instruction sets {', '.join(kernels.isas)} ({kernels.path})" if kernels.ok else f"unavailable ({kernels.why})"),
-    ]
 
 
 def main() -> None:

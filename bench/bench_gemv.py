@@ -23,13 +23,12 @@ Usage: python bench/bench_gemv.py [--threads 2] [--variants-only]
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 import torch.nn.functional as F
+from machine import load_average, machine_lines
 from rwkv7_provider.model import cpu_kernels
-from rwkv7_provider.model.cpu_features import cpu_features
 from rwkv7_provider.model.cpu_kernels import STREAMS, TORCH, Kernel
 from rwkv7_provider.model.quantize import FORMATS, PackedLinear, pack, prefill_block_rows
 
@@ -116,9 +115,7 @@ def main() -> None:
     status = cpu_kernels.status()
     if not status.ok:
         raise SystemExit(f"the CPU kernels are unavailable: {status.why}")
-    cpu = cpu_features()
-    print(f"CPU: {cpu.name}; SIMD flags: {cpu.vector_flags()}; kernel instruction sets: {', '.join(status.isas)}; "
-          f"threads {args.threads}; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("\n".join(machine_lines(args.threads)) + f"; load average {load_average()}")
     with torch.inference_mode():
         variant_table(args.repeats)
     if args.variants_only:

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,27 +32,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the load and kill drivers the tests use
 
-import torch  # noqa: E402
-from ray import serve  # noqa: E402
-from ray_support import POLICIES, Check, free_port, kill_drill, replicas, run_checks, self_check_prompts  # noqa: E402
+import torch
+from machine import load_average, machine_lines
+from ray import serve
+from ray_support import POLICIES, Check, free_port, kill_drill, replicas, run_checks, self_check_prompts
+from rwkv7_provider.model.tokenizer import load_tokenizer
 
-from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT  # noqa: E402
-from rwkv7_provider.model.tokenizer import load_tokenizer  # noqa: E402
-from rwkv7_provider.runtime.registry import get_engine, resolve_model_path  # noqa: E402
-from rwkv7_provider.runtime.templates import render  # noqa: E402
-from rwkv7_provider.server.config import build_config, default_model  # noqa: E402
-from rwkv7_provider.server.ray_app import APP_NAME, build_app, local_cluster  # noqa: E402
+from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
+from rwkv7_provider.runtime.registry import get_engine, resolve_model_path
+from rwkv7_provider.runtime.templates import render
+from rwkv7_provider.server.config import build_config, default_model
+from rwkv7_provider.server.ray_app import APP_NAME, build_app, local_cluster
 
 log = logging.getLogger("bench_replicas")
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-
-
-def load_average() -> str:
-    return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def deploy(url: str, replica_count: int, threads: int, routing: str, *, cache_dir: str | None = None,
@@ -169,7 +160,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average before: {load_average()}")
+    print("\n".join(machine_lines(None)) + f"; load average before: {load_average()}")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with local_cluster("127.0.0.1", port, num_cpus=os.cpu_count(), log_to_driver=False):

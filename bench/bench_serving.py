@@ -1,12 +1,23 @@
-"""CPU serving benchmark: warm self-checks per second with 1 and N concurrent clients, in one run.
+"""CPU serving benchmark: warm self-checks per second, one caller against N concurrent ones, in one run.
 
 Models: the 0.1B World shape with random weights (fp32, World tokenizer) and the embedded guard
 (`model: default`). Each engine pre-warms NeMo Guardrails' reference `self_check_input` template, as the
 provider does, and answers `score(prompt, ["Yes", "No"])` for prompts filled with seeded 5-60 word messages
-(bench_cache.py's). A round runs the same number of checks twice: one client at a time (the serial
-baseline), then N client threads in a closed loop (each sends its next check when the last is answered),
-so background load hits both alike; the table gives the medians over rounds, the ratio, and the latency
-percentiles of single checks.
+(bench_cache.py's), a new message for every check. Each round runs the same number of checks four ways, one
+after the other, so background load hits them alike:
+
+  direct     a plain synchronous loop of `Engine.score` in this thread: the fastest way one caller can run
+             the checks, and the baseline of the ratios
+  1 thread   one client thread in a closed loop (the baseline this script used before: it pays a thread
+             hand-off per check)
+  N threads  N client threads in a closed loop (each sends its next check when the last is answered)
+  N async    N asyncio tasks awaiting `Engine.ascore` in a closed loop (how NeMo Guardrails and the HTTP
+             server call the engine)
+
+The table gives the medians over rounds, each mode's ratio to `direct`, latency percentiles and the mean rows
+per prefill forward. Afterwards the last round's concurrent checks are scored again one by one on a second
+engine over the same weights (its own cache, so no state is shared): the largest difference of a choice's
+log-probability is printed (aim: within 1e-4).
 
 `--long-prompts` adds peak RSS for one 1k / 10k / 100k-token prompt through the guard's engine, each in a
 fresh process (what the prefill in bounded pieces keeps flat).
@@ -17,6 +28,7 @@ Usage: python bench/bench_serving.py [--threads 2] [--clients 16] [--checks 96] 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import resource
@@ -30,13 +42,16 @@ from pathlib import Path
 
 import torch
 from bench_cache import SELF_CHECK_INPUT, messages, random_model
+from machine import load_average, machine_lines
 from rwkv7_provider.model.tokenizer import load_tokenizer
 
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.registry import get_engine
+from rwkv7_provider.runtime.results import ScoreResult
 
 log = logging.getLogger("bench_serving")
 CHOICES = ["Yes", "No"]
+CONCURRENCY_AIM = 2.0  # issue 21: N concurrent warm checks / a direct synchronous loop
 
 
 def build(name: str, threads: int) -> Engine:
@@ -49,7 +64,7 @@ def build(name: str, threads: int) -> Engine:
     return engine
 
 
-def closed_loop(check: Callable[[str], None], prompts: list[str], clients: int) -> tuple[float, list[float]]:
+def closed_loop(check: Callable[[str], object], prompts: list[str], clients: int) -> tuple[float, list[float]]:
     """(checks per second, per-check latencies) with `clients` threads taking prompts from one list."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -75,42 +90,92 @@ def closed_loop(check: Callable[[str], None], prompts: list[str], clients: int) 
     return len(prompts) / (time.perf_counter() - t0), latencies
 
 
+def direct_loop(check: Callable[[str], object], prompts: list[str]) -> tuple[float, list[float]]:
+    """(checks per second, latencies) of a plain loop in the calling thread."""
+    latencies = []
+    t0 = time.perf_counter()
+    for prompt in prompts:
+        t = time.perf_counter()
+        check(prompt)
+        latencies.append(time.perf_counter() - t)
+    return len(prompts) / (time.perf_counter() - t0), latencies
+
+
+async def async_loop(engine: Engine, prompts: list[str], clients: int) -> tuple[float, list[float], list[ScoreResult]]:
+    """(checks per second, latencies, results in prompt order) with `clients` asyncio tasks in a closed loop."""
+    latencies: list[float] = []
+    results: list[ScoreResult | None] = [None] * len(prompts)
+    todo = iter(enumerate(prompts))
+
+    async def client() -> None:
+        for i, prompt in todo:
+            t0 = time.perf_counter()
+            results[i] = await engine.ascore(prompt, CHOICES)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return len(prompts) / (time.perf_counter() - t0), latencies, results
+
+
 def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
 
 
+def largest_difference(engine: Engine, prompts: list[str], results: list[ScoreResult]) -> float:
+    """Largest |log-probability difference| between `results` and the same checks run one by one on a second
+    engine over the same weights (its own state cache)."""
+    serial = Engine(engine.model, engine.tokenizer, name="serial")
+    serial.prewarm_templates([SELF_CHECK_INPUT])
+    return max(
+        abs(serial.score(prompt, CHOICES).logprobs[choice] - got.logprobs[choice])
+        for prompt, got in zip(prompts, results, strict=True)
+        for choice in CHOICES
+    )
+
+
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     engine = build(name, args.threads)
-    warmup = 2 * args.clients
-    texts = messages(warmup + 2 * args.checks * args.rounds, 1)  # every check a new message: no end-of-prompt hits
+    c = args.clients
+    modes = ("direct", "1 thread", f"{c} threads", f"{c} async")
+    texts = messages(2 * c + len(modes) * args.checks * args.rounds, 1)  # every check a new message
     prompts = iter(SELF_CHECK_INPUT.replace("{{ user_input }}", m) for m in texts)
 
-    def check(prompt: str) -> None:
-        engine.score(prompt, CHOICES)
+    def check(prompt: str) -> ScoreResult:
+        return engine.score(prompt, CHOICES)
 
     def take(n: int) -> list[str]:
         return [next(prompts) for _ in range(n)]
 
-    closed_loop(check, take(warmup), args.clients)  # warm-up: first-call costs out of the timings
-    rates: dict[int, list[float]] = {1: [], args.clients: []}
-    latencies: dict[int, list[float]] = {1: [], args.clients: []}
+    closed_loop(check, take(c), c)  # warm-up: first-call costs out of the timings
+    asyncio.run(async_loop(engine, take(c), c))
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    latencies: dict[str, list[float]] = {m: [] for m in modes}
     stats = engine.scheduler.stats
-    forwards = rows = 0  # of the concurrent phases only
+    forwards = rows = 0  # of the async phases only
     for r in range(args.rounds):
-        for clients in (1, args.clients):
+        for mode in modes:
+            batch = take(args.checks)
             before = (stats.forwards, stats.forward_rows)
-            rate, lat = closed_loop(check, take(args.checks), clients)
-            if clients > 1:
+            if mode == "direct":
+                rate, lat = direct_loop(check, batch)
+            elif mode.endswith("async"):
+                rate, lat, results = asyncio.run(async_loop(engine, batch, c))
+                last = (batch, results)
                 forwards, rows = forwards + stats.forwards - before[0], rows + stats.forward_rows - before[1]
-            rates[clients].append(rate)
-            latencies[clients] += lat
-            log.info("%s round %d: %d client(s) %.1f checks/s", name, r + 1, clients, rate)
+            else:
+                rate, lat = closed_loop(check, batch, 1 if mode == "1 thread" else c)
+            rates[mode].append(rate)
+            latencies[mode] += lat
+            log.info("%s round %d: %s %.1f checks/s", name, r + 1, mode, rate)
     return {
         "model": name,
-        "rates": {c: statistics.median(v) for c, v in rates.items()},
-        "p50": {c: pct(v, 0.5) for c, v in latencies.items()},
-        "p99": {c: pct(v, 0.99) for c, v in latencies.items()},
+        "modes": modes,
+        "rates": {m: statistics.median(v) for m, v in rates.items()},
+        "p50": {m: pct(v, 0.5) for m, v in latencies.items()},
+        "p99": {m: pct(v, 0.99) for m, v in latencies.items()},
         "mean_rows": rows / max(1, forwards),
+        "max_diff": largest_difference(engine, *last),
     }
 
 
@@ -171,16 +236,23 @@ def main() -> None:
         return rss_worker(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    log.info("%d torch threads; %d checks x %d rounds per client count", args.threads, args.checks, args.rounds)
+    log.info("%d torch threads; %d checks x %d rounds per mode", args.threads, args.checks, args.rounds)
+    load_before = load_average()
     rows = [bench_model(name, args) for name in args.models]
-    c = args.clients
-    print(f"\nwarm self-checks (score Yes/No), {args.threads} torch threads, medians of {args.rounds} rounds")
-    print(f"{'model':<7} {'1 client/s':>11} {f'{c} clients/s':>13} {'ratio':>7} {'p50 1':>8} {'p99 1':>8} "
-          f"{f'p50 {c}':>8} {f'p99 {c}':>8} {f'rows/fwd {c}':>12}")
+    print(f"\nwarm self-checks (score Yes/No), medians of {args.rounds} rounds of {args.checks} checks per mode; "
+          f"load average {load_before} before, {load_average()} after")
+    print("\n".join(machine_lines(args.threads)))
     for r in rows:
-        one, many = r["rates"][1], r["rates"][c]
-        print(f"{r['model']:<7} {one:>11.1f} {many:>13.1f} {many / one:>6.2f}x {r['p50'][1]:>7.1f}ms "
-              f"{r['p99'][1]:>7.1f}ms {r['p50'][c]:>7.1f}ms {r['p99'][c]:>7.1f}ms {r['mean_rows']:>12.1f}")
+        direct = r["rates"]["direct"]
+        print(f"\n{r['model']}: {'mode':<11} {'checks/s':>9} {'/ direct':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        for mode in r["modes"]:
+            rate = r["rates"][mode]
+            print(f"{'':<{len(r['model'])}}  {mode:<11} {rate:>9.1f} {rate / direct:>8.2f}x {r['p50'][mode]:>8.1f} "
+                  f"{r['p99'][mode]:>8.1f}")
+        many = r["rates"][r["modes"][-1]] / direct
+        print(f"  {r['modes'][-1]}: {r['mean_rows']:.1f} rows per prefill forward; aim {r['modes'][-1]} / direct "
+              f">= {CONCURRENCY_AIM}x: {'reached' if many >= CONCURRENCY_AIM else 'NOT reached'} ({many:.2f}x); "
+              f"largest log-probability difference vs one by one: {r['max_diff']:.1e} (aim <= 1e-4)")
     if args.long_prompts:
         long_prompts(args.threads)
     log.info("peak RSS of this process: %.0f MB", peak_rss_mb())

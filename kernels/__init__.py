@@ -106,6 +106,12 @@ def wkv7(
     return wkv7_triton(r, w, k, v, a, b, state)
 
 
+def reads_packed(device: torch.device | str) -> bool:
+    """Whether inference on `device` runs an implementation that reads packed rows as they are (the C++ loop):
+    padding them then costs nothing at all."""
+    return pick_impl(torch.empty(1, 1, 1, 1, device=device)) == "cpu"
+
+
 def packed_positions(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """Where each token of rows packed back to back sits in their right-padded [rows * width] layout."""
     return (torch.arange(width, device=lengths.device) < lengths[:, None]).flatten().nonzero().squeeze(1)
@@ -143,4 +149,4 @@ def wkv7_decode_(
     return y.view(r.shape)
 
 
-__all__ = ["IMPLS", "packed_positions", "pick_impl", "register_cpu", "triton_available", "wkv7", "wkv7_decode_", "wkv7_reference"]
+__all__ = ["IMPLS", "packed_positions", "pick_impl", "reads_packed", "register_cpu", "triton_available", "wkv7", "wkv7_decode_", "wkv7_reference"]

@@ -46,6 +46,11 @@ class Tokenizer:
     def stream_decoder(self) -> StreamDecoder:
         return PrefixStreamDecoder(self)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """One token's bytes. Here: its decoded text's, which is exact except for a token holding part of a
+        character (tokenizers that know their byte table say so)."""
+        return self.decode([token_id]).encode("utf-8")
+
 
 class StreamDecoder:
     """Turns token ids into text deltas, holding back incomplete UTF-8 characters."""

@@ -441,3 +441,20 @@ def test_choice_tokens_from_the_cache_equal_tokenising_prompt_and_choice(model):
             want = joined[len(ids):] if joined[: len(ids)] == ids and len(joined) > len(ids) else tok.encode(text)
             assert engine._choice_ids(prompt, ids, choice) == want, (type(tok).__name__, prompt[-20:], choice)
         assert len(engine._choice_cache) < len(starts) * len(endings) * 4  # endings were shared
+
+
+def test_a_long_prompt_is_tokenised_once_per_check(model, monkeypatch):
+    """Choice tokens come from the prompt's ending: besides the prompt itself, scoring tokenises only texts of
+    at most CHOICE_CONTEXT_CHARS plus the choice (the whole prompt used to be tokenised again per choice)."""
+    from rwkv7_provider.runtime.engine import CHOICE_CONTEXT_CHARS
+
+    from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
+
+    guard = get_engine("default")
+    engine = Engine(guard.model, guard.tokenizer)
+    lengths: list[int] = []
+    encode = engine.tokenizer.encode
+    monkeypatch.setattr(engine.tokenizer, "encode", lambda text: lengths.append(len(text)) or encode(text))
+    prompt = SELF_CHECK_INPUT.replace("{{ user_input }}", "Please summarise this long message for me. " * 30)
+    engine.score(prompt, ["Yes", "No"])
+    assert lengths.count(len(prompt)) == 1 and sorted(lengths)[-2] <= CHOICE_CONTEXT_CHARS + len(" Yes")

@@ -254,6 +254,17 @@ def test_chat_renders_world_format_and_reports_usage(chat):
     assert again.usage_metadata["input_token_details"]["cache_read"] == usage["input_tokens"]  # all cached
 
 
+def test_chat_logprobs_in_the_response_metadata(chat):
+    """`logprobs=k` (a parameter like any sampling option) puts the tokens' log-probabilities in the response
+    metadata in OpenAI's shape, as langchain-openai does; without it there are none."""
+    message = chat.invoke("Hi!", logprobs=2)
+    content = message.response_metadata["logprobs"]["content"]
+    assert len(content) == message.usage_metadata["output_tokens"]
+    assert all(set(t) == {"token", "logprob", "bytes", "top_logprobs"} and len(t["top_logprobs"]) == 2 for t in content)
+    assert all(t["logprob"] == t["top_logprobs"][0]["logprob"] for t in content)  # greedy: the most likely token
+    assert "logprobs" not in chat.invoke("Hi!").response_metadata
+
+
 def test_chat_streaming_callbacks_and_streaming_flag():
     recorder = TokenRecorder()
     model = ChatRWKV7(model=tiny_model(), temperature=0, max_tokens=10, streaming=True, callbacks=[recorder])

@@ -26,8 +26,9 @@ import torch
 from rwkv7_provider.model import RWKV7
 
 from rwkv7_provider.errors import InputError, ParameterError
-from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime import scheduler as scheduler_module
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.runtime.results import ScoreResult
 from rwkv7_provider.runtime.sampling import sample_batch
 from rwkv7_provider.runtime.scheduler import IDLE_EXIT_S, Forward, piece_length
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
@@ -80,7 +81,7 @@ def run(engine: Engine, req: Req):
 
 
 def assert_same(got, want) -> None:
-    if hasattr(want, "logprobs"):
+    if isinstance(want, ScoreResult):
         assert got.best == want.best
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
         return
@@ -248,6 +249,25 @@ def test_more_async_clients_than_worker_threads(model):
     assert engine.scheduler.stats.max_forward_rows == 32  # the CPU default batch size, then the rest
 
 
+def test_checks_gathered_together_share_one_forward(model):
+    """`arun` wakes the worker at the event loop's next turn: 16 `ascore` calls started by one `gather` all
+    reach the first iteration (the forwards of one check, each 16 times as wide), instead of the first running
+    alone while the other 15 queue behind it; the results are those of checks run one by one."""
+    prompts = [TEMPLATE + f"gathered {i}" + TAIL for i in range(16)]
+    alone = Engine(model, TOK, cache_bytes=0)
+    want = [alone.score(p, ["Yes", "No"]).logprobs for p in prompts]
+    one = alone.scheduler.stats  # forwards and rows of 16 checks one by one
+    engine = Engine(model, TOK)
+    stats = engine.scheduler.stats
+
+    async def main():
+        return await asyncio.gather(*(engine.ascore(p, ["Yes", "No"]) for p in prompts))
+
+    results = asyncio.run(main())
+    assert [r.logprobs for r in results] == [pytest.approx(w, abs=1e-4) for w in want]
+    assert (stats.forwards, stats.max_forward_rows) == (one.forwards // 16, one.max_forward_rows * 16)
+
+
 # ---------------------------------------------------------------- cancellation and failures
 
 
@@ -289,8 +309,9 @@ def test_a_request_cancelled_during_an_iteration_leaves_at_once(model, monkeypat
 
     monkeypatch.setattr(scheduler_module, "sample_batch", cancelling_sample)
     streams.append(engine.stream("Hello", max_tokens=10_000, temperature=0))
-    wait_until(lambda: engine.scheduler.stats.cancelled == 1, timeout=IDLE_EXIT_S / 2)
-    assert not engine.scheduler._live and engine.scheduler.decode.size == 0
+    scheduler = engine.scheduler
+    wait_until(lambda: scheduler.stats.cancelled == 1 and not scheduler._live and scheduler.decode.size == 0,
+               timeout=IDLE_EXIT_S / 2)
 
 
 def test_cancelling_asyncio_tasks_and_closing_async_streams(model, serial):
@@ -390,6 +411,11 @@ def test_piece_length_trades_padding_for_forward_calls():
     assert piece_length([5, 5, 5, 400], budget=4096, forward_cost=32) == 5  # the long row continues later
     assert piece_length([5, 400], budget=4096, forward_cost=10_000) == 400  # a costly forward: pad it all
     assert piece_length([30] * 64, budget=1024, forward_cost=32) == 16  # rows * length within the budget
+    # a WKV that reads packed rows: padding is free, the budget counts real tokens (and 4x for the padded output)
+    assert piece_length([5, 5, 5, 400], budget=4096, forward_cost=32, padding_cost=0) == 400
+    assert piece_length([53, 41, 78, 66, 41, 62, 39], budget=1024, forward_cost=32, padding_cost=0) == 78
+    assert piece_length([30] * 64, budget=1024, forward_cost=32, padding_cost=0) == 16
+    assert piece_length([900, 100], budget=1024, forward_cost=32, padding_cost=0) == 900  # padded: 512 a row
 
 
 def test_max_prompt_tokens(model):

@@ -75,6 +75,36 @@ def test_chat_matches_the_in_process_client(oai, tiny):
     assert chunks[-1].usage.completion_tokens == want.completion_tokens
 
 
+def test_generated_tokens_carry_the_in_process_logprobs(oai, tiny):
+    """Chat (whole and streamed) and completions report each generated token's log-probability and its
+    alternatives: those of the in-process client's `logprobs` option."""
+    messages = [{"role": "user", "content": "Say something."}]
+    prompt = render_chat([("user", "Say something.")])
+    want = in_process(tiny).complete(prompt, chat=True, temperature=0, max_tokens=10, logprobs=2).logprobs
+    assert len(want) == 10
+
+    def entries(content) -> list[tuple]:
+        return [(t.token, bytes(t.bytes), round(t.logprob, 4), [(a.token, round(a.logprob, 4)) for a in t.top_logprobs])
+                for t in content]
+
+    expected = [(e.token, e.bytes, round(e.logprob, 4), [(a, round(lp, 4)) for a, _, lp in e.top]) for e in want]
+    got = oai.chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=10, logprobs=True,
+                                      top_logprobs=2)
+    assert entries(got.choices[0].logprobs.content) == expected
+    chunks = list(oai.chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=10,
+                                              logprobs=True, top_logprobs=2, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert entries(streamed) == expected
+
+    text = in_process(tiny).complete("Once upon", temperature=0, max_tokens=6, logprobs=1)
+    out = oai.completions.create(model="tiny", prompt="Once upon", temperature=0, max_tokens=6, logprobs=1)
+    lp = out.choices[0].logprobs
+    assert lp.tokens == [e.token for e in text.logprobs]
+    assert lp.token_logprobs == pytest.approx([e.logprob for e in text.logprobs], abs=1e-4)
+    assert lp.text_offset == [e.offset for e in text.logprobs] and lp.text_offset[0] == 0
+    assert [list(d) for d in lp.top_logprobs] == [[e.top[0][0]] for e in text.logprobs]
+
+
 def test_completions_n_seed_and_stop(oai, tiny):
     client = in_process(tiny)
     out = oai.completions.create(model="tiny", prompt=["Once upon", "a time"], temperature=0, max_tokens=8)
@@ -190,8 +220,8 @@ def post(url: str, path: str, body, **kwargs) -> httpx.Response:
      "max_tokens_limit=100000"),
     ({"model": "tiny", "messages": []}, 400, "messages", "at least 1"),
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages", "unknown chat role"),
-    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs",
-     "classifier models"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21}, 400,
+     "top_logprobs", "less than or equal to 20"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x " * 40000}]}, 400, None, "max_prompt_tokens"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}, 400, "n", "one completion"),
 ])

@@ -21,14 +21,15 @@ from .settings import ProviderSettings, check_max_tokens
 
 if TYPE_CHECKING:
     from ..runtime.engine import Engine
-    from ..runtime.results import Generation, ScoreResult
+    from ..runtime.results import Generation, ScoreResult, TokenLogprob
 
 
 @dataclass(frozen=True)
 class Completion:
     """One finished request, whatever produced it (sampling or scoring).
 
-    `probability` and `scores` (choice -> log-probability) are set only when the answer came from `choices`.
+    `probability` and `scores` (choice -> log-probability) are set only when the answer came from `choices`;
+    `logprobs` only for a generation asked for them (the `logprobs` option).
     """
 
     text: str
@@ -39,6 +40,7 @@ class Completion:
     cached_tokens: int
     probability: float | None = None
     scores: dict[str, float] | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
     def usage(self) -> dict[str, int]:
@@ -189,6 +191,7 @@ class RWKV7Client:
             prompt_tokens=g.prompt_tokens,
             completion_tokens=g.completion_tokens,
             cached_tokens=g.cached_tokens,
+            logprobs=g.logprobs,
         )
 
     @staticmethod

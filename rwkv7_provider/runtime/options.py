@@ -55,6 +55,10 @@ class GenerationOptions(BaseModel):
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
     stop: list[str] | None = Field(None, description="generation ends before the first of these strings")
     seed: int | None = Field(None, description="seeded sampling: the same seed gives the same text")
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="report each generated token's log-probability and this many most likely "
+        "alternatives (the model's own distribution, before temperature, top-p, top-k and penalties)"
+    )
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -32,6 +32,15 @@ class Sampler:
         self.generator: torch.Generator | None = None
         if params.seed is not None and not params.greedy:
             self.generator = torch.Generator(device=device).manual_seed(params.seed)
+        self.noted: tuple[float, list[tuple[int, float]]] | None = None  # see `note`
+
+    def note(self, logits: torch.Tensor, token: int) -> None:
+        """Keep the chosen `token`'s log-probability under the raw `logits` [V] and the `params.logprobs`
+        most likely tokens (the `logprobs` option: read by the request once it has the token)."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        top = torch.topk(logp, self.params.logprobs) if self.params.logprobs else None
+        alternatives = list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else []
+        self.noted = (float(logp[token]), alternatives)
 
     @property
     def plain_greedy(self) -> bool:
@@ -87,4 +96,6 @@ def sample_batch(logits: torch.Tensor, samplers: list[Sampler]) -> tuple[torch.T
                 tokens[row] = sampler.choose(logits[row])
             except Exception as e:  # noqa: BLE001 - reported to that row's request only
                 errors[row] = e
+        if sampler.params.logprobs is not None and row not in errors and (token := int(tokens[row])) != END:
+            sampler.note(logits[row], token)
     return tokens, errors

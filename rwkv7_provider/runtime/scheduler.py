@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ..kernels import reads_packed
 from ..model import RWKV7, RWKV7State
 from .decode_batch import DecodeBatch
 from .sampling import END, Sampler, sample_batch
@@ -53,6 +54,7 @@ IDLE_EXIT_S = 2.0  # an idle background worker exits after this long (an unused 
 # and ~30 for the 0.1B shape; 32 errs towards fewer forwards. On a GPU a forward costs far more than padding.
 FORWARD_COST_TOKENS = {"cpu": 32, "cuda": 4096}
 PADDING_COST = 0.15  # a padded slot of a prefill batch, in tokens: only the WKV (~10-15% of a forward) runs padded
+PACKED_OUTPUT_FACTOR = 4  # with a packed WKV: the padded [rows, T, C] hidden states a forward returns, per budget
 
 Steps = Generator[Any, Any, Any]
 _SCHEDULERS: weakref.WeakSet[Scheduler] = weakref.WeakSet()
@@ -229,19 +231,27 @@ class _Job:
     every: list[torch.Tensor] = field(default_factory=list)  # all positions' hidden so far, with `every`
 
 
-def piece_length(remaining: list[int], budget: int, forward_cost: int) -> int:
+def piece_length(remaining: list[int], budget: int, forward_cost: int, padding_cost: float = PADDING_COST) -> int:
     """Tokens per row for one prefill forward over rows with `remaining` tokens each.
 
-    A forward costs about `forward_cost` plus its real tokens plus PADDING_COST per padded slot (the model
-    packs the rows, so padding costs only its share of the WKV recurrence). T is the candidate that finishes
-    these rows cheapest, counting this forward and one more for what is left (rows longer than T continue
-    there: the state carries over exactly), with rows * T <= budget (the padded WKV buffers).
+    A forward costs about `forward_cost` plus its real tokens plus `padding_cost` per padded slot (the model
+    packs the rows for its GEMMs, so padding costs only its share of the WKV recurrence, and nothing where the
+    WKV reads the rows packed: `kernels.reads_packed`). T is the candidate that finishes these rows cheapest,
+    counting this forward and one more for what is left (rows longer than T continue there: the state carries
+    over exactly), within the memory `budget`: rows * T tokens where the WKV runs padded; with a packed WKV, the
+    real tokens, and the padded hidden states the forward returns at most PACKED_OUTPUT_FACTOR times that.
     """
-    cap = max(1, budget // len(remaining))
+    rows = len(remaining)
+    if padding_cost:
+        cap = max(1, budget // rows)
+    else:
+        cap = max(1, PACKED_OUTPUT_FACTOR * budget // rows)
+        while cap > 1 and sum(min(r, cap) for r in remaining) > budget:
+            cap = max(1, cap * budget // sum(min(r, cap) for r in remaining))
 
     def forward(lengths: list[int]) -> float:
         real = sum(lengths)
-        return forward_cost + real + PADDING_COST * (len(lengths) * max(lengths) - real)
+        return forward_cost + real + padding_cost * (len(lengths) * max(lengths) - real)
 
     def cost(length: int) -> float:
         rest = [r - length for r in remaining if r > length]
@@ -267,6 +277,7 @@ class Scheduler:
         self.max_batch_size, self.max_wait, self.prefill_tokens = max_batch_size, max_wait, prefill_tokens
         self.name = name
         self.forward_cost = FORWARD_COST_TOKENS.get(model.device.type, FORWARD_COST_TOKENS["cuda"])
+        self.padding_cost = 0.0 if reads_packed(model.device) else PADDING_COST
         self.stats = SchedulerStats()
         self.decode = DecodeBatch(model, max_batch_size, graphs=cuda_graphs)
         self._zero = model.zero_state(1)
@@ -318,13 +329,30 @@ class Scheduler:
         return ticket.result()
 
     async def arun(self, steps: Steps) -> Any:
-        """Submit and await the result; cancelling the awaiting task cancels the request."""
-        ticket = self.submit(steps)
+        """Submit and await the result; cancelling the awaiting task cancels the request.
+
+        The worker is woken at the event loop's next turn, not at once: tasks started together (a `gather`,
+        NeMo's parallel rails) all submit within one turn, so the first iteration sees every one of them,
+        instead of running the first alone while the others queue behind it.
+        """
+        ticket = Ticket(steps)
+        with self._lock:
+            self._enqueue(ticket, wake=False)
+        asyncio.get_running_loop().call_soon(self._deferred_wake)
         try:
             return await ticket.aresult()
         except asyncio.CancelledError:
             ticket.cancel()
             raise
+
+    def _deferred_wake(self) -> None:
+        """Wake the worker (or start one) for the requests `arun` queued. One call per request rather than one
+        per turn: a flag shared by several event loops would strand the others' requests if the loop that set
+        it stopped first; the later calls find the inbox taken and cost a lock each."""
+        with self._lock:
+            self._wake.notify_all()
+            if self._leader is None and self._inbox:
+                self._start_worker()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop after the current iteration; requests still in flight fail. Runs at interpreter exit, so
@@ -336,11 +364,12 @@ class Scheduler:
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
 
-    def _enqueue(self, ticket: Ticket) -> None:
+    def _enqueue(self, ticket: Ticket, wake: bool = True) -> None:
         if self._closing:
             raise RuntimeError(f"{self.name}: the engine's scheduler is shut down")
         self._inbox.append(ticket)
-        self._wake.notify_all()
+        if wake:
+            self._wake.notify_all()
 
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._work, name=f"{self.name}-scheduler", daemon=True)
@@ -511,7 +540,8 @@ class Scheduler:
 
     def _forward_step(self) -> int:
         jobs = self._forwards[: self.max_batch_size]
-        length = piece_length([len(j.work.ids) - j.pos for j in jobs], self.prefill_tokens, self.forward_cost)
+        length = piece_length([len(j.work.ids) - j.pos for j in jobs], self.prefill_tokens, self.forward_cost,
+                              self.padding_cost)
         pieces = [j.work.ids[j.pos : j.pos + length] for j in jobs]
         results = self._forward_or_error(pieces, [j.state for j in jobs])
         if len(jobs) > 1 and isinstance(results[0], Exception):  # find the rows at fault: rerun each alone

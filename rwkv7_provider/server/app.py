@@ -87,9 +87,9 @@ class Service:
                            headers={"Retry-After": "5"})
         return served, self.clients[served.name]
 
-    def admissible(self, body: Any, n: int, logprobs: bool) -> tuple[ServedModel, RWKV7Client]:
+    def admissible(self, body: Any, n: int) -> tuple[ServedModel, RWKV7Client]:
         """The model and client for a completion request, after the server's own limits: `max_tokens_limit`,
-        `max_n` (`n` completions in all), one stream per request, logprobs from classifiers only."""
+        `max_n` (`n` completions in all), one stream per request."""
         served, client = self.model(body.model)
         limit = self.config.max_tokens_limit
         if body.max_tokens is not None and limit is not None and body.max_tokens > limit:
@@ -101,9 +101,6 @@ class Service:
         if body.stream and n > 1:
             raise APIError(400, "only one completion can be streamed per request (n = 1, one prompt)", "n",
                            "invalid_value")
-        if logprobs and not served.classifier:
-            raise APIError(400, "logprobs are reported for classifier models (served with `choices`) only",
-                           "logprobs", "unsupported_parameter")
         return served, client
 
 
@@ -235,7 +232,7 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
         return await observed("chat.completions", body.model, _chat(request, body))
 
     async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
-        served, client = service.admissible(body, body.n, bool(body.logprobs))
+        served, client = service.admissible(body, body.n)
         prompt, chat = chat_prompt(body, served.classifier)
         overrides = body.generation_overrides()
         if body.stream:
@@ -304,7 +301,7 @@ def create_app(config: ServerConfig, *, response_headers: Mapping[str, str] | No
         return await observed("completions", body.model, _completions(request, body))
 
     async def _completions(request: Request, body: CompletionRequest) -> Response:
-        served, client = service.admissible(body, body.n * len(body.prompts()), body.logprobs is not None)
+        served, client = service.admissible(body, body.n * len(body.prompts()))
         if body.stream:
             return await _stream(request, "completions", served, client, body.prompts()[0], False, body.stop,
                                  body.generation_overrides(), body.include_usage, R.CompletionFrames(body.logprobs))

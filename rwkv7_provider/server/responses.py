@@ -5,6 +5,8 @@ A classifier's answer (a model with `choices`) carries its probability twice: in
 (one entry, the answer, with every choice among its `top_logprobs`; log-probabilities normalised over the
 choices, so exp(logprob) is the probability the in-process provider reports), and always in the extra field
 `classification` of each choice: `{"answer", "probability" (of the answer), "probabilities" (per choice)}`.
+A generation's `logprobs` list its tokens under the model's own distribution (the engine's `logprobs`
+option); a stream sends them all in its last chunk, which clients that join chunks' lists read as usual.
 """
 
 from __future__ import annotations
@@ -51,10 +53,13 @@ def classification(done: Completion) -> dict[str, Any]:
 
 
 def _chat_logprobs(done: Completion, top: int | None) -> dict[str, Any]:
+    """A classifier's answer as one entry, every choice among its alternatives; a generation's tokens."""
+    if done.logprobs is not None:
+        return {"content": [e.openai() for e in done.logprobs]}
     ranked = sorted(probabilities(done).items(), key=lambda kv: -kv[1])
 
-    def entry(token: str, p: float) -> dict[str, Any]:
-        return {"token": token, "logprob": math.log(p) if p > 0 else -9999.0, "bytes": list(token.encode())}
+    def entry(choice: str, p: float) -> dict[str, Any]:
+        return {"token": choice, "logprob": math.log(p) if p > 0 else -9999.0, "bytes": list(choice.encode())}
 
     answer = entry(done.text, dict(ranked)[done.text])
     answer["top_logprobs"] = [entry(c, p) for c, p in ranked[: len(ranked) if top is None else top]]
@@ -62,6 +67,14 @@ def _chat_logprobs(done: Completion, top: int | None) -> dict[str, Any]:
 
 
 def _completion_logprobs(done: Completion, top: int) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists (tokens, their log-probabilities, alternatives, offsets)."""
+    if done.logprobs is not None:
+        return {
+            "tokens": [e.token for e in done.logprobs],
+            "token_logprobs": [e.logprob for e in done.logprobs],
+            "top_logprobs": [{text: lp for text, _, lp in e.top} for e in done.logprobs],
+            "text_offset": [e.offset for e in done.logprobs],
+        }
     probs = probabilities(done)
     ranked = sorted(probs.items(), key=lambda kv: -kv[1])[:top]
     return {
@@ -92,8 +105,8 @@ def chat_choice(index: int, done: Completion, request: Any) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": index, "message": message, "finish_reason": finish, "logprobs": None}
     if done.scores is not None:
         choice["classification"] = classification(done)
-        if request.logprobs:
-            choice["logprobs"] = _chat_logprobs(done, request.top_logprobs)
+    if request.logprobs:
+        choice["logprobs"] = _chat_logprobs(done, request.top_logprobs)
     return choice
 
 
@@ -101,8 +114,8 @@ def completion_choice(index: int, done: Completion, logprobs: int | None) -> dic
     choice: dict[str, Any] = {"index": index, "text": done.text, "finish_reason": finish_reason(done), "logprobs": None}
     if done.scores is not None:
         choice["classification"] = classification(done)
-        if logprobs is not None:
-            choice["logprobs"] = _completion_logprobs(done, logprobs)
+    if logprobs is not None:
+        choice["logprobs"] = _completion_logprobs(done, logprobs)
     return choice
 
 

@@ -68,7 +68,14 @@ class _Request(BaseModel):
         """The request's sampling options, as the provider's call-time overrides (None: the model's default)."""
         names = ("temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty", "penalty_decay",
                  "max_tokens", "seed")
-        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+        overrides = {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+        if (count := self.logprobs_count()) is not None:
+            overrides["logprobs"] = count
+        return overrides
+
+    def logprobs_count(self) -> int | None:
+        """The most likely alternatives to report per generated token when log-probabilities are asked for."""
+        return None
 
 
 class ChatMessage(BaseModel):
@@ -106,6 +113,9 @@ class ChatCompletionRequest(_Request):
             raise ValueError("modalities: RWKV-7 models produce text only")
         return self
 
+    def logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     def tool_choice_name(self) -> str | None:
         """`tool_choice` as the tool format's string: auto / none / required / a tool's name."""
         choice = self.tool_choice
@@ -123,6 +133,9 @@ class CompletionRequest(_Request):
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def logprobs_count(self) -> int | None:
+        return self.logprobs
 
 
 class ModerationRequest(BaseModel):

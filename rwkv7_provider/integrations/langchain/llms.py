@@ -24,7 +24,8 @@ from ..settings import ProviderSettings
 
 
 def generation_info(done: Completion) -> dict[str, Any]:
-    """Finish reason, usage and (for `choices`) the score, as LangChain metadata; shared with `ChatRWKV7`."""
+    """Finish reason, usage, (for `choices`) the score and (with the `logprobs` option) the tokens'
+    log-probabilities in OpenAI's shape, as LangChain metadata; shared with `ChatRWKV7`."""
     info: dict[str, Any] = {
         "finish_reason": done.finish_reason,
         "stop_sequence": done.stop_sequence,
@@ -32,6 +33,8 @@ def generation_info(done: Completion) -> dict[str, Any]:
     }
     if done.probability is not None:
         info |= {"probability": done.probability, "scores": done.scores}
+    if done.logprobs is not None:
+        info["logprobs"] = {"content": [e.openai() for e in done.logprobs]}
     return info
 
 
