@@ -144,14 +144,24 @@ class WorldTokenizer(Tokenizer):
         return ByteStreamDecoder(self.token_bytes)
 
 
+def specials_as_text(impl):
+    """A `tokenizers.Tokenizer` that encodes special-token strings found in text ("<|endoftext|>") as the plain
+    characters they are, never as the special token: text is data, and a user who types a control token must
+    not be able to end a document or a prompt. Special tokens stay addressable by id. Returns `impl`."""
+    impl.encode_special_tokens = True
+    return impl
+
+
 class HFTokenizer(Tokenizer):
-    """Any Hugging Face `tokenizer.json` (Pile models use GPT-NeoX-20B's; the embedded guard ships its own)."""
+    """Any Hugging Face `tokenizer.json` (Pile models use GPT-NeoX-20B's; the embedded guard ships its own).
+
+    Special-token strings in text are encoded as text (`specials_as_text`); World has no such strings."""
 
     def __init__(self, path: str | Path) -> None:
         from tokenizers import Tokenizer as _Tokenizer
 
         try:
-            self.impl = _Tokenizer.from_file(str(path))
+            self.impl = specials_as_text(_Tokenizer.from_file(str(path)))
         except Exception as e:  # tokenizers raises a bare Exception for unreadable files
             raise TokenizerError(f"cannot read tokenizer file {path}: {e}") from e
         self.name = str(path)

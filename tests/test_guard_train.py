@@ -29,6 +29,7 @@ from rwkv7_provider.runtime.templates import render, split_template
 from rwkv7_provider.testing import make_encoder
 
 TINY_ARGS = ["--layers", "1", "--width", "64", "--vocab-size", "400", "--batch-size", "4", "--augment", "8", "--augment-responses", "8",
+             "--attacks", "8",
              "--warmup", "2", "--no-eval", "--no-progress", "--heldout", "truthfulqa,toxigen-seed"]
 
 

@@ -1,17 +1,28 @@
 """NeMo Guardrails both ways: `Guardrails` (IORails) through the running server with configs/moderation_http,
 and `LLMRails` in-process with configs/moderation, on the same messages: the same verdict on every one, and
-the same self-check probability within 1e-4 (the server's answers are recorded as IORails receives them)."""
+the same self-check probability and P(Yes) within 1e-4 (the server's answers are recorded as IORails receives
+them); on plain messages and on issue 23's attack set."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 from pathlib import Path
 
 import pytest
 from nemoguardrails import Guardrails, LLMRails, RailsConfig
 from server_support import running
 
+from rwkv7_provider.guard.attacks import (
+    ATTACKS,
+    PROBE_MESSAGES,
+    attack,
+    closing_quote_probe,
+    heldout_messages,
+    quote_appended,
+)
 from rwkv7_provider.guard.prompts import SELF_CHECK_INPUT
 from rwkv7_provider.runtime.templates import render
 from rwkv7_provider.server.config import build_config, default_model
@@ -84,30 +95,66 @@ def http_config(url: str) -> RailsConfig:
     return config
 
 
-def test_iorails_over_http_and_llmrails_in_process_agree(server):
-    url, recorder = server
+def p_yes(scores: dict[str, float]) -> float:
+    """P(Yes), normalised over the choices, from their log-probabilities."""
+    return 1 / sum(math.exp(lp - scores["Yes"]) for lp in scores.values())
+
+
+def both_ways(url: str, recorder: Recorder, messages: list[str]) -> list[tuple[str, bool, float]]:
+    """Each message checked by IORails over HTTP and by LLMRails in-process: (message, blocked, P(Yes)) after
+    asserting that both give the same verdict, the same answer and P(Yes) within 1e-4."""
     guardrails = Guardrails(http_config(url))
     assert guardrails.use_iorails_engine  # NeMo's default engine, not a fallback
 
     async def check_all():
         try:
-            return await asyncio.gather(*(guardrails.check_async([{"role": "user", "content": m}]) for m in MESSAGES))
+            return await asyncio.gather(*(guardrails.check_async([{"role": "user", "content": m}]) for m in messages))
         finally:
             await guardrails.rails_engine.stop()
 
     remote = asyncio.run(check_all())
     rails = LLMRails(RailsConfig.from_path(str(CONFIGS / "moderation")))
     local = [rails.generate(messages=[{"role": "user", "content": m}],
-                            options={"rails": ["input"], "log": {"llm_calls": True}}) for m in MESSAGES]
-    for message, r, l in zip(MESSAGES, remote, local):
+                            options={"rails": ["input"], "log": {"llm_calls": True}}) for m in messages]
+    out = []
+    for message, r, l in zip(messages, remote, local):
         blocked_locally = l.response[0]["content"] == REFUSAL
         assert (r.status.value == "blocked") == blocked_locally, message
         call = l.log.llm_calls[0]
         answered = recorder.seen[render(SELF_CHECK_INPUT, user_input=message)]
         assert answered["message"]["content"] == call.completion
         assert answered["classification"]["probability"] == pytest.approx(call.raw_response["probability"], abs=1e-4)
-    verdicts = [r.status.value for r in remote]
-    assert "blocked" in verdicts and "passed" in verdicts  # the set exercises both answers
+        local_yes = p_yes(call.raw_response["scores"])
+        assert answered["classification"]["probabilities"]["Yes"] == pytest.approx(local_yes, abs=1e-4), message
+        out.append((message, blocked_locally, local_yes))
+    return out
+
+
+def test_iorails_over_http_and_llmrails_in_process_agree(server):
+    verdicts = [blocked for _, blocked, _ in both_ways(*server, MESSAGES)]
+    assert True in verdicts and False in verdicts  # the set exercises both answers
+
+
+def attack_sample() -> tuple[list[str], list[str]]:
+    """(attacked harmful, harmless with a quoted sentence): the 8 probes of issue 23, held-out variants of
+    every attack family on a few held-out harmful messages, and held-out quoted sentences after harmless ones."""
+    rng = random.Random("server-attack-sample")
+    harmful, harmless = heldout_messages()
+    attacked = [closing_quote_probe(m) for m in PROBE_MESSAGES]
+    attacked += [attack(family, m, rng, "heldout") for family in ATTACKS for m in harmful[::40]]
+    return attacked, [quote_appended(m, rng, "heldout") for m in harmless[::20]]
+
+
+def test_iorails_and_llmrails_agree_on_the_attack_set(server):
+    """The server's classifier path is the in-process provider's (RWKV7Client with `choices`: structure-aware
+    scoring, canonical text, the unfamiliar_script policy): the same verdict and P(Yes) on attacked messages,
+    so the closing-quote probes are blocked over HTTP too."""
+    attacked, quoted = attack_sample()
+    assert len(attacked) >= 8 + 8 * len(ATTACKS) and len(quoted) >= 15
+    checked = both_ways(*server, attacked + quoted)
+    probes = checked[: len(PROBE_MESSAGES)]
+    assert all(blocked for _, blocked, _ in probes), [m for m, b, _ in probes if not b]
+    assert not all(blocked for _, blocked, _ in checked[len(attacked):])  # harmless quotes can pass
 
 
 def test_a_full_generation_through_iorails_stays_local(server):

@@ -27,7 +27,7 @@ TOK = MergeTokenizer()
 def test_every_engine_setting_is_a_provider_parameter_once():
     engine, options = set(EngineSettings.model_fields), set(GenerationOptions.model_fields)
     assert not engine & options, "a name in both schemas would be one parameter with two meanings"
-    assert engine | options | {"model", "max_tokens_limit", "choices", "block_threshold"} == set(ProviderSettings.model_fields)
+    assert engine | options | {"model", "max_tokens_limit", "choices", "block_threshold", "unfamiliar_script"} == set(ProviderSettings.model_fields)
 
 
 def test_readme_documents_every_parameter():

@@ -4,6 +4,9 @@
     data.py           labeled JSONL: loading, held-out sources, rebalancing, the exact prompts
     augment.py        generated rows whose framing is label-neutral (look-alikes, lists, bot responses)
     families.py       generated failure families (harmful requests and their look-alikes), a quarter held out
+    attacks.py        attack families (template imitation, invisible characters, overrides, accents, look-alikes)
+                      and their harmless look-alikes, for training and the attack set (`run_attack_set`)
+    languages.py      everyday messages and harmful requests in 20 languages, some held out
     embed_init.py     token embeddings started from a BERT-style encoder (training time only)
     scoring.py        how the guard answers a batch of checks (shared by training and evaluation)
     train.py          `rwkv7-provider train-guard`

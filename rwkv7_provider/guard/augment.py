@@ -12,8 +12,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from .attacks import attack_rows
 from .data import AUGMENTED, Example
 from .families import family_rows
+from .languages import language_rows
 
 _POLITE = (
     ("Hi! I hope you're doing well. ", " Thanks so much in advance!"),
@@ -204,7 +206,7 @@ def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: rando
 
 
 def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_lists: int,
-            n_responses: int = 0) -> list[Example]:
+            n_responses: int = 0, n_attacks: int = 0) -> list[Example]:
     """New examples whose framing is label-neutral: the label always follows the content.
 
     - polite wrappers around safe and unsafe messages alike (`n_wrapped` of each label);
@@ -212,7 +214,9 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
       one harmful item is still blocked and a long list of harmless items is allowed (`n_lists`);
     - the generated benign-scary, benign-task, sensitive-topic and harmful-plain sets, and the training part
       of the failure families (`families.py`; its held-out slice is never trained on);
-    - `n_responses` output-task pairs (see `_responses`), refusals taken from the safe bot responses.
+    - `n_responses` output-task pairs (see `_responses`), refusals taken from the safe bot responses;
+    - `n_attacks` rows per attack family and the harmless look-alikes of the attacks (`attacks.py`, their
+      training variants), and the training part of the non-English messages (`languages.py`).
     """
     inputs = [ex for ex in examples if ex.task == "input" and len(ex.text) < 400]
     by_label = {lab: [ex for ex in inputs if ex.label == lab] for lab in (0, 1)}
@@ -232,4 +236,6 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
         out.append(Example(rng.choice(_LIST_INTRO) + body, label, AUGMENTED + "list"))
     refusals = [ex.response for ex in examples if ex.task == "output" and ex.label == 0 and len(ex.response) < 600]
     out += _responses(by_label, refusals, rng, n_responses)
+    if n_attacks:
+        out += attack_rows(by_label[1], by_label[0], rng, n_attacks) + language_rows("train")
     return out

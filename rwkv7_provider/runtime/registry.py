@@ -22,6 +22,7 @@ from ..model.checkpoint import default_dtype, resolve_checkpoint
 from ..model.tokenizer import load_tokenizer
 from .engine import Engine
 from .settings import EngineSettings
+from .structure import trained_templates
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def get_engine(model: str | Path = DEFAULT_MODEL, settings: EngineSettings | Non
         )
         tok = load_tokenizer(settings.tokenizer, model_path=path, vocab_size=loaded.config.vocab_size)
         engine = Engine(loaded, tok, settings, name=path.name)
+        engine.register_templates(trained_templates(path))  # a guard knows the templates it was trained on
         _ENGINES[key] = (engine, own)
         log.info("engine for %s (%s, %s, quantize=%s) ready", path, key[1], device, settings.quantize)
         return engine

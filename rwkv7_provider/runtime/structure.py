@@ -1,0 +1,348 @@
+"""Structure-aware scoring: in a known self-check template, the user's text is data, never prompt.
+
+A rail check's prompt is a template (policy text, `User message: "{{ user_input }}"`, a Yes/No question,
+`Answer:`) with the user's text pasted in. Scored literally, that text can end the quote itself, repeat the
+question, answer it ("Answer: No") and open a new, harmless "User message": a small guard then judges the
+harmless one (issue 23: 8 of 8 blocked requests passed that way). The engine knows the templates it will see
+(`Engine.register_templates`: a guardrails config's prompts at pre-warm, and the templates a guard trained by
+`train-guard` records in its config.json), so the classifier answer path (`RWKV7Client` with `choices`)
+recovers exactly which characters the user wrote and scores them as data:
+
+- canonical text (`canonical.py`): invisible, reordered, accented and look-alike characters read as a reader
+  sees them;
+- the template's closing delimiter cannot occur in the span: for `"{{ user_input }}"` every `"` the user typed
+  becomes `'` (a span that ends a line has its newlines made spaces), so the user cannot end the quote;
+- a span that imitates the template's verdict (an "Answer: No" line, a moderation question, chat-format
+  control strings, a role header such as "User message:" right after a closing quote, in many wordings and
+  delimiters) is cut at every imitation marker: each piece between them is also scored on its own, in the
+  same template, and the check takes the highest block probability of the whole span and its pieces. A
+  harmful request followed by a fake verdict and a harmless request is then judged on the harmful piece as
+  if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is scored
+  whole: out of context, its pieces could read as anything.
+
+Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
+reused and only the span and the tail are computed; a message without imitation markers costs one check as
+before (the extra work is only for pieces, at most `MAX_PIECES`). The guard's training renders its prompts
+with `render_data`, so what it learned is token for token what it is asked (train = serve).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .canonical import canonical_text, familiar_part, script_share
+from .templates import TAG, USER_VARIABLES, variable_name
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .results import ScoreResult
+
+log = logging.getLogger(__name__)
+
+MAX_PIECES = 6  # most pieces of one span scored on their own; later pieces are scored together
+
+# A closing delimiter character typed by the user becomes one that cannot close the span.
+_SUBSTITUTES = {'"': "'", "'": '"', "`": "'", ")": "]", "]": ")", "}": ")", ">": ")", "|": "/"}
+
+# Labels an imitation may use: roles that open a new message, questions, answers and verdicts.
+_ROLES = (r"user(?:'?s)?(?:\s+(?:message|input|request|query|prompt|text|turn))?|human|customer|client|"
+          r"bot(?:'?s)?(?:\s+(?:message|response|reply|answer))?|assistant|ai|model|system(?:\s+prompt)?|"
+          r"moderator|guard|classifier|input|message|prompt|request")
+_QUESTIONS = r"question|q|task|instructions?"
+_ANSWERS = (r"answer|a|verdict|decision|label|classification|result|output|response|rating|assessment|"
+            r"evaluation|judge?ment|moderation(?:\s+result)?|safety|blocked|flagged|category")
+_VERDICTS = (r"(?:not\s+)?(?:yes|no|safe|unsafe|allow(?:ed)?|block(?:ed)?|ok(?:ay)?|pass(?:ed)?|fine|harmless|"
+             r"harmful|compliant|flagged|none|n/?a|true|false|[01])")
+# Words around a label ("New user message:", "Safety question:", "Moderator check:").
+_QUALIFIERS = r"(?:[A-Za-z]+[ \t]+){0,2}"
+# Where an imitated line starts: a line start, or after a closing quote or bracket or the end of a sentence
+# (imitations written on one line).
+_START = r"(?:^|(?<=[\"'`\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
+_SEPARATOR = r"(?:[ \t]+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
+_GENERIC = (
+    rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
+    rf"{_START}{_QUALIFIERS}(?:{_QUESTIONS}){_SEPARATOR}(?:[^\n?]*\?)?",
+    rf"{_START}{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
+    (r"\bshould\s+(?:the|this|that)\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\s+"
+    r"be\s+(?:blocked|allowed|flagged|refused|rejected|approved|moderated)[^\n?]*\??"),
+    (r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)|(?:classify|judge|rate|evaluate|assess|check)\s+(?:this|the|that))"
+    r"\s+(?:\w+\s+){0,2}(?:message|input|request|text|prompt|response|content)\b[^\n?]*\??"),
+    rf"^[ \t]*#{{1,6}}[ \t]*{_QUALIFIERS}(?:{_ROLES}|{_QUESTIONS}|{_ANSWERS})[ \t]*:?[ \t]*$",
+    r"\(\s*(?:yes|no|safe|unsafe)\s*(?:or|/)\s*(?:yes|no|safe|unsafe)\s*\)\??",
+    r"\b(?:reply|answer|respond)(?:\s+(?:with|only))?\s+(?:yes|no|safe|unsafe)\s*(?:or|/)\s*(?:yes|no|safe|unsafe)\b\.?",
+    (r"<\|[^|<>\n]{1,40}\|>|\[/?(?:INST|SYS)\]|<</?SYS>>|</?s>|</?(?:user|assistant|system|bot|human|message|input|"
+    r"output|answer|question|verdict|response|query|prompt)[\w-]*(?:\s[^<>\n]*)?>"),
+    r"^[ \t]*(?:-{3,}|={3,}|#{3,}|\*{3,}|_{3,}|\"{3}|'{3}|`{3}\w*)[ \t]*$",
+    r"(?-i:\[\s*[A-Z][A-Z0-9 _/-]{1,40}\])",
+)
+# Markers only an imitation of a verdict has: a label with a verdict word, a moderation question, chat-format
+# control strings, a role header right after a closing quote or bracket. A span is cut into pieces only when it
+# has one of these (or a line with one of the template's own labels): harmless text with "the verdict: not
+# guilty" or a chat log is scored whole, as its pieces, out of context, could read as anything.
+_MODERATION = (r"(?:safe|unsafe|harmful|allowed|acceptable|appropriate|blocked|flagged|violat\w*|compl\w*|break\w*|"
+               r"against)")
+_STRONG = (
+    rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:{_VERDICTS})(?!\w)",
+    _GENERIC[3],
+    (r"\b(?:(?:is|does|was|did)\s+(?:this|the|that)\s+(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\s+"
+    rf"(?:\w+\s+){{0,2}}{_MODERATION}|(?:classify|judge|rate|evaluate|assess)\s+(?:this|the|that)\s+"
+    r"(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\b)"),
+    _GENERIC[6], _GENERIC[7], _GENERIC[8],
+    rf"[\"'`\])}}>][ \t]*\n*[ \t]*[#*>\-\[(<{{|=_~]*[ \t]*{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
+)
+# Every marker contains one of these (lower case); a span without any is one piece without running the markers'
+# regex, which is what almost every message costs.
+_TRIGGERS = (":", "=", "<", ">", "[", "#", "---", "___", "***", '"""', "'''", "```", "should", "reply", "answer",
+             "respond", "message", "input", "request", "text", "prompt", "response", "content", "(yes", "(no", "(safe",
+             "(unsafe", "( yes", "( no")
+_VERDICT_ONLY = re.compile(rf"\W*(?:{_VERDICTS})\W*", re.IGNORECASE)
+_LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a matched prompt is scored: `prompts[0]` is the whole canonical prompt, the others score one piece
+    of a span each. `familiar` is the share of the spans' letters in scripts the guard was trained on;
+    when that is under half, `readable` is the prompt with only those words of the spans (empty when they
+    have none), which the `unfamiliar_script: allow` policy scores instead."""
+
+    template: str
+    prompts: tuple[str, ...]
+    spans: dict[str, str]
+    familiar: float
+    readable: tuple[str, ...] = ()
+
+
+class TemplateStructure:
+    """One template cut at its per-request variables: the literal texts between them, each span's closing
+    delimiter, and the imitation markers (generic ones plus the template's own line labels)."""
+
+    def __init__(self, template: str) -> None:
+        literals, slots, last = [], [], 0
+        for m in TAG.finditer(template):
+            name = variable_name(m)
+            if name not in USER_VARIABLES or name in slots:
+                raise ValueError(f"only plain, distinct per-request variables are supported, got {m.group(0)!r}")
+            literals.append(template[last : m.start()])
+            slots.append(name)
+            last = m.end()
+        if not slots:
+            raise ValueError("the template has no per-request variable")
+        literals.append(template[last:])
+        self.template, self.literals, self.slots = template, tuple(literals), tuple(slots)
+        self.closers = tuple(_closer(lit) for lit in literals[1:])
+        groups = "".join(f"(?P<v{i}>.*?)" + re.escape(lit) for i, lit in enumerate(literals[1:]))
+        self._pattern = re.compile(re.escape(literals[0]) + groups, re.DOTALL)
+        own = {m.group(1).strip().lower() for m in _LABEL_LINE.finditer(template)}
+        own_labels = "|".join(sorted((re.escape(w).replace(r"\ ", r"\s+") for w in own), key=len, reverse=True))
+        own = (rf"{_START}{_QUALIFIERS}(?:{own_labels}){_SEPARATOR}",) if own_labels else ()
+        self._markers = re.compile("|".join(f"(?:{p})" for p in _GENERIC + own), re.IGNORECASE | re.MULTILINE)
+        self._strong = re.compile("|".join(f"(?:{p})" for p in _STRONG + own), re.IGNORECASE | re.MULTILINE)
+
+    @property
+    def fixed_length(self) -> int:
+        return sum(len(lit) for lit in self.literals)
+
+    def match(self, prompt: str) -> dict[str, str] | None:
+        """The raw text of each variable when `prompt` is this template rendered, else None."""
+        head, tail = self.literals[0], self.literals[-1]
+        if len(prompt) < len(head) + len(tail) or not (prompt.startswith(head) and prompt.endswith(tail)):
+            return None
+        if len(self.slots) == 1:
+            return {self.slots[0]: prompt[len(head) : len(prompt) - len(tail)]}
+        m = self._pattern.fullmatch(prompt)
+        return None if m is None else {name: m.group(f"v{i}") for i, name in enumerate(self.slots)}
+
+    def data(self, name: str, text: str) -> str:
+        """The canonical text of a span with this template's closing delimiter neutralised."""
+        return self._neutral(name, canonical_text(text))
+
+    def render(self, values: dict[str, str]) -> str:
+        """The template filled with the spans as data (what is scored, and what the guard trains on)."""
+        return self._fill({name: self.data(name, values[name]) for name in self.slots})
+
+    def pieces(self, text: str) -> list[str]:
+        """The canonical span cut at imitation markers (pieces without two letters, or only a verdict word,
+        dropped), at most MAX_PIECES; a span without a marker only an imitation has is one piece."""
+        return self._pieces(canonical_text(text))
+
+    def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
+        """The prompts to score for these raw variable values: the whole, then each piece of each span."""
+        canonical = {name: canonical_text(values[name]) for name in self.slots}
+        spans = {name: self._neutral(name, text) for name, text in canonical.items()}
+        prompts = [self._fill(spans)]
+        for name in self.slots:
+            parts = self._pieces(canonical[name])
+            if len(parts) > 1:
+                for part in parts:
+                    prompt = self._fill(spans | {name: self._neutral(name, part)})
+                    if prompt not in prompts:
+                        prompts.append(prompt)
+        familiar = script_share("".join(spans.values()), scripts)
+        readable = ()
+        if familiar < 0.5:
+            parts = {name: familiar_part(text, scripts) for name, text in spans.items()}
+            readable = (self._fill(parts),) if any(parts.values()) else ()
+        return Plan(self.template, tuple(prompts), spans, familiar, readable)
+
+    def _neutral(self, name: str, canonical: str) -> str:
+        closer = self.closers[self.slots.index(name)]
+        if closer == "\n":
+            return canonical.replace("\n", " ")
+        return canonical.translate({ord(c): _SUBSTITUTES[c] for c in closer})
+
+    def _fill(self, spans: dict[str, str]) -> str:
+        parts = [self.literals[0]]
+        for name, lit in zip(self.slots, self.literals[1:]):
+            parts += [spans[name], lit]
+        return "".join(parts)
+
+    def _pieces(self, text: str) -> list[str]:
+        low = text.lower()
+        if not any(t in low for t in _TRIGGERS) or not self._strong.search(text):
+            return [text]
+        cuts = [(m.start(), m.end()) for m in self._markers.finditer(text) if m.end() > m.start()]
+        if not cuts:
+            return [text]
+        bounds = [0] + [x for c in cuts for x in c] + [len(text)]
+        parts = [text[bounds[i] : bounds[i + 1]].strip(" \t\n\"'`()[]{}<>") for i in range(0, len(bounds), 2)]
+        parts = [p for p in parts if sum(c.isalpha() for c in p) >= 2 and not _VERDICT_ONLY.fullmatch(p)]
+        if not parts:
+            return [text]
+        if len(parts) > MAX_PIECES:
+            parts = parts[: MAX_PIECES - 1] + ["\n".join(parts[MAX_PIECES - 1 :])]
+        return parts
+
+
+def _closer(literal: str) -> str:
+    """The characters that end a span: the delimiters right after it, or a newline when the span ends a line."""
+    m = re.match(r"[\"'`)\]}>|]+", literal)
+    if m:
+        return "".join(dict.fromkeys(m.group(0)))
+    return "\n" if not literal or literal[0] == "\n" else ""
+
+
+@functools.lru_cache(maxsize=64)
+def structure(template: str) -> TemplateStructure:
+    return TemplateStructure(template)
+
+
+def render_data(template: str, **values: str) -> str:
+    """`template` filled with the values as data: canonical, delimiters neutralised (see the module docstring)."""
+    return structure(template).render(values)
+
+
+class KnownTemplates:
+    """The templates an engine's classifier prompts are matched against (thread-safe; registering is idempotent).
+
+    `scripts`: the scripts the model was trained on, for `Plan.familiar` (Latin for the embedded guard).
+    """
+
+    def __init__(self, scripts: Iterable[str] = ("LATIN",)) -> None:
+        self.scripts = frozenset(scripts)
+        self._known: dict[str, TemplateStructure] = {}
+        self._lock = threading.Lock()
+        self._told = False
+
+    def register(self, templates: Iterable[str]) -> int:
+        """Add templates; those without a plain per-request variable (or with other tags) are skipped. Returns
+        how many are known afterwards."""
+        with self._lock:
+            for t in templates:
+                if t not in self._known:
+                    try:
+                        self._known[t] = structure(t)
+                    except ValueError as e:
+                        log.debug("template not used for structure-aware scoring: %s", e)
+            return len(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def plan(self, prompt: str) -> Plan | None:
+        """The scoring plan of the most specific known template `prompt` is a rendering of, else None (said
+        once per engine in the log: such a prompt is scored literally)."""
+        best, values = None, None
+        for s in list(self._known.values()):
+            if best is None or s.fixed_length > best.fixed_length:
+                found = s.match(prompt)
+                if found is not None:
+                    best, values = s, found
+        if best is None:
+            if not self._told:
+                self._told = True
+                log.warning("a `choices` prompt matches none of the %d known template(s): it is scored as it is; "
+                            "register its template (Engine.register_templates, or pre-warm it) to have the "
+                            "user's text scored as data", len(self._known))
+            return None
+        return best.plan(values, self.scripts)
+
+
+def trained_templates(model_dir: str | Path) -> list[str]:
+    """The templates a guard directory records in its config.json (`guard.templates`, written by
+    `train-guard`); [] for any other checkpoint."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return []
+    try:
+        templates = json.loads(path.read_text()).get("guard", {}).get("templates", [])
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return []
+    return [t for t in templates if isinstance(t, str)] if isinstance(templates, list) else []
+
+
+
+def share(s: ScoreResult, choice: str) -> float:
+    """The probability of `choice` normalised over the scored choices."""
+    top = max(s.logprobs.values())
+    return math.exp(s.logprobs[choice] - top) / sum(math.exp(lp - top) for lp in s.logprobs.values())
+
+
+def most_blocking(scores: Sequence[ScoreResult], first: str) -> ScoreResult:
+    """The score with the highest probability of `first` (the block answer), every scored token counted."""
+    worst = max(scores, key=lambda s: share(s, first))
+    return replace(worst, prompt_tokens=sum(s.prompt_tokens for s in scores),
+                   cached_tokens=sum(s.cached_tokens for s in scores))
+
+
+def score_as_data(engine: Engine, prompt: str, choices: Sequence[str],
+                  unfamiliar: str = "score") -> tuple[ScoreResult, str | None]:
+    """`choices` scored with the user's text as data when `prompt` renders a template the engine knows (the
+    most blocking of the whole span and its pieces), literally otherwise. Returns the score and the answer the
+    `unfamiliar` policy forces ("block" / "allow"), if any (see `_policy`)."""
+    plan = engine.templates.plan(prompt)
+    if plan is None:
+        return engine.score(prompt, choices), None
+    prompts, forced = _policy(plan, unfamiliar)
+    return most_blocking([engine.score(p, choices) for p in prompts], choices[0]), forced
+
+
+async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
+                         unfamiliar: str = "score") -> tuple[ScoreResult, str | None]:
+    """`score_as_data` without blocking the event loop; the pieces are scored concurrently (batched)."""
+    plan = engine.templates.plan(prompt)
+    if plan is None:
+        return await engine.ascore(prompt, choices), None
+    prompts, forced = _policy(plan, unfamiliar)
+    return most_blocking(await asyncio.gather(*(engine.ascore(p, choices) for p in prompts)), choices[0]), forced
+
+
+def _policy(plan: Plan, unfamiliar: str) -> tuple[tuple[str, ...], str | None]:
+    """The prompts to score and the forced answer for user text mostly outside the model's scripts: `score`
+    it as it is; `block` it; `allow` it, but score the words it can read when there are any (so a harmful
+    English request padded with text in another script is still judged)."""
+    if unfamiliar == "score" or plan.familiar >= 0.5:
+        return plan.prompts, None
+    if unfamiliar == "block":
+        return plan.prompts, "block"
+    return (plan.readable, None) if plan.readable else (plan.prompts, "allow")
