@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import statistics
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
 
 import torch
+from machine import load_average, machine_lines
 
 from rwkv7_provider.guard.attacks import (
     PROBE_MESSAGES,
@@ -67,17 +67,6 @@ FRESH_QUOTES = ("no, not today", "the answer was obvious", "blocked again!", "is
                 "the verdict is in", "Error 404: page not found")
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "moderation"
 YES_NO = ["Yes", "No"]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def load_average() -> list[str]:
-    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def literal_checker(engine, threshold: float):
@@ -174,8 +163,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     guards = [g.split("=", 1) for g in args.guard] or [["shipped", str(DEFAULT_GUARD)]]
     sources = [s for s in args.sources.split(",") if s]
-    print(f"CPU: {cpu_model()}; torch threads {args.threads}; load average at start "
-          f"{load_average()}")
+    print("\n".join(machine_lines(args.threads)) + f"; load average at start {load_average()}")
     harmful, harmless = heldout_messages(sources)
     print(f"held-out messages: {len(harmful)} harmful, {len(harmless)} harmless (family slice + {len(sources)} sources)")
     heldout_rows = [ex for ex in load_data(Path(DEFAULT_GUARD).parent / "training_data", "input")

@@ -334,7 +334,7 @@ class Engine:
         if len(set(choices)) != len(choices):
             raise InputError(f"duplicate choices: {list(choices)}")
         ids = self._prompt_ids(prompt)
-        conts = [self._choice_ids(prompt, ids, c) for c in choices]
+        conts = self._choices_ids(prompt, ids, choices)
         return self._score_steps(ids, list(choices), conts)
 
     def _score_steps(self, ids: list[int], choices: list[str], conts: list[list[int]]) -> Steps:
@@ -354,24 +354,36 @@ class Engine:
         return ScoreResult(best, math.exp(logprobs[best] - norm), logprobs, len(ids), cached)
 
     def _choice_ids(self, prompt: str | Sequence[int], ids: list[int], choice: str) -> list[int]:
-        if not isinstance(choice, str) or not choice:
-            raise InputError(f"choices must be non-empty strings, got {choice!r}")
+        return self._choices_ids(prompt, ids, [choice])[0]
+
+    def _choices_ids(self, prompt: str | Sequence[int], ids: list[int], choices: Sequence[str]) -> list[list[int]]:
+        """Each choice's tokens after the prompt (see CHOICE_CONTEXT_CHARS); the prompt's ending is tokenised
+        at most once, for all of them."""
+        for choice in choices:
+            if not isinstance(choice, str) or not choice:
+                raise InputError(f"choices must be non-empty strings, got {choice!r}")
         if not isinstance(prompt, str):
-            return self._check_ids(self.encode(choice))
-        text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
+            return [self._check_ids(self.encode(choice)) for choice in choices]
         ending = prompt[-CHOICE_CONTEXT_CHARS:]
-        key = (ending, tuple(ids[-CHOICE_CONTEXT_TOKENS:]), text)
-        with self._choice_lock:
-            cont = self._choice_cache.get(key)
-        if cont is None:  # from the ending alone (a self-check's ending holds the user's text: new every time)
-            cont = self._continuation(ending, self.encode(ending), ids, text)
-            if cont is None:
-                cont = self._continuation(prompt, ids, ids, text) or self._check_ids(self.encode(text))
+        ending_ids: list[int] | None = None
+        conts = []
+        for choice in choices:
+            text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
+            key = (ending, tuple(ids[-CHOICE_CONTEXT_TOKENS:]), text)
             with self._choice_lock:
-                self._choice_cache[key] = cont
-                if len(self._choice_cache) > CHOICE_CACHE_SIZE:
-                    self._choice_cache.pop(next(iter(self._choice_cache)))
-        return cont
+                cont = self._choice_cache.get(key)
+            if cont is None:  # from the ending alone (a self-check's ending holds the user's text: new every time)
+                if ending_ids is None:
+                    ending_ids = self.encode(ending)
+                cont = self._continuation(ending, ending_ids, ids, text)
+                if cont is None:
+                    cont = self._continuation(prompt, ids, ids, text) or self._check_ids(self.encode(text))
+                with self._choice_lock:
+                    self._choice_cache[key] = cont
+                    if len(self._choice_cache) > CHOICE_CACHE_SIZE:
+                        self._choice_cache.pop(next(iter(self._choice_cache)))
+            conts.append(cont)
+        return conts
 
     def _continuation(self, context: str, context_ids: list[int], ids: list[int], text: str) -> list[int] | None:
         """The tokens `text` adds after `context` (context + text tokenised, minus `context_ids`), if
