@@ -18,8 +18,13 @@ What `prepare(model)` measures, on the model's own weights (its real shapes and 
    misses (a CPU that clocks down while running AVX-512 runs the rest of the step slower too; parallel
    regions that wait for a thread descheduled by other processes). The fastest decode step wins, so the
    choice is never slower than plain torch as measured.
+3. The GEMM of many rows (prefill, scoring, batched checks) of every float32 group but the head: torch's
+   `F.linear` (MKL's sgemm in the x86 wheels) against oneDNN's (`cpu_kernels.gemm`), on one of the group's
+   matrices at GEMM_ROWS rows, best of ROUNDS interleaved rounds. MKL's path is not the fastest on every CPU
+   (on one Zen 4 oneDNN took 15-25% less time); the head is left to torch, as it multiplies many rows only
+   when every position's logits are asked for.
 
-The choice is cached in `choices.json` beside the built library, keyed by CPU, flags, threads and the model's
+The choices are cached in `choices.json` beside the built library, keyed by CPU, flags, threads and the model's
 shapes, and reported in one log line with its timings (`last_report()` returns it, for benchmarks).
 `RWKV7_CPU_ISA` forces one instruction set instead (tests); `rwkv7-provider build-kernels --checkpoint`
 measures again.
@@ -42,15 +47,16 @@ from torch import nn
 
 from . import cpu_kernels
 from .cpu_features import cpu_features
-from .cpu_kernels import TORCH, Kernel
+from .cpu_kernels import ONEDNN, TORCH, Kernel
 from .kernel_build import UnsafeKernelDir, check_private
-from .quantize import FORMATS, PackedLinear
+from .quantize import FORMATS, GemvLinear, PackedLinear
 
 log = logging.getLogger(__name__)
 
 ROUNDS = 4
 PREFETCH = (256, 1024)  # bytes ahead; tried with each instruction set's best stream count
 GROUP_BYTES = 128 << 20  # weights timed per GEMV pass: above any last-level cache here
+GEMM_ROWS = (32, 256)  # a warm check's new tokens, a prefill chunk: each backend timed at both, summed per row
 STEP_ROUND_SECONDS = 0.02  # decode tokens per round: enough for about this long (tiny models run several)
 CHOICES_FILE = "choices.json"
 FORMAT_NAMES = {cpu_kernels.F32: "f32", **{code: name for name, code in FORMATS.items()}}
@@ -93,12 +99,22 @@ def gemv_groups(model: nn.Module) -> list[Group]:
     return [Group(*key, tuple(layers)) for key, layers in sorted(found.items())]
 
 
-def assign(model: nn.Module, groups: list[Group], decode: Kernel, gemv: dict[str, Kernel]) -> None:
-    """Give the model its decode kernel and every GEMV layer its kernel (by group name)."""
+def gemm_groups(model: nn.Module, groups: list[Group]) -> list[Group]:
+    """The float32 groups whose many-row products have a choice of GEMM: all but the head's."""
+    head = getattr(model, "head", None)
+    return [g for g in groups if g.fmt == cpu_kernels.F32 and head not in g.layers
+            and all(isinstance(layer, GemvLinear) for layer in g.layers)]
+
+
+def assign(model: nn.Module, groups: list[Group], decode: Kernel, gemv: dict[str, Kernel],
+           gemm: dict[str, str] | None = None) -> None:
+    """Give the model its decode kernel, every GEMV layer its kernel and, where given, its GEMM (by group name)."""
     model.cpu_decode_kernel = decode
     for group in groups:
         for layer in group.layers:
             layer.kernel = gemv[group.name]
+            if gemm and group.name in gemm:
+                layer.gemm = gemm[group.name]
 
 
 def last_report() -> str:
@@ -121,7 +137,8 @@ def prepare(model: nn.Module, measure_again: bool = False) -> None:
         return
     forced = cpu_kernels.forced_isa()
     if forced:
-        assign(model, groups, Kernel(forced), {g.name: Kernel(forced) for g in groups})
+        assign(model, groups, Kernel(forced), {g.name: Kernel(forced) for g in groups},
+               {g.name: TORCH for g in gemm_groups(model, groups)})
         _report(f"CPU kernels forced by RWKV7_CPU_ISA={forced}", cached=False)
         return
     key = _cache_key(model, groups)
@@ -131,10 +148,12 @@ def prepare(model: nn.Module, measure_again: bool = False) -> None:
         return
     t0 = time.perf_counter()
     decode, gemv, report = _measure(model, groups)
-    assign(model, groups, decode, gemv)
+    gemm, gemm_report = _measure_gemm(gemm_groups(model, groups))
+    assign(model, groups, decode, gemv, gemm)
     threads = torch.get_num_threads()
-    report = f"{cpu_features().name}, {threads} thread{'s' * (threads > 1)}: {report}"
-    _write_choice(key, {"decode": str(decode), "gemv": {name: str(k) for name, k in gemv.items()}, "report": report})
+    report = f"{cpu_features().name}, {threads} thread{'s' * (threads > 1)}: {'; '.join(filter(None, (report, gemm_report)))}"
+    _write_choice(key, {"decode": str(decode), "gemv": {name: str(k) for name, k in gemv.items()}, "gemm": gemm,
+                        "report": report})
     _report(f"CPU kernels measured in {time.perf_counter() - t0:.1f} s on {report}", cached=False)
 
 
@@ -215,6 +234,36 @@ def _time_decode(model: nn.Module, groups: list[Group], plans: dict[str, tuple[K
         return (time.perf_counter() - t0) / tokens[name]
 
     return _best_of_rounds(list(plans), run, prune=False)
+
+
+def _measure_gemm(groups: list[Group]) -> tuple[dict[str, str], str]:
+    """({group name: GEMM backend}, the report) of each group's faster many-row product (TORCH without oneDNN)."""
+    if not groups or not cpu_kernels.onednn_available():
+        return {g.name: TORCH for g in groups}, ""
+    choice, parts = {}, []
+    with torch.inference_mode():
+        for group in groups:
+            w = group.layers[0].weight
+            xs = [torch.randn(m, group.cols, generator=torch.Generator().manual_seed(0)) for m in GEMM_ROWS]
+
+            def run(backend: str, w: torch.Tensor = w, xs: list[torch.Tensor] = xs) -> float:
+                total = 0.0
+                for x in xs:
+                    t0 = time.perf_counter()
+                    cpu_kernels.gemm(x, w, backend)
+                    total += (time.perf_counter() - t0) / x.shape[0]
+                return total
+
+            try:
+                times = _best_of_rounds([TORCH, ONEDNN], run, prune=False)
+            except RuntimeError as e:  # a private op that refuses this shape or build: torch's own is used
+                log.debug("oneDNN GEMM unavailable for %s: %s", group.name, e)
+                times = {TORCH: math.nan}
+            choice[group.name] = min(times, key=lambda b: times[b] if not math.isnan(times[b]) else math.inf)
+            other = ", ".join(f"{b} {1e6 * t:.1f}" for b, t in times.items() if b != choice[group.name])
+            parts.append(f"GEMM {group.name} {choice[group.name]} {1e6 * times[choice[group.name]]:.1f} us/row"
+                         + (f" ({other})" if other else ""))
+    return choice, "; ".join(parts)
 
 
 def _fastest(times: dict[Kernel, float], isas: tuple[str, ...]) -> Kernel:
@@ -314,9 +363,11 @@ def _apply_cached(model: nn.Module, groups: list[Group], cached: dict) -> bool:
     try:
         decode = _parse(cached["decode"])
         gemv = {g.name: _parse(cached["gemv"][g.name]) for g in groups}
+        gemm = {g.name: cached["gemm"][g.name] for g in gemm_groups(model, groups)}
     except (KeyError, TypeError, AttributeError):
         return False
-    if decode is None or None in gemv.values():
+    backends = (TORCH, ONEDNN) if cpu_kernels.onednn_available() else (TORCH,)
+    if decode is None or None in gemv.values() or any(b not in backends for b in gemm.values()):
         return False
-    assign(model, groups, decode, gemv)
+    assign(model, groups, decode, gemv, gemm)
     return True

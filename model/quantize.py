@@ -134,16 +134,20 @@ def prefill_block_rows(in_features: int, dtype: torch.dtype) -> int:
 
 
 class GemvLinear(nn.Linear):
-    """`nn.Linear` whose inference on a few float32 rows on CPU runs its GEMV `kernel` (same parameters and
-    state_dict; everything else, training included, is `nn.Linear`'s own forward)."""
+    """`nn.Linear` whose inference on a few float32 rows on CPU runs its GEMV `kernel`, and on many rows its
+    measured `gemm` (same parameters and state_dict; training is `nn.Linear`'s own forward)."""
 
     kernel: cpu_kernels.Kernel | None = None  # measured by kernel_choice.prepare; None: the unmeasured default
+    gemm: str = cpu_kernels.TORCH  # the GEMM of many rows (prefill), also measured by kernel_choice.prepare
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        few = x.numel() <= GEMV_MAX_ROWS * self.in_features
-        if few and self.bias is None and x.dtype == w.dtype == torch.float32 and w.is_contiguous() and kernels_apply(x, w):
-            return gemv(x, w, _EMPTY, _EMPTY, cpu_kernels.F32, self.kernel)
+        if self.bias is None and x.dtype == w.dtype == torch.float32 and w.is_contiguous() and kernels_apply(x, w):
+            if x.numel() <= GEMV_MAX_ROWS * self.in_features:
+                return gemv(x, w, _EMPTY, _EMPTY, cpu_kernels.F32, self.kernel)
+            if self.gemm != cpu_kernels.TORCH:
+                y = cpu_kernels.gemm(x.reshape(-1, self.in_features), w, self.gemm)
+                return y.view(*x.shape[:-1], self.out_features)
         return super().forward(x)
 
 

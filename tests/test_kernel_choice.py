@@ -178,3 +178,53 @@ def test_build_kernels_command_builds_and_measures(capsys, choices_file):
     assert main(["build-kernels", "--checkpoint", str(DEFAULT_GUARD), "--quantize", "int8"]) == 0
     out = capsys.readouterr().out
     assert "GEMV int8" in out and "ms/token" in out and choices_file.exists()
+
+
+@pytest.mark.skipif(not cpu_kernels.onednn_available(), reason="this torch has no oneDNN linear")
+def test_many_row_products_take_the_measured_gemm_with_the_same_results(checkpoint, choices_file, monkeypatch):
+    """Prefill's GEMM is measured per float32 group but the head (torch's `F.linear` against oneDNN's), cached
+    with the GEMVs, and either gives the model's logits and state within float32 rounding."""
+    model = RWKV7.from_pretrained(checkpoint)
+    kernel_choice.prepare(model, measure_again=True)
+    groups = kernel_choice.gemm_groups(model, kernel_choice.gemv_groups(model))
+    assert len(groups) == 3 and all(model.head not in g.layers for g in groups)  # r/k/v/o and the two FFN shapes
+    assert kernel_choice.last_report().count("GEMM ") == 3
+    stored = next(iter(json.loads(choices_file.read_text()).values()))
+    assert set(stored["gemm"]) == {g.name for g in groups}
+    assert {m.gemm for g in groups for m in g.layers} <= {TORCH, cpu_kernels.ONEDNN}
+
+    ids = torch.randint(1, SMALL.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
+    results, real = {}, cpu_kernels.gemm
+    for backend in (TORCH, cpu_kernels.ONEDNN):
+        for layer in (m for g in groups for m in g.layers):
+            layer.gemm = backend
+        seen = []
+        monkeypatch.setattr(cpu_kernels, "gemm", lambda x, w, b: seen.append(b) or real(x, w, b))
+        with torch.inference_mode():
+            results[backend] = model(ids)
+        assert seen == ([] if backend == TORCH else [backend] * 6 * SMALL.n_layer)
+    (a, state_a), (b, state_b) = results.values()
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    for x, y in zip(state_a.tensors(), state_b.tensors()):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_a_cached_choice_without_a_gemm_is_measured_again(checkpoint, choices_file, monkeypatch):
+    """A choices.json written before the GEMM was measured (or naming a backend this torch lacks) is not
+    half-applied: the model is measured again."""
+    model = RWKV7.from_pretrained(checkpoint)
+    kernel_choice.prepare(model, measure_again=True)
+    stored = json.loads(choices_file.read_text())
+    for entry in stored.values():
+        del entry["gemm"]
+    choices_file.write_text(json.dumps(stored))
+    kernel_choice.prepare(model)
+    assert not kernel_choice.last_was_cached()
+    monkeypatch.setattr(cpu_kernels, "onednn_available", lambda: False)
+    stored = json.loads(choices_file.read_text())
+    for entry in stored.values():
+        entry["gemm"] = dict.fromkeys(entry["gemm"], cpu_kernels.ONEDNN)
+    choices_file.write_text(json.dumps(stored))
+    kernel_choice.prepare(model)
+    assert not kernel_choice.last_was_cached()
+    assert {m.gemm for m in model.modules() if isinstance(m, GemvLinear)} == {TORCH}
