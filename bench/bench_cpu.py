@@ -9,8 +9,8 @@ implementation alike (the machine is shared); --sequential runs one worker at a 
 models do not fit in memory together. Rows: prefill tokens/s at each T and decode tokens/s (--decode-steps
 tokens from a fresh state; ours through `decode_step` + head, the engine's hot path, and through
 `forward(ids [1, 1], state)`, the model-class call), medians of --repeats rounds; peak RSS and our memory
-estimate. A further worker times the model's fp32 matrix products alone for each T: the GEMM bound of prefill
-(prefill can approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average),
+estimate. A further worker times the model's fp32 matrix products alone for each T, each shape on the faster of
+torch's and oneDNN's GEMM as ours: the GEMM bound of prefill (prefill can approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average),
 each of our workers' kernel choice (measured at load, see model/kernel_choice.py), the table with ratios
 against the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators
 for one of our fp32 prefills at the longest T.
@@ -83,10 +83,11 @@ def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, d
     return prefill, {"decode": decode_step, "decode_forward": decode_forward}, extra
 
 
-def load_gemm(shape: str) -> Callable:
-    """prefill(T) doing only the model's fp32 matrix products for T tokens: per layer r, k, v, output, the FFN
-    and the LoRAs (no value LoRA in layer 0)."""
-    from rwkv7_provider.model import RWKV7Config
+def load_gemm(shape: str) -> tuple[Callable, dict]:
+    """(prefill(T) doing only the model's fp32 matrix products for T tokens, the backend of each shape): per layer
+    r, k, v, output, the FFN and the LoRAs (no value LoRA in layer 0). The big matrices take the faster of
+    torch's and oneDNN's GEMM at 256 rows, as our model's do (`kernel_choice`); the LoRAs torch's, as ours."""
+    from rwkv7_provider.model import RWKV7Config, cpu_kernels
 
     config = RWKV7Config(**SHAPES[shape])
     C = config.n_embd
@@ -95,13 +96,26 @@ def load_gemm(shape: str) -> Callable:
         shapes += [(C, rank), (rank, C)]
     weights = [torch.randn(n_out, n_in) for n_in, n_out in shapes]
     x = {n_in: torch.randn(PREFILL_MAX, n_in) for n_in, _ in shapes}
+    backends = {}
+    for w in weights[:6]:
+        key = tuple(w.shape)
+        if key not in backends:
+            times = {}
+            for backend in (cpu_kernels.TORCH, cpu_kernels.ONEDNN) if cpu_kernels.onednn_available() else ():
+                cpu_kernels.gemm(x[w.shape[1]][:256], w, backend)
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    cpu_kernels.gemm(x[w.shape[1]][:256], w, backend)
+                times[backend] = time.perf_counter() - t0
+            backends[key] = min(times, key=times.get) if times else cpu_kernels.TORCH
+    plan = [(w, backends.get(tuple(w.shape), cpu_kernels.TORCH)) for w in weights]
 
     def prefill(T: int):
         for layer in range(config.n_layer):
-            for w in weights[: -2 if layer == 0 else None]:
-                torch.nn.functional.linear(x[w.shape[1]][:T], w)
+            for w, backend in plan[: -2 if layer == 0 else None]:
+                cpu_kernels.gemm(x[w.shape[1]][:T], w, backend)
 
-    return prefill
+    return prefill, {"backends": {f"{n}x{k}": b for (n, k), b in backends.items()}}
 
 
 def profile_prefill(path: Path, T: int, rows: int = 15) -> str:
@@ -152,7 +166,8 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "rwkv":
         prefill, decoders, extra = load_rwkv(path, args.decode_steps)
     elif args.worker == "gemm":
-        prefill, decoders, extra = load_gemm(args.shape), {}, {}
+        prefill, extra = load_gemm(args.shape)
+        decoders = {}
     else:
         prefill, decoders, extra = load_ours(path, args.decode_steps, None if args.worker == "fp32" else args.worker)
     print(json.dumps({"ready": True}), flush=True)
@@ -271,7 +286,8 @@ def main() -> None:
         lines.append(line)
     for T in args.lengths:
         bound = results["gemm"][f"prefill_{T}"]
-        lines.append(f"GEMM bound at T={T}: {bound:.0f} tok/s (fp32 products alone); ours fp32 reaches "
+        backends = ", ".join(f"{shape} {b}" for shape, b in results["gemm"].get("backends", {}).items())
+        lines.append(f"GEMM bound at T={T}: {bound:.0f} tok/s (fp32 products alone: {backends}); ours fp32 reaches "
                      f"{100 * results['fp32'][f'prefill_{T}'] / bound:.0f}% of it")
     if args.shape == "0.1b" and 1024 in args.lengths:
         ratio = results["fp32"]["prefill_1024"] / results["rwkv"]["prefill_1024"]
