@@ -257,12 +257,12 @@ def _measure_gemm(groups: list[Group]) -> tuple[dict[str, str], str]:
             try:
                 times = _best_of_rounds([TORCH, ONEDNN], run, prune=False)
             except RuntimeError as e:  # a private op that refuses this shape or build: torch's own is used
-                log.debug("oneDNN GEMM unavailable for %s: %s", group.name, e)
-                times = {TORCH: math.nan}
-            choice[group.name] = min(times, key=lambda b: times[b] if not math.isnan(times[b]) else math.inf)
-            other = ", ".join(f"{b} {1e6 * t:.1f}" for b, t in times.items() if b != choice[group.name])
-            parts.append(f"GEMM {group.name} {choice[group.name]} {1e6 * times[choice[group.name]]:.1f} us/row"
-                         + (f" ({other})" if other else ""))
+                choice[group.name] = TORCH
+                parts.append(f"GEMM {group.name} torch (oneDNN failed: {str(e).strip()[:200]})")
+                continue
+            best = choice[group.name] = min(times, key=times.get)
+            other = ", ".join(f"{b} {1e6 * t:.1f}" for b, t in times.items() if b != best)
+            parts.append(f"GEMM {group.name} {best} {1e6 * times[best]:.1f} us/row ({other})")
     return choice, "; ".join(parts)
 
 

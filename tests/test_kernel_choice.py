@@ -199,7 +199,7 @@ def test_many_row_products_take_the_measured_gemm_with_the_same_results(checkpoi
         for layer in (m for g in groups for m in g.layers):
             layer.gemm = backend
         seen = []
-        monkeypatch.setattr(cpu_kernels, "gemm", lambda x, w, b: seen.append(b) or real(x, w, b))
+        monkeypatch.setattr(cpu_kernels, "gemm", lambda x, w, b, seen=seen: seen.append(b) or real(x, w, b))
         with torch.inference_mode():
             results[backend] = model(ids)
         assert seen == ([] if backend == TORCH else [backend] * 6 * SMALL.n_layer)
