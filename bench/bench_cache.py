@@ -21,9 +21,11 @@ import argparse
 import logging
 import random
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from rwkv7_provider.model import RWKV7, RWKV7Config
@@ -64,14 +66,15 @@ def messages(n: int, seed: int) -> list[str]:
 
 
 def random_model(seed: int = 0) -> RWKV7:
-    """The 0.1B World shape with the test suite's random weights (lively activations, no NaNs)."""
+    """The 0.1B World shape with the test suite's random weights (lively activations, no NaNs), loaded from a
+    checkpoint file as a user's model is: with the CPU model's fast paths (the head and few-row products through
+    the GEMV, each GEMM as measured for this machine; `model/kernel_choice.py`)."""
     from rwkv7_provider.testing import random_state_dict
 
-    config = RWKV7Config(**SHAPE)
-    with torch.device("meta"):
-        model = RWKV7(config)
-    model.load_state_dict(random_state_dict(config, seed=seed), assign=True)
-    return model.eval().requires_grad_(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "random-0.1b.pth"
+        torch.save(random_state_dict(RWKV7Config(**SHAPE), seed=seed), path)
+        return RWKV7.from_pretrained(path)  # the tensors are copied: the file may go
 
 
 def run_check(engine: Engine, prompt: str, method: str) -> None:
