@@ -17,7 +17,9 @@ after the other, so background load hits them alike:
 The table gives the medians over rounds, each mode's ratio to `direct`, latency percentiles and the mean rows
 per prefill forward. Afterwards the last round's concurrent checks are scored again one by one on a second
 engine over the same weights (its own cache, so no state is shared): the largest difference of a choice's
-log-probability is printed (aim: within 1e-4).
+log-probability is printed (aim: within 1e-4). Last, the model's forward alone for N rows of a warm check's
+mean new tokens, as one call against one call per row: what batching can save before the head and the
+per-check work (for a model whose prefill is bound by its GEMMs this caps the N async ratio).
 
 `--long-prompts` adds peak RSS for one 1k / 10k / 100k-token prompt through the guard's engine, each in a
 fresh process (what the prefill in bounded pieces keeps flat).
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import resource
 import statistics
 import subprocess
@@ -118,6 +121,25 @@ async def async_loop(engine: Engine, prompts: list[str], clients: int) -> tuple[
     return len(prompts) / (time.perf_counter() - t0), latencies, results
 
 
+def forward_ceiling(engine: Engine, clients: int, tokens: int, rounds: int = 4) -> float:
+    """What batching can save in the model alone: `clients` rows of `tokens` random ids as one forward against
+    one forward per row (best of `rounds`, interleaved). Batched checks cannot beat this ratio by much: the
+    head and the per-check work around the forward are the only other things a batch shares."""
+    model = engine.model
+    ids = torch.randint(1, model.config.vocab_size, (clients, tokens), generator=torch.Generator().manual_seed(0))
+    lengths = torch.full((clients,), tokens - 1)
+    best = {1: math.inf, clients: math.inf}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for per in best:
+                t0 = time.perf_counter()
+                for start in range(0, clients, per):
+                    rows = slice(start, start + per)
+                    model.forward_hidden(ids[rows], model.zero_state(per), lengths[rows])
+                best[per] = min(best[per], time.perf_counter() - t0)
+    return best[1] / best[clients]
+
+
 def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1e3
 
@@ -168,8 +190,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
             rates[mode].append(rate)
             latencies[mode] += lat
             log.info("%s round %d: %s %.1f checks/s", name, r + 1, mode, rate)
+    computed = [res.prompt_tokens - res.cached_tokens for res in last[1]]  # a warm check's new tokens
+    tokens = max(2, round(statistics.mean(computed)))
     return {
         "model": name,
+        "ceiling": forward_ceiling(engine, c, tokens),
         "modes": modes,
         "rates": {m: statistics.median(v) for m, v in rates.items()},
         "p50": {m: pct(v, 0.5) for m, v in latencies.items()},
@@ -253,6 +278,8 @@ def main() -> None:
         print(f"  {r['modes'][-1]}: {r['mean_rows']:.1f} rows per prefill forward; aim {r['modes'][-1]} / direct "
               f">= {CONCURRENCY_AIM}x: {'reached' if many >= CONCURRENCY_AIM else 'NOT reached'} ({many:.2f}x); "
               f"largest log-probability difference vs one by one: {r['max_diff']:.1e} (aim <= 1e-4)")
+        print(f"  the model's forward alone, {args.clients} rows in one call / one call per row: {r['ceiling']:.2f}x "
+              "(what batching saves before the head and per-check work)")
     if args.long_prompts:
         long_prompts(args.threads)
     log.info("peak RSS of this process: %.0f MB", peak_rss_mb())
