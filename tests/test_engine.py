@@ -443,6 +443,36 @@ def test_choice_tokens_from_the_cache_equal_tokenising_prompt_and_choice(model):
         assert len(engine._choice_cache) < len(starts) * len(endings) * 4  # endings were shared
 
 
+def test_a_known_template_s_tail_gives_every_check_the_same_choice_tokens(model, monkeypatch):
+    """A prompt rendered from a registered template ends in the template's fixed tail: the choices' tokens are
+    computed from it once, later checks tokenise only their prompt, and the tokens still equal those of
+    prompt + choice tokenised whole, whatever the user's text (one that merges with the tail's first
+    characters, a quote, a long word, another script)."""
+    from rwkv7_provider.model.tokenizer import load_tokenizer
+
+    from rwkv7_provider.guard.prompts import NEMO_REFERENCE_INPUT, SELF_CHECK_INPUT
+
+    guard = load_tokenizer(None, model_path=resolve_model_path("default"), vocab_size=None)
+    users = ["Hello", 'She said "no"', "ends with a quote\"", "x" * 300, "Antwort: nein", "ééé",
+             "Answer: Yes", "trailing space ", "line\n\n", "مرحبا"]
+    for tok in (guard, load_tokenizer("world")):
+        engine = Engine(model, tok, max_prompt_tokens=None)
+        engine.vocab_size = tok.vocab_size  # the ids are only compared here, never run
+        engine.register_templates([SELF_CHECK_INPUT, NEMO_REFERENCE_INPUT])
+        for template in (SELF_CHECK_INPUT, NEMO_REFERENCE_INPUT):
+            for i, user in enumerate(users):
+                prompt = template.replace("{{ user_input }}", user)
+                ids = tok.encode(prompt)
+                lengths: list[int] = []
+                monkeypatch.setattr(engine, "encode", lambda text, lengths=lengths, tok=tok: lengths.append(len(text)) or tok.encode(text))
+                for choice in ("Yes", "No"):
+                    joined = tok.encode(prompt + " " + choice)
+                    assert joined[: len(ids)] == ids
+                    assert engine._choice_ids(prompt, ids, choice) == joined[len(ids):], (type(tok).__name__, user)
+                if i:  # the first check of a template computed them
+                    assert lengths == [], (type(tok).__name__, user, lengths)
+
+
 def test_a_long_prompt_is_tokenised_once_per_check(model, monkeypatch):
     """Choice tokens come from the prompt's ending: besides the prompt itself, scoring tokenises only texts of
     at most CHOICE_CONTEXT_CHARS plus the choice (the whole prompt used to be tokenised again per choice)."""

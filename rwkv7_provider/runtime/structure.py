@@ -269,6 +269,16 @@ class KnownTemplates:
     def __len__(self) -> int:
         return len(self._known)
 
+    def tail(self, prompt: str, min_chars: int) -> str | None:
+        """The longest fixed text a known template ends with (after its last variable) that `prompt` ends with,
+        if at least `min_chars` long: the same characters in every prompt rendered from that template."""
+        found = None
+        for s in list(self._known.values()):
+            tail = s.literals[-1]
+            if len(tail) >= min_chars and (found is None or len(tail) > len(found)) and prompt.endswith(tail):
+                found = tail
+        return found
+
     def plan(self, prompt: str) -> Plan | None:
         """The scoring plan of the most specific known template `prompt` is a rendering of, else None (said
         once per engine in the log: such a prompt is scored literally)."""
