@@ -202,8 +202,9 @@ def onednn_available() -> bool:
 
 def gemm(x: torch.Tensor, weight: torch.Tensor, backend: str = TORCH) -> torch.Tensor:
     """x [M, K] float32 @ W^T -> [M, N] by `backend`: TORCH (`F.linear`: MKL's sgemm in the x86 wheels) or
-    ONEDNN. Which is faster depends on the CPU: on one Zen 4, oneDNN took 15-25% less time for the 0.1B shape's
-    matrices at 35 to 1024 rows (MKL's path for that CPU is not its fastest); `kernel_choice` measures it."""
+    ONEDNN. Which is faster depends on the CPU: on one Zen 4, oneDNN took 3-15% less time per row for the 0.1B
+    shape's matrices with 1 thread and 4-27% with 2 (MKL's path for that CPU is not its fastest);
+    `kernel_choice` measures it."""
     if backend == ONEDNN:
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, None, "none", [], "")
     return F.linear(x, weight)

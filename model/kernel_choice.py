@@ -21,7 +21,7 @@ What `prepare(model)` measures, on the model's own weights (its real shapes and 
 3. The GEMM of many rows (prefill, scoring, batched checks) of every float32 group but the head: torch's
    `F.linear` (MKL's sgemm in the x86 wheels) against oneDNN's (`cpu_kernels.gemm`), on one of the group's
    matrices at GEMM_ROWS rows, best of ROUNDS interleaved rounds. MKL's path is not the fastest on every CPU
-   (on one Zen 4 oneDNN took 15-25% less time); the head is left to torch, as it multiplies many rows only
+   (on one Zen 4 oneDNN took 3-27% less time per row); the head is left to torch, as it multiplies many rows only
    when every position's logits are asked for.
 
 The choices are cached in `choices.json` beside the built library, keyed by CPU, flags, threads and the model's

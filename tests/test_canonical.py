@@ -240,7 +240,7 @@ def test_choice_tokens_are_those_of_the_text_actually_scored(monkeypatch):
             for choice in choices:
                 joined = cached.encode(scored + " " + choice)
                 assert joined[: len(ids)] == ids
-                assert cached._choice_ids(scored, ids, choice) == joined[len(ids):], (scored[-30:], choice)
+                assert cached._choices_ids(scored, ids, [choice])[0] == joined[len(ids):], (scored[-30:], choice)
     monkeypatch.setattr(engine_module, "CHOICE_CACHE_SIZE", 0)  # every choice tokenised with its prompt
     for (prompt, got), (_, want) in zip(warm, checks(fresh())):
         assert got.logprobs == pytest.approx(want.logprobs, abs=1e-5), prompt[-40:]

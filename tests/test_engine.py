@@ -439,7 +439,7 @@ def test_choice_tokens_from_the_cache_equal_tokenising_prompt_and_choice(model):
             text = " " + choice if not prompt[-1].isspace() and not choice[0].isspace() else choice
             joined = tok.encode(prompt + text)
             want = joined[len(ids):] if joined[: len(ids)] == ids and len(joined) > len(ids) else tok.encode(text)
-            assert engine._choice_ids(prompt, ids, choice) == want, (type(tok).__name__, prompt[-20:], choice)
+            assert engine._choices_ids(prompt, ids, [choice])[0] == want, (type(tok).__name__, prompt[-20:], choice)
         assert len(engine._choice_cache) < len(starts) * len(endings) * 4  # endings were shared
 
 
@@ -468,7 +468,7 @@ def test_a_known_template_s_tail_gives_every_check_the_same_choice_tokens(model,
                 for choice in ("Yes", "No"):
                     joined = tok.encode(prompt + " " + choice)
                     assert joined[: len(ids)] == ids
-                    assert engine._choice_ids(prompt, ids, choice) == joined[len(ids):], (type(tok).__name__, user)
+                    assert engine._choices_ids(prompt, ids, [choice])[0] == joined[len(ids):], (type(tok).__name__, user)
                 if i:  # the first check of a template computed them
                     assert lengths == [], (type(tok).__name__, user, lengths)
 
