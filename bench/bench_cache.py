@@ -69,11 +69,13 @@ def random_model(seed: int = 0) -> RWKV7:
     """The 0.1B World shape with the test suite's random weights (lively activations, no NaNs), loaded from a
     checkpoint file as a user's model is: with the CPU model's fast paths (the head and few-row products through
     the GEMV, each GEMM as measured for this machine; `model/kernel_choice.py`)."""
+    from rwkv7_provider.model.threads import off_thread
     from rwkv7_provider.testing import random_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "random-0.1b.pth"
-        torch.save(random_state_dict(RWKV7Config(**SHAPE), seed=seed), path)
+        # made off this thread, as loading is: the main thread keeps no OpenMP pool to slow the engine's
+        off_thread(lambda: torch.save(random_state_dict(RWKV7Config(**SHAPE), seed=seed), path))
         return RWKV7.from_pretrained(path)  # the tensors are copied: the file may go
 
 

@@ -7,9 +7,9 @@ provider does, and answers `score(prompt, ["Yes", "No"])` for prompts filled wit
 after the other, so background load hits them alike:
 
   direct     a plain synchronous loop of `Engine.score` in this thread: the fastest way one caller can run
-             the checks, and the baseline of the ratios
-  1 thread   one client thread in a closed loop (the baseline this script used before: it pays a thread
-             hand-off per check)
+             the checks, and the baseline of the ratios (the engine runs every call on its scheduler's
+             thread, so this thread only tokenises and waits)
+  1 thread   the same loop in one client thread
   N threads  N client threads in a closed loop (each sends its next check when the last is answered)
   N async    N asyncio tasks awaiting `Engine.ascore` in a closed loop (how NeMo Guardrails and the HTTP
              server call the engine)
@@ -47,6 +47,7 @@ import torch
 from bench_cache import SELF_CHECK_INPUT, messages, random_model
 from machine import load_average, machine_lines
 from rwkv7_provider.model.tokenizer import load_tokenizer
+from rwkv7_provider.model.threads import off_thread
 
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.registry import get_engine
@@ -194,7 +195,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     tokens = max(2, round(statistics.mean(computed)))
     return {
         "model": name,
-        "ceiling": forward_ceiling(engine, c, tokens),
+        "ceiling": off_thread(forward_ceiling, engine, c, tokens),  # the main thread keeps no OpenMP pool
         "modes": modes,
         "rates": {m: statistics.median(v) for m, v in rates.items()},
         "p50": {m: pct(v, 0.5) for m, v in latencies.items()},

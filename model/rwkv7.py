@@ -20,6 +20,7 @@ from .checkpoint import save_pretrained
 from .config import RWKV7Config
 from .loading import load_model
 from .state import RWKV7State
+from .threads import off_thread
 
 # log of the decay is -exp(-0.5) * sigmoid(d): the decay stays in (exp(-exp(-0.5)), 1) = (0.545, 1).
 LOG_DECAY_SCALE = -math.exp(-0.5)
@@ -250,10 +251,9 @@ class RWKV7(nn.Module):
         before reading weights when the model would not fit. A CPU model that decodes through the compiled
         kernels gets them here: built if needed (once per machine, ~20 s, logged), and the fastest measured
         for its shapes on this machine (once, cached; see `kernel_choice`), so no request ever waits for either.
+        All of it runs on a short-lived thread, so the caller's thread keeps no OpenMP pool (see `threads.py`).
         """
-        model = load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
-        kernel_choice.prepare(model)
-        return model
+        return off_thread(_load_prepared, cls, path, dtype, device, quantize, compute_dtype)
 
     def save_pretrained(self, directory, **kwargs) -> None:
         """Write a Hugging Face / fla style directory: config.json + model.safetensors."""
@@ -344,3 +344,10 @@ class RWKV7(nn.Module):
         if last_only:
             hidden = hidden[:, -1:]
         return self.head(hidden).float(), state
+
+
+def _load_prepared(cls: type[RWKV7], path, dtype: torch.dtype | None, device: torch.device | str,
+                   quantize: str | None, compute_dtype: torch.dtype | str | None) -> RWKV7:
+    model = load_model(cls, path, dtype=dtype, device=device, quantize=quantize, compute_dtype=compute_dtype)
+    kernel_choice.prepare(model)
+    return model

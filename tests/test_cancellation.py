@@ -69,8 +69,8 @@ def test_cancelling_half_of_64_streams(engine_model):
     scheduler = engine.scheduler
     # idle too: the last finished stream's client may see its end before the worker's step has counted itself
     wait_until(lambda: stats.cancelled == 32 and scheduler.decode.size == 0
-               and (scheduler._leader is None or scheduler._leader_idle),
-               what=lambda: (stats.cancelled, scheduler.decode.size, scheduler._leader, scheduler._leader_idle))
+               and not scheduler._busy(),
+               what=lambda: (stats.cancelled, scheduler.decode.size, scheduler._busy()))
     # the cancelled tasks (still referenced here, with their frames in the tracebacks) stopped decoding
     steps = stats.decode_steps
     time.sleep(0.2)

@@ -28,6 +28,7 @@ import torch
 from ..errors import InputError, ParameterError
 from ..model import RWKV7, RWKV7State
 from ..model.tokenizer import Tokenizer
+from ..model.threads import off_thread
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
 from .options import GenerationOptions
 from .results import Generation, ScoreResult, TokenLogprob
@@ -96,6 +97,12 @@ class Engine:
         device = model.device.type
         if torch.device(settings.device).type != device:
             raise ParameterError(f"the settings are for device {settings.device!r} but the model is on {model.device}")
+        # the state buffers, the cache's fingerprint and persisted snapshots are torch work: off the caller's
+        # thread, which then keeps no OpenMP pool to slow the scheduler's (see model/threads.py)
+        off_thread(self._build, model, tokenizer, settings, name)
+
+    def _build(self, model: RWKV7, tokenizer: Tokenizer, settings: EngineSettings, name: str) -> None:
+        device = model.device.type
         self.settings = settings
         max_batch_size = settings.max_batch_size or DEFAULT_MAX_BATCH_SIZE.get(device, DEFAULT_MAX_BATCH_SIZE["cuda"])
         prefill_tokens = settings.prefill_tokens or DEFAULT_PREFILL_TOKENS.get(device, DEFAULT_PREFILL_TOKENS["cuda"])

@@ -16,9 +16,14 @@ start from different snapshots and have different lengths: they are right-padded
 lengths=)` packs them, so the padding costs no GEMM work, and leaves each row exact) and cut into pieces so
 that one forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
 
-Who runs the iterations (the leader): a caller of `run` when no one else does, until its own request is
-done (so a lone client never hands work to another thread), otherwise a background worker thread, which
-`submit` (streams, asyncio) starts when needed and which exits after `IDLE_EXIT_S` without work.
+Who runs the iterations: one background worker thread per scheduler, for every caller (a synchronous
+`run` hands its request over and waits, as `submit` and `arun` do). It starts when a request arrives and exits
+after `IDLE_EXIT_S` without work. One thread on purpose: each thread that runs torch on CPU keeps its own
+OpenMP pool, and once the live pools hold more threads than the machine has CPUs, libgomp stops spinning
+between parallel regions and every op wakes its helpers through the kernel (measured on a 2-core Zen 4: an
+elementwise op 2.5x slower, the guard's batched forward ~1.7x). A caller's thread that ran the model itself
+would keep such a pool for the rest of the process, and so would the thread that loads a model (which is why
+`RWKV7.from_pretrained` and `Engine` do their torch work on a short-lived thread: `model.threads.off_thread`).
 
 Isolation: a request that raises, is cancelled (`Ticket.cancel`, a closed stream, a cancelled asyncio
 task) or fails inside a batched forward (the rows are then retried one by one) leaves the batch; the
@@ -112,16 +117,16 @@ class SchedulerStats:
     requests: int = 0
     failed: int = 0
     cancelled: int = 0
-    waits: int = 0  # times the leader waited (up to max_wait) for a fuller batch
+    waits: int = 0  # times the worker waited (up to max_wait) for a fuller batch
 
 
 class Ticket:
-    """One request: its steps (run by the leader only) and what its client waits on (deltas, the result)."""
+    """One request: its steps (run by the worker only) and what its client waits on (deltas, the result)."""
 
     def __init__(self, steps: Steps, stream: bool = False) -> None:
         self.steps = steps
         self.stream = stream
-        self.cancelled = False  # set by the client, acted on by the leader
+        self.cancelled = False  # set by the client, acted on by the worker
         self._cond = threading.Condition(threading.Lock())
         self._deltas: deque[str] = deque()
         self._done = False
@@ -129,7 +134,7 @@ class Ticket:
         self._error: BaseException | None = None
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
-    # ---- leader side
+    # ---- worker side
 
     def emit(self, delta: str) -> None:
         if self.stream:
@@ -284,11 +289,9 @@ class Scheduler:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: deque[Ticket] = deque()
-        self._leader: threading.Thread | None = None  # the one thread running iterations (None: nobody)
-        self._leader_idle = False  # the leader is a background worker waiting for work: a caller may take over
-        self._worker: threading.Thread | None = None  # the latest background worker
+        self._worker: threading.Thread | None = None  # the thread running iterations (None: none is)
         self._closing = False
-        # owned by the leader
+        # owned by the worker
         self._live: set[Ticket] = set()
         self._forwards: list[_Job] = []
         self._logprobs: list[tuple[Ticket, LogProbs]] = []
@@ -301,32 +304,23 @@ class Scheduler:
     # ---------------------------------------------------------------- client side
 
     def submit(self, steps: Steps, *, stream: bool = False) -> Ticket:
-        """Queue a request; a background worker thread runs it unless some thread is running iterations."""
+        """Queue a request for the worker (started if none is running)."""
         ticket = Ticket(steps, stream)
         with self._lock:
             self._enqueue(ticket)
-            if self._leader is None:
+            if self._worker is None:
                 self._start_worker()
         return ticket
 
     def run(self, steps: Steps) -> Any:
-        """Run a request and wait for its result (raises the request's error).
-
-        When no thread is running iterations (or only an idle background worker is), the caller runs them
-        itself until its own request is done: a lone client pays no hand-off between threads, which costs
-        two thread wake-ups per request (up to milliseconds on a loaded machine).
-        """
-        ticket = Ticket(steps)
-        me = threading.current_thread()
-        with self._lock:
-            self._enqueue(ticket)
-            lead = self._leader is None or self._leader_idle
-            if lead:
-                self._leader, self._leader_idle = me, False
-                self._wake.notify_all()  # an idle background worker sees that it no longer leads, and exits
-        if lead:
-            self._lead(ticket)
-        return ticket.result()
+        """Run a request on the worker and wait for its result (raises the request's error); interrupting the
+        wait (KeyboardInterrupt) cancels the request."""
+        ticket = self.submit(steps)
+        try:
+            return ticket.result()
+        except BaseException:
+            ticket.cancel()  # a no-op once it has finished (its own error included)
+            raise
 
     async def arun(self, steps: Steps) -> Any:
         """Submit and await the result; cancelling the awaiting task cancels the request.
@@ -351,7 +345,7 @@ class Scheduler:
         it stopped first; the later calls find the inbox taken and cost a lock each."""
         with self._lock:
             self._wake.notify_all()
-            if self._leader is None and self._inbox:
+            if self._worker is None and self._inbox:
                 self._start_worker()
 
     def shutdown(self, timeout: float = 10.0) -> None:
@@ -373,33 +367,25 @@ class Scheduler:
 
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._work, name=f"{self.name}-scheduler", daemon=True)
-        self._leader, self._leader_idle = self._worker, False
         self._worker.start()
 
     # ---------------------------------------------------------------- iterations
 
     def _work(self) -> None:
-        """The background worker: iterations until idle for `IDLE_EXIT_S` or until a caller takes over."""
-        me = threading.current_thread()
-        with torch.inference_mode():
-            while (arrived := self._arrivals(me, IDLE_EXIT_S)) is not None:
-                self._safe_iteration(arrived)
-
-    def _lead(self, ticket: Ticket) -> None:
-        """A caller's iterations, until its own request is done; then work left over goes to a worker."""
+        """The worker: iterations until idle for `IDLE_EXIT_S` or shut down."""
         me = threading.current_thread()
         try:
             with torch.inference_mode():
-                while not ticket.done and (arrived := self._arrivals(me, 0.0)) is not None:
+                while (arrived := self._arrivals(me)) is not None:
                     self._safe_iteration(arrived)
-        except BaseException as e:  # e.g. KeyboardInterrupt mid-iteration: the batch state is undefined
-            self._reset(RuntimeError(f"{self.name}: the thread running the batch was interrupted ({e!r})"))
+        except BaseException as e:  # e.g. the interpreter tearing down mid-iteration: fail, never hang, them
+            self._reset(RuntimeError(f"{self.name}: the scheduler's thread stopped ({e!r})"))
             raise
         finally:
             with self._lock:
-                if self._leader is me:
-                    self._leader = None
-                    if self._inbox or self._busy():
+                if self._worker is me:
+                    self._worker = None
+                    if (self._inbox or self._busy()) and not self._closing:
                         self._start_worker()
 
     def _safe_iteration(self, arrived: list[Ticket]) -> None:
@@ -416,23 +402,18 @@ class Scheduler:
             t.cancelled for t in self._live
         )
 
-    def _arrivals(self, me: threading.Thread, linger: float) -> list[Ticket] | None:
-        """New requests (possibly none while work is in flight) for the leader `me`; None when it should stop
-        (it no longer leads, the scheduler is shut down, or nothing arrived within `linger` seconds).
+    def _arrivals(self, me: threading.Thread) -> list[Ticket] | None:
+        """New requests (possibly none while work is in flight) for the worker `me`; None when it should stop
+        (shut down, or nothing arrived within `IDLE_EXIT_S`).
 
         Right after an iteration that served several requests together (concurrent clients about to come
         back), wait up to `max_wait` for as many to arrive again; a lone client never waits.
         """
         with self._lock:
-            while self._leader is me and not self._closing and not (self._inbox or self._busy()):
-                self._leader_idle = True
-                woke = self._wake.wait(linger) if linger > 0 else False
-                if self._leader is me:
-                    self._leader_idle = False
-                    if not woke and not (self._inbox or self._busy()):
-                        self._leader = None
-            if self._leader is not me:
-                return None
+            while not self._closing and not (self._inbox or self._busy()):
+                if not self._wake.wait(IDLE_EXIT_S) and not (self._inbox or self._busy()):
+                    self._worker = None
+                    return None
             if self._closing:
                 self._stop()
                 return None
@@ -448,7 +429,7 @@ class Scheduler:
 
     def _stop(self) -> None:
         """Shut down (lock held): every queued or running request fails."""
-        self._leader = None
+        self._worker = None
         stopped = RuntimeError(f"{self.name}: the engine's scheduler was shut down")
         for ticket in self._inbox:
             ticket.fail(stopped)

@@ -1,0 +1,116 @@
+"""Which threads run torch: every model call of an engine on its scheduler's one thread, and loading a model or
+building an engine on a short-lived one, so that no caller's thread keeps an OpenMP pool (model/threads.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from rwkv7_provider.model.threads import off_thread
+from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.testing import MergeTokenizer, merge_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_model_call_runs_on_the_scheduler_s_thread(monkeypatch):
+    model = merge_model(seed=3)
+    engine = Engine(model, MergeTokenizer(), name="threads")
+    seen: list[threading.Thread] = []
+    for owner, name in ((model, "forward_hidden"), (model, "decode_step"), (model.head, "forward")):
+        inner = getattr(owner, name)
+
+        def spy(*args, _inner=inner, **kwargs):
+            seen.append(threading.current_thread())
+            return _inner(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spy)
+    callers = {threading.current_thread()}
+
+    def calls() -> None:
+        callers.add(threading.current_thread())
+        engine.score("Hello", ["Yes", "No"])
+        engine.generate("Hello", max_tokens=4, temperature=0)
+        assert "".join(engine.stream("User", max_tokens=3, temperature=0)) is not None
+
+    async def acalls() -> None:
+        await asyncio.gather(engine.ascore("Answer: ", ["Yes", "No"]), engine.agenerate("He", max_tokens=3))
+
+    calls()
+    asyncio.run(acalls())
+    other = threading.Thread(target=calls)
+    other.start()
+    other.join()
+    assert len(callers) == 2 and seen
+    assert not callers & set(seen), "a caller's thread ran the model"
+    assert {t.name for t in seen} == {"threads-scheduler"}
+
+
+def test_off_thread_returns_the_result_and_re_raises_the_error():
+    me = threading.current_thread()
+    assert off_thread(lambda x, *, y: (x + y, threading.current_thread() is not me), 2, y=3) == (5, True)
+    with pytest.raises(KeyError, match="missing"):
+        off_thread({}.__getitem__, "missing")
+
+
+PROBE = textwrap.dedent("""
+    import json, os, sys, time
+    import torch
+    torch.set_num_threads(2)
+    from rwkv7_provider.model import RWKV7
+    from rwkv7_provider.model.rwkv7 import _load_prepared
+    from rwkv7_provider.model.tokenizer import load_tokenizer
+    from rwkv7_provider.runtime.engine import Engine
+
+    def settled(want=None):
+        # an exited thread's OpenMP helpers leave a moment later
+        for _ in range(60):
+            n = len(os.listdir("/proc/self/task"))
+            if want is None or n == want:
+                return n
+            time.sleep(0.05)
+        return n
+
+    path = sys.argv[1]
+    before = settled()
+    engine = Engine(RWKV7.from_pretrained(path), load_tokenizer("world"))
+    for prompt in ("Hello there", "User: hi", "Answer: yes"):
+        engine.score(prompt, ["Yes", "No"])
+        engine.generate(prompt, max_tokens=4, temperature=0)
+    engine.scheduler.shutdown()
+    after = settled(before)
+    _load_prepared(RWKV7, path, None, "cpu", None, None)  # the same loading, on this thread
+    print(json.dumps({"before": before, "after": after, "control": settled()}))
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or (os.cpu_count() or 1) < 2,
+                    reason="counts threads through Linux's /proc; a pool needs two CPUs")
+def test_loading_and_serving_leave_no_openmp_pool_on_the_caller_s_thread(tmp_path):
+    """In a fresh process with 2 torch threads: after from_pretrained, Engine, scores and generations from the
+    main thread, and the scheduler's exit, the process has as many threads as before (no OpenMP pool left on
+    the main thread). The control: the same loading run on the main thread leaves one."""
+    from rwkv7_provider.model.config import RWKV7Config
+    from rwkv7_provider.testing import random_state_dict
+
+    # big enough (a 65536 x 256 head) that loading and kernel measurement run parallel torch ops
+    config = RWKV7Config(n_layer=2, n_embd=256, vocab_size=65536, head_size=64, dim_w=16, dim_a=16, dim_v=16,
+                         dim_g=32)
+    path = tmp_path / "model.pth"
+    torch.save(random_state_dict(config, seed=0), path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts["after"] == counts["before"], counts
+    assert counts["control"] > counts["after"], counts
