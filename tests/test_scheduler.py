@@ -30,7 +30,8 @@ from rwkv7_provider.runtime import scheduler as scheduler_module
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.results import ScoreResult
 from rwkv7_provider.runtime.sampling import sample_batch
-from rwkv7_provider.runtime.scheduler import IDLE_EXIT_S, Forward, piece_length
+from rwkv7_provider.runtime.model_thread import IDLE_EXIT_S
+from rwkv7_provider.runtime.scheduler import Forward, piece_length
 from rwkv7_provider.testing import MERGE_TAIL as TAIL
 from rwkv7_provider.testing import MERGE_TEMPLATE as TEMPLATE
 from rwkv7_provider.testing import MergeTokenizer, make_checkpoint, merge_model

@@ -22,28 +22,31 @@ from rwkv7_provider.testing import MergeTokenizer, merge_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_every_model_call_runs_on_the_scheduler_s_thread(monkeypatch):
-    model = merge_model(seed=3)
-    engine = Engine(model, MergeTokenizer(), name="threads")
+def test_every_model_call_of_every_engine_runs_on_the_one_model_thread(monkeypatch):
+    """Sync, streaming and asyncio calls from two threads, to two engines: the models run on one thread only."""
+    engines = [Engine(merge_model(seed=s), MergeTokenizer(), name=f"threads-{s}") for s in (3, 4)]
     seen: list[threading.Thread] = []
-    for owner, name in ((model, "forward_hidden"), (model, "decode_step"), (model.head, "forward")):
-        inner = getattr(owner, name)
+    for model in (e.model for e in engines):
+        for owner, name in ((model, "forward_hidden"), (model, "decode_step"), (model.head, "forward")):
+            inner = getattr(owner, name)
 
-        def spy(*args, _inner=inner, **kwargs):
-            seen.append(threading.current_thread())
-            return _inner(*args, **kwargs)
+            def spy(*args, _inner=inner, **kwargs):
+                seen.append(threading.current_thread())
+                return _inner(*args, **kwargs)
 
-        monkeypatch.setattr(owner, name, spy)
+            monkeypatch.setattr(owner, name, spy)
     callers = {threading.current_thread()}
 
     def calls() -> None:
         callers.add(threading.current_thread())
-        engine.score("Hello", ["Yes", "No"])
-        engine.generate("Hello", max_tokens=4, temperature=0)
-        assert "".join(engine.stream("User", max_tokens=3, temperature=0)) is not None
+        for engine in engines:
+            engine.score("Hello", ["Yes", "No"])
+            engine.generate("Hello", max_tokens=4, temperature=0)
+            assert "".join(engine.stream("User", max_tokens=3, temperature=0)) is not None
 
     async def acalls() -> None:
-        await asyncio.gather(engine.ascore("Answer: ", ["Yes", "No"]), engine.agenerate("He", max_tokens=3))
+        await asyncio.gather(*(call for e in engines for call in (e.ascore("Answer: ", ["Yes", "No"]),
+                                                                  e.agenerate("He", max_tokens=3))))
 
     calls()
     asyncio.run(acalls())
@@ -52,7 +55,7 @@ def test_every_model_call_runs_on_the_scheduler_s_thread(monkeypatch):
     other.join()
     assert len(callers) == 2 and seen
     assert not callers & set(seen), "a caller's thread ran the model"
-    assert {t.name for t in seen} == {"threads-scheduler"}
+    assert len(set(seen)) == 1 and seen[0].name == "rwkv7-model"
 
 
 def test_off_thread_returns_the_result_and_re_raises_the_error():

@@ -16,14 +16,10 @@ start from different snapshots and have different lengths: they are right-padded
 lengths=)` packs them, so the padding costs no GEMM work, and leaves each row exact) and cut into pieces so
 that one forward never holds more than `prefill_tokens` (padded) tokens: memory stays flat with prompt length.
 
-Who runs the iterations: one background worker thread per scheduler, for every caller (a synchronous
-`run` hands its request over and waits, as `submit` and `arun` do). It starts when a request arrives and exits
-after `IDLE_EXIT_S` without work. One thread on purpose: each thread that runs torch on CPU keeps its own
-OpenMP pool, and once the live pools hold more threads than the machine has CPUs, libgomp stops spinning
-between parallel regions and every op wakes its helpers through the kernel (measured on a 2-core Zen 4: an
-elementwise op 2.5x slower, the guard's batched forward ~1.7x). A caller's thread that ran the model itself
-would keep such a pool for the rest of the process, and so would the thread that loads a model (which is why
-`RWKV7.from_pretrained` and `Engine` do their torch work on a short-lived thread: `model.threads.off_thread`).
+Who runs the iterations: the process's one model thread (`model_thread.py`), for every caller and every
+engine in turn: a synchronous `run` hands its request over and waits, as `submit` and `arun` do. One thread,
+because on CPU each thread that runs torch keeps an OpenMP pool, and two live pools slow every op down (see
+there).
 
 Isolation: a request that raises, is cancelled (`Ticket.cancel`, a closed stream, a cancelled asyncio
 task) or fails inside a batched forward (the rows are then retried one by one) leaves the batch; the
@@ -49,11 +45,11 @@ import torch
 from ..kernels import reads_packed
 from ..model import RWKV7, RWKV7State
 from .decode_batch import DecodeBatch
+from .model_thread import MODEL_THREAD
 from .sampling import END, Sampler, sample_batch
 
 log = logging.getLogger(__name__)
 
-IDLE_EXIT_S = 2.0  # an idle background worker exits after this long (an unused engine can then be collected)
 # What one more forward call costs, in tokens of one row, when choosing how far to pad a prefill batch. On
 # CPU a forward's fixed part (weights read once, per-op dispatch) costs what ~6 tokens do for the 4 x 128 guard
 # and ~30 for the 0.1B shape; 32 errs towards fewer forwards. On a GPU a forward costs far more than padding.
@@ -289,8 +285,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: deque[Ticket] = deque()
-        self._worker: threading.Thread | None = None  # the thread running iterations (None: none is)
         self._closing = False
+        self._stopped = threading.Event()  # set by the model thread once a shut-down scheduler has failed its requests
         # owned by the worker
         self._live: set[Ticket] = set()
         self._forwards: list[_Job] = []
@@ -304,17 +300,16 @@ class Scheduler:
     # ---------------------------------------------------------------- client side
 
     def submit(self, steps: Steps, *, stream: bool = False) -> Ticket:
-        """Queue a request for the worker (started if none is running)."""
+        """Queue a request for the model thread."""
         ticket = Ticket(steps, stream)
         with self._lock:
             self._enqueue(ticket)
-            if self._worker is None:
-                self._start_worker()
+        MODEL_THREAD.wake(self)
         return ticket
 
     def run(self, steps: Steps) -> Any:
-        """Run a request on the worker and wait for its result (raises the request's error); interrupting the
-        wait (KeyboardInterrupt) cancels the request."""
+        """Run a request on the model thread and wait for its result (raises the request's error); interrupting
+        the wait (KeyboardInterrupt) cancels the request."""
         ticket = self.submit(steps)
         try:
             return ticket.result()
@@ -325,7 +320,7 @@ class Scheduler:
     async def arun(self, steps: Steps) -> Any:
         """Submit and await the result; cancelling the awaiting task cancels the request.
 
-        The worker is woken at the event loop's next turn, not at once: tasks started together (a `gather`,
+        The model thread is woken at the event loop's next turn, not at once: tasks started together (a `gather`,
         NeMo's parallel rails) all submit within one turn, so the first iteration sees every one of them,
         instead of running the first alone while the others queue behind it.
         """
@@ -340,23 +335,24 @@ class Scheduler:
             raise
 
     def _deferred_wake(self) -> None:
-        """Wake the worker (or start one) for the requests `arun` queued. One call per request rather than one
-        per turn: a flag shared by several event loops would strand the others' requests if the loop that set
-        it stopped first; the later calls find the inbox taken and cost a lock each."""
+        """Wake the model thread for the requests `arun` queued. One call per request rather than one per turn:
+        a flag shared by several event loops would strand the others' requests if the loop that set it stopped
+        first; the later calls find the inbox taken and cost a lock each."""
         with self._lock:
-            self._wake.notify_all()
-            if self._worker is None and self._inbox:
-                self._start_worker()
+            self._wake.notify_all()  # ends a wait for a fuller batch
+            if not self._inbox:
+                return
+        MODEL_THREAD.wake(self)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop after the current iteration; requests still in flight fail. Runs at interpreter exit, so
-        that no worker is inside a model call while the interpreter tears down."""
+        that the model thread is not inside a model call of this scheduler while the interpreter tears down."""
         with self._lock:
             self._closing = True
-            worker = self._worker
             self._wake.notify_all()
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout)
+        MODEL_THREAD.wake(self)
+        if threading.current_thread() is not MODEL_THREAD.thread:
+            self._stopped.wait(timeout)
 
     def _enqueue(self, ticket: Ticket, wake: bool = True) -> None:
         if self._closing:
@@ -365,28 +361,21 @@ class Scheduler:
         if wake:
             self._wake.notify_all()
 
-    def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._work, name=f"{self.name}-scheduler", daemon=True)
-        self._worker.start()
-
     # ---------------------------------------------------------------- iterations
 
-    def _work(self) -> None:
-        """The worker: iterations until idle for `IDLE_EXIT_S` or shut down."""
-        me = threading.current_thread()
+    def step(self) -> bool:
+        """One iteration if there is work (on the model thread, which calls this); whether work remains."""
         try:
-            with torch.inference_mode():
-                while (arrived := self._arrivals(me)) is not None:
-                    self._safe_iteration(arrived)
-        except BaseException as e:  # e.g. the interpreter tearing down mid-iteration: fail, never hang, them
-            self._reset(RuntimeError(f"{self.name}: the scheduler's thread stopped ({e!r})"))
-            raise
-        finally:
+            arrived = self._arrivals()
+            if arrived is None:
+                return False
+            if arrived or self._busy():
+                self._safe_iteration(arrived)
             with self._lock:
-                if self._worker is me:
-                    self._worker = None
-                    if (self._inbox or self._busy()) and not self._closing:
-                        self._start_worker()
+                return bool(self._inbox) or self._busy()
+        except BaseException as e:  # e.g. the interpreter tearing down mid-iteration: fail the requests, never hang them
+            self._reset(RuntimeError(f"{self.name}: the model thread stopped ({e!r})"))
+            raise
 
     def _safe_iteration(self, arrived: list[Ticket]) -> None:
         try:
@@ -402,18 +391,13 @@ class Scheduler:
             t.cancelled for t in self._live
         )
 
-    def _arrivals(self, me: threading.Thread) -> list[Ticket] | None:
-        """New requests (possibly none while work is in flight) for the worker `me`; None when it should stop
-        (shut down, or nothing arrived within `IDLE_EXIT_S`).
+    def _arrivals(self) -> list[Ticket] | None:
+        """New requests (possibly none while work is in flight); None once shut down.
 
         Right after an iteration that served several requests together (concurrent clients about to come
         back), wait up to `max_wait` for as many to arrive again; a lone client never waits.
         """
         with self._lock:
-            while not self._closing and not (self._inbox or self._busy()):
-                if not self._wake.wait(IDLE_EXIT_S) and not (self._inbox or self._busy()):
-                    self._worker = None
-                    return None
             if self._closing:
                 self._stop()
                 return None
@@ -421,20 +405,21 @@ class Scheduler:
                 self.stats.waits += 1
                 deadline = time.monotonic() + self.max_wait
                 expected = min(self.max_batch_size, self._last_served)  # those just served may come back
-                while len(self._inbox) < expected and (left := deadline - time.monotonic()) > 0:
+                while len(self._inbox) < expected and not self._closing and (left := deadline - time.monotonic()) > 0:
                     self._wake.wait(left)
+                self._last_served = 0  # waited once: what did not come back is not waited for again
             arrived = list(self._inbox)
             self._inbox.clear()
             return arrived
 
     def _stop(self) -> None:
         """Shut down (lock held): every queued or running request fails."""
-        self._worker = None
         stopped = RuntimeError(f"{self.name}: the engine's scheduler was shut down")
         for ticket in self._inbox:
             ticket.fail(stopped)
         self._inbox.clear()
         self._reset(stopped)
+        self._stopped.set()
 
     def _iteration(self, arrived: list[Ticket]) -> None:
         for ticket in arrived:
