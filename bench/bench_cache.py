@@ -70,6 +70,7 @@ def random_model(seed: int = 0) -> RWKV7:
     checkpoint file as a user's model is: with the CPU model's fast paths (the head and few-row products through
     the GEMV, each GEMM as measured for this machine; `model/kernel_choice.py`)."""
     from rwkv7_provider.model.threads import off_thread
+
     from rwkv7_provider.testing import random_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,8 +46,8 @@ from pathlib import Path
 import torch
 from bench_cache import SELF_CHECK_INPUT, messages, random_model
 from machine import load_average, machine_lines
-from rwkv7_provider.model.tokenizer import load_tokenizer
 from rwkv7_provider.model.threads import off_thread
+from rwkv7_provider.model.tokenizer import load_tokenizer
 
 from rwkv7_provider.runtime.engine import Engine
 from rwkv7_provider.runtime.registry import get_engine

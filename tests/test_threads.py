@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from rwkv7_provider.model.threads import off_thread
+
 from rwkv7_provider.runtime.engine import Engine
+from rwkv7_provider.runtime.model_thread import MODEL_THREAD
 from rwkv7_provider.testing import MergeTokenizer, merge_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +105,7 @@ def test_loading_and_serving_leave_no_openmp_pool_on_the_caller_s_thread(tmp_pat
     main thread, and the scheduler's exit, the process has as many threads as before (no OpenMP pool left on
     the main thread). The control: the same loading run on the main thread leaves one."""
     from rwkv7_provider.model.config import RWKV7Config
+
     from rwkv7_provider.testing import random_state_dict
 
     # big enough (a 65536 x 256 head) that loading and kernel measurement run parallel torch ops
@@ -117,3 +120,19 @@ def test_loading_and_serving_leave_no_openmp_pool_on_the_caller_s_thread(tmp_pat
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts["after"] == counts["before"], counts
     assert counts["control"] > counts["after"], counts
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_serves_requests_with_a_model_thread_of_its_own():
+    """Forked while the parent's model thread is alive (that thread does not exist in the child): the child's
+    requests still run, with the parent's results."""
+    engine = Engine(merge_model(seed=5), MergeTokenizer(), name="fork")
+    want = engine.score("Hello", ["Yes", "No"]).logprobs
+    assert MODEL_THREAD.thread is not None
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=lambda: queue.put(engine.score("Hello", ["Yes", "No"]).logprobs))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(10)
+    assert child.exitcode == 0 and got == pytest.approx(want, abs=1e-5)

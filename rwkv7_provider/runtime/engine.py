@@ -27,8 +27,8 @@ import torch
 
 from ..errors import InputError, ParameterError
 from ..model import RWKV7, RWKV7State
-from ..model.tokenizer import Tokenizer
 from ..model.threads import off_thread
+from ..model.tokenizer import Tokenizer
 from .cache import Match, PrefixCache, Snapshot, model_fingerprint
 from .options import GenerationOptions
 from .results import Generation, ScoreResult, TokenLogprob

@@ -14,6 +14,7 @@ Engines share this thread in turn (one iteration each): on CPU they share the sa
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from typing import Protocol
@@ -75,4 +76,13 @@ class ModelThread:
                         self._thread.start()
 
 
+    def _after_fork(self) -> None:
+        """In a forked child the parent's thread does not exist: start afresh (torch itself runs a forked
+        child's ops on one thread)."""
+        self._cond = threading.Condition()
+        self._ready.clear()
+        self._thread = None
+
+
 MODEL_THREAD = ModelThread()
+os.register_at_fork(after_in_child=MODEL_THREAD._after_fork)

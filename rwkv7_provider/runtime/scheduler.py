@@ -36,7 +36,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator
-from concurrent.futures import CancelledError  # a cancelled request: the standard exception, not an RWKV7Error
+from concurrent.futures import (
+    CancelledError,  # a cancelled request: the standard exception, not an RWKV7Error
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,16 +115,16 @@ class SchedulerStats:
     requests: int = 0
     failed: int = 0
     cancelled: int = 0
-    waits: int = 0  # times the worker waited (up to max_wait) for a fuller batch
+    waits: int = 0  # times the model thread waited (up to max_wait) for a fuller batch
 
 
 class Ticket:
-    """One request: its steps (run by the worker only) and what its client waits on (deltas, the result)."""
+    """One request: its steps (run on the model thread only) and what its client waits on (deltas, the result)."""
 
     def __init__(self, steps: Steps, stream: bool = False) -> None:
         self.steps = steps
         self.stream = stream
-        self.cancelled = False  # set by the client, acted on by the worker
+        self.cancelled = False  # set by the client, acted on by the model thread
         self._cond = threading.Condition(threading.Lock())
         self._deltas: deque[str] = deque()
         self._done = False
@@ -130,7 +132,7 @@ class Ticket:
         self._error: BaseException | None = None
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
-    # ---- worker side
+    # ---- model-thread side
 
     def emit(self, delta: str) -> None:
         if self.stream:
@@ -287,7 +289,7 @@ class Scheduler:
         self._inbox: deque[Ticket] = deque()
         self._closing = False
         self._stopped = threading.Event()  # set by the model thread once a shut-down scheduler has failed its requests
-        # owned by the worker
+        # owned by the model thread
         self._live: set[Ticket] = set()
         self._forwards: list[_Job] = []
         self._logprobs: list[tuple[Ticket, LogProbs]] = []
