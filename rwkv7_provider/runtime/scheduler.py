@@ -36,9 +36,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator
-from concurrent.futures import (
-    CancelledError,  # a cancelled request: the standard exception, not an RWKV7Error
-)
+from concurrent.futures import CancelledError  # a cancelled request: the standard exception, not an RWKV7Error
 from dataclasses import dataclass, field
 from typing import Any
 
