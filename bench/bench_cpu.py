@@ -13,8 +13,9 @@ estimate. A further worker times the model's fp32 matrix products alone for each
 torch's and oneDNN's GEMM as ours: the GEMM bound of prefill (prefill can approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average),
 each of our workers' kernel choice (measured at load, see model/kernel_choice.py), the table with ratios
 against the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators
-for one of our fp32 prefills at the longest T.
-Usage: python bench/bench_cpu.py [--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4] [--profile]
+for one of our fp32 prefills at the longest T; --llama-cpp DIR adds llama.cpp's llama-bench on the same model in f32
+and q8_0, interleaved with the others (see llamacpp_peer.py), and our decode and prefill as ratios to it.
+Usage: python bench/bench_cpu.py [--threads 2] [--shape 0.1b|1.5b] [--formats int8 q4] [--profile] [--llama-cpp DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import resource
 import statistics
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import llamacpp_peer
 import torch
 from machine import load_average, machine_lines
 
@@ -212,8 +215,8 @@ class Worker:
 
 
 def metrics_of(name: str, metrics: list[str]) -> list[str]:
-    """The metrics a worker runs: the `rwkv` package has one decode call (its forward)."""
-    return [m for m in metrics if not (name == "rwkv" and m == "decode_forward")]
+    """The metrics a worker runs: the `rwkv` package and llama-bench have one decode call each."""
+    return [m for m in metrics if not (name.startswith(("rwkv", "llama.cpp")) and m == "decode_forward")]
 
 
 def measure(workers: list[Worker], metrics: list[str], repeats: int, steps: int, results: dict) -> None:
@@ -244,6 +247,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sequential", action="store_true", help="one worker at a time (models that do not fit together)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of our fp32 prefill")
+    p.add_argument("--llama-cpp", type=Path, metavar="DIR",
+                   help="a llama.cpp source tree: llama-bench on the same model in f32 and q8_0 (see llamacpp_peer.py)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -262,27 +267,39 @@ def main() -> None:
         path = Path(tmp) / f"rwkv7-{args.shape}-random.pth"
         log.info("building a random %s-shape checkpoint ...", args.shape)
         build_checkpoint(path, args.shape)
+        peers = []
+        if args.llama_cpp:
+            binary = llamacpp_peer.llama_bench(args.llama_cpp, args.threads)
+            files = llamacpp_peer.convert(args.llama_cpp, path, Path(tmp))
+            peers = [llamacpp_peer.LlamaBench(binary, f, kind, args.threads, args.decode_steps) for kind, f in files.items()]
+            names += [peer.name for peer in peers]
         groups = [[n] for n in names] if args.sequential else [names]
         for group in groups:
+            ours = [n for n in group if not n.startswith("llama.cpp")]
             log.info("starting %s (threads=%d) ...", ", ".join(group), args.threads)
-            measure([Worker(n, args, path) for n in group], metrics, args.repeats, args.decode_steps, results)
+            workers = [Worker(n, args, path) for n in ours] + [p for p in peers if p.name in group]
+            measure(workers, metrics, args.repeats, args.decode_steps, results)
         log.info("timing the GEMM bound ...")
         measure([Worker("gemm", args, path)], metrics[:-2], args.repeats, args.decode_steps, results)
         profile = profile_prefill(path, max(args.lengths)) if args.profile else None
     rows = metrics + ["peak_rss_mb", "estimate_mb"]
-    header = f"{'metric':<14}{'rwkv pkg':>10}" + "".join(f"{'ours ' + n:>12}{'ratio':>7}" for n in names[1:])
+    label = {n: n if n.startswith("llama.cpp") else f"ours {n}" for n in names}
+    header = f"{'metric':<14}{'rwkv pkg':>10}" + "".join(f"{label[n]:>15}{'ratio':>7}" for n in names[1:])
     mode = "one at a time" if args.sequential else "interleaved"
     title = (f"{args.shape} shape, {args.threads} threads, {mode}, median of {args.repeats} (tok/s; MB); "
              f"load average {load_before} before, {load_average()} after")
     lines = [title, *machine_lines(args.threads)]
-    lines += [f"kernels of ours {n}: {results[n]['kernels']}" for n in names[1:]]
+    lines += [f"kernels of {label[n]}: {results[n]['kernels']}" for n in names[1:]]
     lines.append(header)
     for row in rows:
         base = results["rwkv"].get("decode" if row == "decode_forward" else row)
         line = f"{row:<14}{base if base is not None else float('nan'):>10.1f}"
         for n in names[1:]:
-            value = results[n][row]
-            line += f"{value:>12.1f}" + (f"{value / base:>6.2f}x" if base else f"{'':>7}")
+            value = results[n].get(row, float("nan"))
+            if math.isnan(value):  # not measured for this implementation (llama-bench: no RSS, one decode call)
+                line += f"{'-':>15}{'':>7}"
+            else:
+                line += f"{value:>15.1f}" + (f"{value / base:>6.2f}x" if base else f"{'':>7}")
         lines.append(line)
     for T in args.lengths:
         bound = results["gemm"][f"prefill_{T}"]
@@ -298,6 +315,11 @@ def main() -> None:
             ratio = results[name]["decode"] / results["rwkv"]["decode"]
             lines.append(f"aim: decode {name} / rwkv fp32 = {ratio:.2f}x (aim >= {aim}x): "
                          f"{'reached' if ratio >= aim else 'NOT reached'}")
+    for kind, ours in llamacpp_peer.GGUF_TYPES.items():
+        peer = f"llama.cpp {kind}"
+        if peer in results and ours in results:
+            lines.append(f"ours {ours} / {peer}: " + ", ".join(
+                f"{m} {results[ours][m] / results[peer][m]:.2f}x" for m in metrics_of(peer, metrics)))
     print("\n".join(lines))
     if profile:
         print(f"\nour fp32 prefill at T={max(args.lengths)}, operators by self CPU time:\n{profile}")
