@@ -45,6 +45,7 @@ from rwkv7_provider.model import RWKV7Config
 from safetensors.torch import save_file
 
 from rwkv7_provider.guard.prompts import NEMO_REFERENCE_INPUT, SELF_CHECK_INPUT
+from rwkv7_provider.model.threads import off_thread
 from rwkv7_provider.runtime.registry import get_engine
 from rwkv7_provider.runtime.templates import render
 from rwkv7_provider.testing import random_state_dict
@@ -69,7 +70,8 @@ def free_port() -> int:
 
 def write_b01(directory: Path) -> Path:
     path = directory / "b01.safetensors"
-    save_file(random_state_dict(RWKV7Config(**SHAPE), seed=0), str(path))
+    # off this thread, as loading is: the main thread keeps no OpenMP pool to slow the engines' (model_thread.py)
+    off_thread(lambda: save_file(random_state_dict(RWKV7Config(**SHAPE), seed=0), str(path)))
     return path
 
 
