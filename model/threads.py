@@ -4,9 +4,9 @@ On CPU, each thread that runs a parallel torch op gets its own OpenMP (libgomp) 
 the thread. Once the live pools hold more threads than the machine has CPUs, libgomp stops spinning between
 parallel regions, and every op then wakes its helpers through the kernel. Measured on a 2-core Zen 4 with 2
 torch threads: a ReLU over [904, 512] floats 23 us with one pool, 59-69 us with two; the guard's 16-row batched
-forward ~1.7x longer. The engine runs every model call on its scheduler's one thread, so the pool to avoid is
-the one the caller's thread (usually the main thread, which never exits) would keep after loading a model,
-measuring its kernels or building an engine.
+forward 1.6-2x longer. The engine keeps its model calls on one thread (`runtime/model_thread.py`), so the pool
+to avoid is the one the caller's thread (usually the main thread, which never exits) would keep after loading
+a model, measuring its kernels or building an engine.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """The process's one thread for model work: every engine's scheduler runs its iterations on it, in turn.
 
-One thread, and not one per engine or per caller, because of OpenMP. On CPU each thread that runs a parallel
-torch op keeps its own OpenMP (libgomp) pool for as long as it lives. Once the live pools hold more threads
-than the machine has CPUs, libgomp stops spinning between parallel regions, and every op then wakes its
-helpers through the kernel. Measured on a 2-core Zen 4 with 2 torch threads: a ReLU over [904, 512] floats
-took 23 us with one pool and 59-69 us with two; the guard's 16-row batched forward 1.6-2x longer; with three
-engines on three threads taking turns (bench_cache.py), a warm 0.1B check 156 ms instead of 119. So model
-calls stay on this thread, and loading a model or building an engine runs on a short-lived one
-(`model.threads.off_thread`), whose pool goes with it. The thread exits after `IDLE_EXIT_S` without work, and
-starts again with the next request.
+One thread, and not one per engine or per caller: each thread that runs torch on CPU keeps an OpenMP pool,
+and two live pools slow every op down (why, and what it measured: `model/threads.py`). With three engines on
+three threads taking turns (bench_cache.py) a warm 0.1B check took 156 ms instead of 119. So model calls stay
+on this thread, and loading a model or building an engine runs on a short-lived one (`off_thread`), whose pool
+goes with it. The thread exits after `IDLE_EXIT_S` without work, and starts again with the next request.
 
 Engines share this thread in turn (one iteration each; a scheduler waiting up to its `max_wait` for a
 fuller batch holds it that long): on CPU they share the same cores anyway.
