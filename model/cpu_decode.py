@@ -9,6 +9,18 @@ which also flushes denormals: long contexts decay state entries below 1e-38, whe
 slower). The matrix-vector products go through each layer's GEMV kernel for float32 `nn.Linear` and
 `PackedLinear` layers alike. The state is updated in place, as `decode_step` promises. Where plain torch
 measured faster (`kernel_choice`), or on CPUs without SIMD kernels, `RWKV7.decode_step` takes the general path.
+
+Up to GEMV_MAX_ROWS rows (batch-1 decoding and the engine's usual batches) one op, `decode_layers_`, runs every
+layer in C++: the ~15 op dispatches per layer from Python cost a third of a 0.1B int8 step. More rows take the
+per-layer loop below, whose Linears then run the GEMMs `kernel_choice` measured (the dispatch is small beside
+them); it is also what `decode_layers_` is tested against.
+
+`decode_layers_`'s operands (~50 tensors per layer) are gathered once per model and kept: reading them through
+module attributes took 0.5-0.9 ms, 7-12% of a 0.1B int8 step. Whatever could swap one of those tensors for
+another bumps a generation counter that the kept list is checked against: registering a parameter, buffer or
+submodule on any module (assignment, `load_state_dict(assign=True)`), `RWKV7._apply` (`.to()`, `.float()`, ...)
+and a new kernel choice (`kernel_choice.assign`). In-place updates (`copy_`, an optimizer step) need nothing:
+the op reads the tensors' memory on every call.
 """
 
 from __future__ import annotations
@@ -17,11 +29,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.nn.modules import module as nn_module
+
 from . import cpu_kernels
-from .quantize import GEMV_MAX_ROWS
+from .quantize import FORMATS, GEMV_MAX_ROWS, PackedLinear
 from .state import RWKV7State
 
 _NONE = torch.empty(0, dtype=torch.bfloat16)
+_generation = 0  # see the module docstring
+
+
+def invalidate(*_: object) -> None:
+    """Forget every model's gathered `decode_layers_` operands (a registration hook; returns None)."""
+    global _generation
+    _generation += 1
+
+
+nn_module.register_module_parameter_registration_hook(invalidate)
+nn_module.register_module_buffer_registration_hook(invalidate)
+nn_module.register_module_module_registration_hook(invalidate)
 
 
 def decode_kernel(model: nn.Module) -> cpu_kernels.Kernel:
@@ -66,12 +92,60 @@ def time_mix_weights(att: nn.Module) -> dict[str, torch.Tensor | None]:
     }
 
 
+def _linear_operands(layer: nn.Module) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]] | None:
+    """A Linear's (weight, scales, minimums) and its `decode_layers_` plan (format, instruction set or -1 for
+    torch, streams, prefetch, serial); None if it has no GEMV (bias, other dtype, strided weight)."""
+    if isinstance(layer, PackedLinear):
+        operands, fmt = (layer.weight, layer.scales, layer.minimums), FORMATS[layer.fmt]
+    elif (isinstance(layer, nn.Linear) and layer.bias is None and layer.weight.dtype == torch.float32
+          and layer.weight.is_contiguous()):
+        operands, fmt = (layer.weight, _NONE, _NONE), cpu_kernels.F32
+    else:
+        return None
+    k = getattr(layer, "kernel", None) or cpu_kernels.default_kernel(fmt)  # a plain nn.Linear has none
+    isa = -1 if k.isa == cpu_kernels.TORCH else cpu_kernels.ISA_CODES[k.isa]
+    return operands, (fmt, isa, k.streams, k.prefetch, int(k.serial))
+
+
+def layer_operands(model: nn.Module) -> tuple[list[torch.Tensor], list[int], list[float]] | None:
+    """`decode_layers_`'s (weights, plan, eps) for the model's current parameters and kernels (in the order
+    csrc/ops.cpp documents), or None where a Linear has no GEMV."""
+    weights: list[torch.Tensor] = []
+    plan: list[int] = []
+    eps: list[float] = []
+    for block in model.blocks:
+        att, ffn = block.att, block.ffn
+        tm = time_mix_weights(att)
+        weights += [block.ln1.weight, block.ln1.bias, att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g,
+                    *(_NONE if t is None else t for t in tm.values()), block.ln2.weight, block.ln2.bias, ffn.x_k]
+        for layer in (att.receptance, att.key, att.value, att.output, ffn.key, ffn.value):
+            found = _linear_operands(layer)
+            if found is None:
+                return None
+            weights += found[0]
+            plan += found[1]
+        eps += [block.ln1.eps, block.ln2.eps, att.ln_x.eps]
+    return weights, plan, eps
+
+
+def _kept_operands(model: nn.Module) -> tuple[list[torch.Tensor], list[int], list[float]] | None:
+    kept = model.cpu_decode_operands
+    if kept is None or kept[0] != _generation:
+        kept = model.cpu_decode_operands = (_generation, layer_operands(model))
+    return kept[1]
+
+
 def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) -> torch.Tensor:
     """One token per row (input_ids [B]); updates `state` in place and returns the final hidden states [B, C]."""
     C = model.config.n_embd
     kernel = decode_kernel(model)
     first = model.blocks[0]
     x = F.layer_norm(model.emb(input_ids.view(-1)), (C,), first.ln0.weight, first.ln0.bias, first.ln0.eps)
+    operands = _kept_operands(model) if x.shape[0] <= GEMV_MAX_ROWS else None
+    if operands is not None:
+        x = cpu_kernels.decode_layers_(x, state.att_x_prev, state.wkv, state.ffn_x_prev, *operands, kernel.isa,
+                                       kernel.serial)
+        return F.layer_norm(x, (C,), model.ln_out.weight, model.ln_out.bias, model.ln_out.eps)
     v_first = None
     for i, block in enumerate(model.blocks):
         att, ffn, ln1, ln2 = block.att, block.ffn, block.ln1, block.ln2

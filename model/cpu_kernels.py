@@ -252,6 +252,17 @@ def time_mix_(
                                          serial=serial)
 
 
+def decode_layers_(
+    x: torch.Tensor, att_x_prev: torch.Tensor, wkv: torch.Tensor, ffn_x_prev: torch.Tensor, weights: list[torch.Tensor],
+    plan: list[int], eps: list[float], isa_name: str | None = None, serial: bool = False,
+) -> torch.Tensor:
+    """Every layer of one decode step for x [B, C] (after ln0) -> [B, C] (before ln_out), the state [L, B, ...]
+    updated in place: per layer shift_mix_, the r / k / v GEMVs, time_mix_, the output GEMV and the FFN, without
+    returning to Python in between. `weights`, `plan` and `eps` as `cpu_decode.layer_operands` builds them."""
+    return torch.ops.rwkv7_cpu.decode_layers_(x, att_x_prev, wkv, ffn_x_prev, weights, plan, eps,
+                                              isa=_isa_code(isa_name), serial=serial)
+
+
 def wkv7(
     r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, isa_name: str | None = None,

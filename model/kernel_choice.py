@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import cpu_kernels
+from . import cpu_decode, cpu_kernels
 from .cpu_features import cpu_features
 from .cpu_kernels import ONEDNN, TORCH, Kernel
 from .kernel_build import UnsafeKernelDir, check_private
@@ -110,6 +110,7 @@ def assign(model: nn.Module, groups: list[Group], decode: Kernel, gemv: dict[str
            gemm: dict[str, str] | None = None) -> None:
     """Give the model its decode kernel, every GEMV layer its kernel and, where given, its GEMM (by group name)."""
     model.cpu_decode_kernel = decode
+    cpu_decode.invalidate()  # the kept decode_layers_ plan names the kernels
     for group in groups:
         for layer in group.layers:
             layer.kernel = gemv[group.name]

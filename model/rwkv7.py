@@ -220,6 +220,12 @@ class RWKV7(nn.Module):
         # How `decode_step` runs on CPU: the fused kernels of one instruction set, or plain torch (TORCH);
         # None: the unmeasured default. Set by `kernel_choice.prepare`, which `from_pretrained` runs.
         self.cpu_decode_kernel: cpu_kernels.Kernel | None = None
+        # (generation, operands) of `cpu_decode`'s one-op decode step, gathered on first use (see cpu_decode)
+        self.cpu_decode_operands: tuple | None = None
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        cpu_decode.invalidate()  # `.to()`, `.float()` and friends may put new tensors in place of the weights
+        return super()._apply(fn, recurse)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -9,7 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from rwkv7_provider.kernels import wkv7_reference
-from rwkv7_provider.model import cpu_kernels
+from rwkv7_provider.model import RWKV7, cpu_decode, cpu_kernels, kernel_choice
+from rwkv7_provider.model.cpu_kernels import TORCH, Kernel
+from rwkv7_provider.model.quantize import FORMATS, PackedLinear
+
+from rwkv7_provider.testing import WIDER, random_state_dict
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
 
@@ -76,3 +80,84 @@ def test_time_mix_matches_the_equations(residual, isa, N):
     serial = cpu_kernels.time_mix_(serial_state, mixed, r, k, v, v_first if residual else None, weights, 64e-5, isa, True)
     torch.testing.assert_close(serial_state, got_state, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(serial, got, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the whole step in one op (decode_layers_)
+
+
+def _packed_model(tmp_path, fmt, seed=3):
+    path = tmp_path / "m.pth"
+    torch.save(random_state_dict(WIDER, seed=seed, layer0_v=True), path)
+    return RWKV7.from_pretrained(path, quantize=fmt)
+
+
+def _steps(model, ids, state, steps=3):
+    with torch.inference_mode():
+        return torch.stack([cpu_decode.decode_step(model, ids + t, state) for t in range(steps)])
+
+
+@pytest.mark.parametrize("fmt", [None, *sorted(FORMATS)])
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("isa", sorted(cpu_kernels.ISA_CODES))
+def test_one_op_decode_step_matches_the_per_layer_ops(tmp_path, monkeypatch, fmt, rows, isa):
+    """`decode_layers_` against the per-layer loop with the same kernels (the path of more than GEMV_MAX_ROWS
+    rows): the same numbers and the same state, in every weight format and instruction set, and float32
+    Linears measured faster in plain torch included."""
+    if isa not in cpu_kernels.status().isas:
+        pytest.skip(f"this CPU does not run {isa}")
+    model = _packed_model(tmp_path, fmt)
+    groups = kernel_choice.gemv_groups(model)
+    gemv = {g.name: Kernel(TORCH if g.fmt == cpu_kernels.F32 and i % 2 else isa, streams=2) for i, g in enumerate(groups)}
+    kernel_choice.assign(model, groups, Kernel(isa), gemv)
+    ids = torch.arange(rows) + 5
+    calls = []
+    real = cpu_kernels.decode_layers_
+    monkeypatch.setattr(cpu_kernels, "decode_layers_", lambda *a: calls.append(1) or real(*a))
+    fused_state = model.zero_state(rows)
+    fused = _steps(model, ids, fused_state)
+    assert len(calls) == 3
+    monkeypatch.setattr(cpu_decode, "GEMV_MAX_ROWS", 0)  # every batch is "large": the per-layer loop
+    loop_state = model.zero_state(rows)
+    loop = _steps(model, ids, loop_state)
+    assert len(calls) == 3
+    torch.testing.assert_close(fused, loop, atol=1e-6, rtol=1e-6)
+    for a, b in zip(fused_state.tensors(), loop_state.tensors()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_the_kept_operands_follow_new_weights_and_kernels(tmp_path, monkeypatch):
+    """The operands gathered at the first step are not reused once a weight tensor is replaced (parameter or
+    submodule assignment, `load_state_dict(assign=True)`) or the kernels change."""
+    model = _packed_model(tmp_path, None)
+    ids = torch.tensor([7])
+
+    def step():
+        return _steps(model, ids, model.zero_state(1), steps=1)
+
+    def reference():  # the per-layer loop, which reads every weight afresh
+        with monkeypatch.context() as m:
+            m.setattr(cpu_decode, "GEMV_MAX_ROWS", 0)
+            return step()
+
+    before = step()
+    block = model.blocks[1]
+    block.ffn.value.weight = torch.nn.Parameter(block.ffn.value.weight * 2)
+    after_param = step()
+    assert not torch.equal(after_param, before)
+    torch.testing.assert_close(after_param, reference(), atol=1e-6, rtol=1e-6)
+    block.att.key = PackedLinear.from_dense(block.att.key.weight.detach() * -1, "int8")
+    after_module = step()
+    torch.testing.assert_close(after_module, reference(), atol=1e-6, rtol=1e-6)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["blocks.0.att.output.weight"] *= 3
+    model.load_state_dict(state, assign=True)
+    after_load = step()
+    assert not torch.equal(after_load, after_module)
+    torch.testing.assert_close(after_load, reference(), atol=1e-6, rtol=1e-6)
+
+    groups = kernel_choice.gemv_groups(model)
+    isa = cpu_kernels.status().isas[0]
+    kernel_choice.assign(model, groups, Kernel(isa), {g.name: Kernel(isa, streams=1) for g in groups})
+    step()
+    plan = model.cpu_decode_operands[1][1]
+    assert set(plan[1::5]) == {cpu_kernels.ISA_CODES[isa]} and set(plan[2::5]) == {1}

@@ -7,6 +7,8 @@
 //   shift_mix_(x, x_prev, ln_w, ln_b, eps, mixes) -> [n, B, C]                 LayerNorm + token-shift mixes
 //   time_mix_(state, mixed, r, k, v, v_first, *, w0, w1, ..., ln_b, eps, isa, serial) -> [B, C]
 //                                                                TimeMix after r/k/v, WKV state updated in place
+//   decode_layers_(x, att_x_prev, wkv, ffn_x_prev, weights, plan, eps, *, isa, serial) -> [B, C]
+//                                                                every layer of a decode step, state in place
 //   wkv7(r, w, k, v, a, b, state, cu_seqlens, *, isa, serial) -> (y, state)   WKV-7, token by token
 //   supported_isas() -> int[]                                    the instruction sets this CPU and build can run
 //
@@ -466,6 +468,66 @@ at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor&
   return out;
 }
 
+// ------------------------------------------------------------------ a whole decode step
+// Every layer of one decode step (B <= a few rows) in one op. From Python each layer dispatched ~15 ops
+// (~5-10 us each, their arguments checked and boxed every time): a third of a 0.1B int8 step, more than its
+// LoRAs' bytes cost. Here the same functions run back to back: shift_mix_, the GEMVs, time_mix_, the FFN.
+
+// The operands of layer i are weights[i * kLayerTensors, (i + 1) * kLayerTensors), in this order
+// (model/cpu_decode.py `layer_operands` builds them): ln1 weight and bias, the six token-shift mixes r w k v a g,
+// time_mix_'s w0 w1 w2 a0 a1 a2 v0 v1 v2 g1 g2 k_k k_a r_k ln_w ln_b (v0 v1 v2 empty in the first layer), ln2
+// weight and bias, the FFN's mix, then (weight, scales, minimums) of each Linear in `Linear` order.
+enum LayerTensor : int64_t { LN1_W, LN1_B, MIXES, TIME_MIX = MIXES + 6, LN2_W = TIME_MIX + 16, LN2_B, FFN_MIX,
+                             LINEARS, kLayerTensors = LINEARS + 3 * 6 };
+enum class Linear : int64_t { Receptance, Key, Value, Output, FfnKey, FfnValue };
+// How each Linear runs, in `plan` (kPlanInts per Linear, `Linear` order per layer): its format, the
+// instruction set of its GEMV (-1: torch's own product, where measured faster), streams, prefetch, serial.
+constexpr int64_t kPlanInts = 5;
+
+at::Tensor apply_linear(const at::Tensor* operands, const int64_t* plan, const at::Tensor& x) {
+  if (plan[1] < 0) return at::linear(x, operands[0]);
+  return gemv(x, operands[0], operands[1], operands[2], plan[0], plan[1], plan[2], plan[3], plan[4] != 0);
+}
+
+// x [B, C] (the embedding after ln0) through every layer; the state [L, B, ...] is updated in place, as by the
+// per-layer ops. Returns the last layer's output (before ln_out). `eps`: ln1, ln2 and ln_x's per layer.
+at::Tensor decode_layers_(const at::Tensor& x_in, at::Tensor& att_x_prev, at::Tensor& wkv, at::Tensor& ffn_x_prev,
+                          at::TensorList weights, at::IntArrayRef plan, at::ArrayRef<double> eps, int64_t isa,
+                          bool serial) {
+  const int64_t L = wkv.size(0);
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == L * kLayerTensors, "decode_layers_: expected ",
+              L * kLayerTensors, " weight tensors for ", L, " layers, got ", weights.size());
+  TORCH_CHECK(static_cast<int64_t>(plan.size()) == L * 6 * kPlanInts && static_cast<int64_t>(eps.size()) == 3 * L,
+              "decode_layers_: plan needs ", kPlanInts, " ints per Linear and eps 3 values per layer");
+  TORCH_CHECK(att_x_prev.size(0) == L && ffn_x_prev.size(0) == L, "decode_layers_: state layers disagree");
+  at::Tensor x = x_in.contiguous().clone(), v_first;
+  for (int64_t i = 0; i < L; ++i) {
+    const at::Tensor* W = weights.data() + i * kLayerTensors;
+    const int64_t* lp = plan.data() + i * 6 * kPlanInts;
+    const auto linear_of = [&](Linear which, const at::Tensor& in) {
+      const int64_t l = static_cast<int64_t>(which);
+      return apply_linear(W + LINEARS + 3 * l, lp + kPlanInts * l, in);
+    };
+    at::Tensor att_prev = att_x_prev.select(0, i), state = wkv.select(0, i), ffn_prev = ffn_x_prev.select(0, i);
+    const at::Tensor mixed = shift_mix_(x, att_prev, W[LN1_W], W[LN1_B], eps[3 * i], at::TensorList(W + MIXES, 6));
+    const at::Tensor r = linear_of(Linear::Receptance, mixed[0]), k = linear_of(Linear::Key, mixed[2]),
+                     v = linear_of(Linear::Value, mixed[3]);
+    const at::Tensor* T = W + TIME_MIX;
+    const bool first = i == 0;
+    const std::optional<at::Tensor> none, vf = first ? none : std::optional<at::Tensor>(v_first);
+    const at::Tensor y = time_mix_(state, mixed, r, k, v, vf, T[0], T[1], T[2], T[3], T[4], T[5],
+                                   first ? none : std::optional<at::Tensor>(T[6]),
+                                   first ? none : std::optional<at::Tensor>(T[7]),
+                                   first ? none : std::optional<at::Tensor>(T[8]), T[9], T[10], T[11], T[12], T[13],
+                                   T[14], T[15], eps[3 * i + 2], isa, serial);
+    if (first) v_first = v;
+    x.add_(linear_of(Linear::Output, y));
+    const at::Tensor xk = shift_mix_(x, ffn_prev, W[LN2_W], W[LN2_B], eps[3 * i + 1], at::TensorList(W + FFN_MIX, 1))[0];
+    x.add_(linear_of(Linear::FfnValue, linear_of(Linear::FfnKey, xk).relu_().square_()));
+  }
+  return x;
+}
+
 }  // namespace
 }  // namespace rwkv7
 
@@ -489,4 +551,7 @@ TORCH_LIBRARY(rwkv7_cpu, m) {
         &rwkv7::wkv7);
   m.def("shift_mix_(Tensor x, Tensor(a!) x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes) -> Tensor",
         &rwkv7::shift_mix_);
+  m.def("decode_layers_(Tensor x, Tensor(a!) att_x_prev, Tensor(b!) wkv, Tensor(c!) ffn_x_prev, Tensor[] weights, "
+        "int[] plan, float[] eps, *, int isa, bool serial) -> Tensor",
+        &rwkv7::decode_layers_);
 }
