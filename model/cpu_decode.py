@@ -28,7 +28,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.nn.modules import module as nn_module
 
 from . import cpu_kernels

@@ -7,6 +7,7 @@ The WKV recurrence itself lives in `rwkv7_provider.kernels.wkv7` (sequential, ch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -223,7 +224,8 @@ class RWKV7(nn.Module):
         # (generation, operands) of `cpu_decode`'s one-op decode step, gathered on first use (see cpu_decode)
         self.cpu_decode_operands: tuple | None = None
 
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RWKV7:
         cpu_decode.invalidate()  # `.to()`, `.float()` and friends may put new tensors in place of the weights
         return super()._apply(fn, recurse)
 
