@@ -224,7 +224,6 @@ class RWKV7(nn.Module):
         # (generation, operands) of `cpu_decode`'s one-op decode step, gathered on first use (see cpu_decode)
         self.cpu_decode_operands: tuple | None = None
 
-
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RWKV7:
         cpu_decode.invalidate()  # `.to()`, `.float()` and friends may put new tensors in place of the weights
         return super()._apply(fn, recurse)
