@@ -7,7 +7,7 @@ bitsandbytes' CPU GEMV is 4-bit only, needs AVX512-BF16 and downloads its fast k
 torchao wheel ships no x86 CPU kernels, and ONNX Runtime / llama.cpp run whole graphs, not one torch layer.
 The kernels: a GEMV over f32 / bf16 / int8 / q4 weights with f32 activations, its blocked form for prefill
 GEMMs of compressed weights, and the fused per-token ops of a decode step (two ops instead of ~30 per layer
-besides the GEMVs). Each exists for portable C++, AVX2 and AVX-512 (`csrc/isa_*.cpp`).
+besides the GEMVs, and one op that runs every layer of a step). Each exists for portable C++, AVX2 and AVX-512 (`csrc/isa_*.cpp`).
 
 Which code runs an op is a `Kernel`: plain torch (float32 GEMVs only) or one instruction set of the library,
 with a number of row streams for the GEMV. The fastest differs between CPUs (on one Intel Xeon the AVX-512
