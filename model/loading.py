@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # The matrices a `quantize` format compresses: everything a decode step reads except LoRAs and vectors.
 PACKED_NAMES = re.compile(r"(blocks\.\d+\.(att\.(receptance|key|value|output)|ffn\.(key|value))|head)\.weight")
+# TimeMix's LoRA matrices, which a `quantize` format keeps in bfloat16: lossless for checkpoints stored in bf16
+# (all released ones), and half of the 1.8 MB per layer a 0.1B decode step reads for them in float32.
+LORA_NAMES = re.compile(r"blocks\.\d+\.att\.[wavg][12]")
 # Working memory on top of the weights: torch and the tokenizer, plus the activations of a 1024-token
 # prefill chunk (~16 live tensors of [T, ffn_dim] floats).
 BASE_WORKING_BYTES = 256 << 20
@@ -71,6 +74,11 @@ def packed_names(info: CheckpointInfo, fmt: str | None) -> set[str]:
     return {n for n, e in info.tensors.items() if PACKED_NAMES.fullmatch(n) and packable(fmt, e.shape[1])}
 
 
+def tensor_dtype(name: str, dtype: torch.dtype, fmt: str | None) -> torch.dtype:
+    """The dtype a tensor that is not packed is kept in: `dtype`, bfloat16 for the LoRAs of a compressed model."""
+    return torch.bfloat16 if fmt is not None and LORA_NAMES.fullmatch(name) else dtype
+
+
 def estimate_memory(
     checkpoint: str | Path | CheckpointInfo,
     *,
@@ -85,7 +93,10 @@ def estimate_memory(
     packed = packed_names(info, fmt)
     weights = 0
     for name, e in info.tensors.items():
-        weights += packed_nbytes(fmt, *e.shape) if name in packed else e.numel * dtype.itemsize
+        if name in packed:
+            weights += packed_nbytes(fmt, *e.shape)
+        else:
+            weights += e.numel * tensor_dtype(name, dtype, fmt).itemsize
     # prefill dequantises a packed matrix a block of rows at a time (a float32 block at most)
     scratch = max((prefill_block_rows(info.tensors[n].shape[1], torch.float32) * info.tensors[n].shape[1] * 4
                    for n in packed), default=0)
@@ -183,7 +194,8 @@ def load_model(
             layer.weight = nn.Parameter(t.to(dtype=dtype, copy=True), requires_grad=False)
             setattr(model.get_submodule(parent), child, layer)
         else:
-            value = t.to(device=device, dtype=dtype, copy=True)  # a copy: never keep a view of the file's mmap
+            # a copy: never keep a view of the file's mmap
+            value = t.to(device=device, dtype=tensor_dtype(name, dtype, fmt), copy=True)
             setattr(model.get_submodule(owner), leaf, nn.Parameter(value, requires_grad=False))
         done += entry.numel * entry.dtype.itemsize
         if total > GIB and done * 10 // total > reported:

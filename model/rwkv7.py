@@ -73,7 +73,9 @@ def shifted(x: torch.Tensor, x_prev: torch.Tensor, ragged: Ragged | None = None)
 
 
 def lora(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, bias: torch.Tensor | None = None, act=None):
-    """bias + act(x @ down) @ up, the bias added inside the second GEMM (no separate pass over [B, T, C])."""
+    """bias + act(x @ down) @ up, the bias added inside the second GEMM (no separate pass over [B, T, C]).
+    The matrices are used in x's dtype (a compressed model keeps them in bf16)."""
+    down, up = down.to(x.dtype), up.to(x.dtype)
     h = x @ down
     if act is not None:
         h = act(h)

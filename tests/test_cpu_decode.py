@@ -35,9 +35,10 @@ def test_shift_mix_is_layer_norm_and_token_shift():
 @pytest.mark.parametrize("isa", sorted(cpu_kernels.ISA_CODES))
 @pytest.mark.parametrize("residual", [False, True], ids=["layer0", "value_residual"])
 @pytest.mark.parametrize("N", [64, 40], ids=["head64", "head40"])  # 40: vector loops with a scalar tail
-def test_time_mix_matches_the_equations(residual, isa, N):
+@pytest.mark.parametrize("lora_dtype", [torch.float32, torch.bfloat16], ids=["lora_f32", "lora_bf16"])
+def test_time_mix_matches_the_equations(residual, isa, N, lora_dtype):
     """TimeMix between the r/k/v and output projections, written out with the sequential WKV reference, for
-    each instruction set this CPU runs."""
+    each instruction set this CPU runs, with the LoRA matrices in float32 or (compressed models) bf16."""
     if isa not in cpu_kernels.status().isas:
         pytest.skip(f"this CPU does not run {isa}")
     g = torch.Generator().manual_seed(1)
@@ -52,6 +53,8 @@ def test_time_mix_matches_the_equations(residual, isa, N):
     w0, a0, v0 = rand(1, 1, C, scale=0.5), rand(1, 1, C, scale=0.5), rand(1, 1, C, scale=0.5)
     w1, w2, a1, a2 = rand(C, 16, scale=0.1), rand(16, C, scale=0.1), rand(C, 8, scale=0.1), rand(8, C, scale=0.1)
     v1, v2, g1, g2 = rand(C, 12, scale=0.1), rand(12, C, scale=0.1), rand(C, 24, scale=0.1), rand(24, C, scale=0.1)
+    stored = [t.to(lora_dtype) for t in (w1, w2, a1, a2, v1, v2, g1, g2)]  # what the op reads
+    w1, w2, a1, a2, v1, v2, g1, g2 = (t.float() for t in stored)  # the same values for the equations
     k_k, k_a = rand(1, 1, C, scale=0.1) + 0.85, rand(1, 1, C, scale=0.1) + 1
     r_k, ln_w, ln_b = rand(H, N, scale=0.3), rand(C, scale=0.1) + 1, rand(C, scale=0.1)
 
@@ -69,6 +72,7 @@ def test_time_mix_matches_the_equations(residual, isa, N):
     y = y + ((r * k_mod).view(B, H, N) * r_k).sum(-1, keepdim=True).mul(v_in.view(B, H, N)).view(B, C)
     want = y * gate
 
+    w1, w2, a1, a2, v1, v2, g1, g2 = stored
     lora_v = [v0, v1, v2] if residual else [None] * 3
     weights = {"w0": w0, "w1": w1, "w2": w2, "a0": a0, "a1": a1, "a2": a2, "g1": g1, "g2": g2, "k_k": k_k,
                "k_a": k_a, "r_k": r_k, "ln_w": ln_w, "ln_b": ln_b, **dict(zip(("v0", "v1", "v2"), lora_v))}

@@ -238,3 +238,19 @@ def test_quantize_reaches_the_engine_through_provider_and_langchain():
     packed_p = asyncio.run(provider.generate_async(prompt)).provider_metadata["probability"]
     plain_p = plain.score(prompt, ["Yes", "No"]).probability
     assert abs(packed_p - plain_p) < 0.02
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_compressed_models_keep_the_loras_in_bf16_exactly(tmp_path, fmt):
+    """A bf16 checkpoint's LoRA matrices stay bit for bit (half the bytes of float32 for decode to read); the
+    uncompressed model keeps float32."""
+    sd = {k: v.to(torch.bfloat16) for k, v in random_state_dict(SMALL, seed=4).items()}
+    torch.save(sd, tmp_path / "m.pth")
+    packed = RWKV7.from_pretrained(tmp_path / "m.pth", quantize=fmt)
+    plain = RWKV7.from_pretrained(tmp_path / "m.pth")
+    for name in ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2"):
+        key = f"blocks.1.att.{name}"
+        kept = packed.get_parameter(key)
+        assert kept.dtype == torch.bfloat16 and torch.equal(kept, sd[key])
+        assert plain.get_parameter(key).dtype == torch.float32
+    assert packed.get_parameter("blocks.1.att.w0").dtype == torch.float32

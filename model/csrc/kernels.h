@@ -48,8 +48,9 @@ struct IsaKernels {
   // One WKV head of size N: S_i = S_i * decay + (S_i . a) b + v_i kmod with a = -kk, then y_i = S_i . r.
   void (*wkv_rows)(float* S, const float* kk, const float* decay, const float* b, const float* kmod,
                    const float* r, const float* v, float* y, int64_t N);
-  // y [N] = x [K] @ W [K, N], W row-major with rows `ld` floats apart (the LoRA matrices, or a column block).
-  void (*vecmat)(const float* x, const float* W, int64_t K, int64_t N, int64_t ld, float* y);
+  // y [N] = x [K] @ W [K, N], W row-major, F32 or BF16 (`fmt`), with rows `ld` elements apart (the LoRA
+  // matrices, or a column block).
+  void (*vecmat)(const float* x, const void* W, int64_t fmt, int64_t K, int64_t N, int64_t ld, float* y);
 };
 
 extern const IsaKernels kPortableKernels;  // isa_portable.cpp

@@ -200,12 +200,31 @@ inline float activate(Act a, float v) {
   return a == Act::Tanh ? std::tanh(v) : a == Act::Sigmoid ? 1.f / (1.f + std::exp(-v)) : v;
 }
 
+// A LoRA matrix: float32, or bf16 (what compressed models keep: lossless for checkpoints stored in bf16, and
+// half the bytes a decode step reads for it).
+struct LoraMatrix {
+  const void* data = nullptr;
+  int64_t fmt = F32;
+
+  LoraMatrix() = default;
+  LoraMatrix(const at::Tensor& t, int64_t numel, const char* name) {
+    TORCH_CHECK(t.is_contiguous() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) &&
+                    t.numel() == numel,
+                name, ": a LoRA matrix must be contiguous float32 or bfloat16 with ", numel, " elements, got ",
+                t.sizes(), " ", t.scalar_type());
+    data = t.data_ptr();
+    fmt = t.scalar_type() == at::kBFloat16 ? BF16 : F32;
+  }
+  const void* element(int64_t offset) const {
+    return static_cast<const char*>(data) + offset * (fmt == BF16 ? 2 : 4);
+  }
+};
+
 // A LoRA of TimeMix: out = outer(bias + inner(x @ A) @ B), A [C, dim], B [dim, C], bias [C] or none; `input` is
 // which token-shift interpolation of `mixed` it reads (r w k v a g = 0..5).
 struct Lora {
   const float* bias = nullptr;
-  const float* A = nullptr;
-  const float* B = nullptr;
+  LoraMatrix A, B;
   int64_t dim = 0;
   Act inner = Act::None, outer = Act::None;
   int64_t input = 0;
@@ -217,8 +236,8 @@ struct Lora {
     TORCH_CHECK(A_.dim() == 2 && A_.size(0) == C, name, ": the LoRA matrices must be [C, dim] and [dim, C]");
     dim = A_.size(1);
     bias = bias_ ? f32(*bias_, C, name) : nullptr;
-    A = f32(A_, C * dim, name);
-    B = f32(B_, dim * C, name);
+    A = LoraMatrix(A_, C * dim, name);
+    B = LoraMatrix(B_, dim * C, name);
   }
 };
 
@@ -288,7 +307,7 @@ std::vector<float> lora_down(const IsaKernels& kernels, const TimeMixWeights& P,
         for (int64_t l = 0; l < P.n_lora; ++l) {
           const Lora& lora = P.lora[l];
           const float* x = xm + (lora.input * B + b) * C;  // mixed[input, b]
-          kernels.vecmat(x + k0, lora.A + k0 * lora.dim, k1 - k0, lora.dim, lora.dim,
+          kernels.vecmat(x + k0, lora.A.element(k0 * lora.dim), lora.A.fmt, k1 - k0, lora.dim, lora.dim,
                          &partial[(p * B + b) * P.hidden + P.offset[l]]);
         }
     }
@@ -319,7 +338,7 @@ std::vector<float> lora_up(const IsaKernels& kernels, const TimeMixWeights& P, c
         for (int64_t b = 0; b < B; ++b) {
           const Lora& lora = P.lora[l];
           float* o = &out[(l * B + b) * C];
-          kernels.vecmat(&h[b * P.hidden + P.offset[l]], lora.B + c0, lora.dim, c1 - c0, C, o + c0);
+          kernels.vecmat(&h[b * P.hidden + P.offset[l]], lora.B.element(c0), lora.B.fmt, lora.dim, c1 - c0, C, o + c0);
           for (int64_t c = c0; c < c1; ++c) o[c] = activate(lora.outer, (lora.bias ? lora.bias[c] : 0.f) + o[c]);
         }
     }

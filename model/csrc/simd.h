@@ -214,18 +214,27 @@ void wkv_rows(float* S, const float* kk, const float* decay, const float* b, con
   }
 }
 
-// y [N] = x [K] @ W [K, N], rows of W `ld` floats apart: one pass over W, y accumulated in place (in L1).
-template <class P>
-void vecmat(const float* x, const float* W, int64_t K, int64_t N, int64_t ld, float* y) {
-  using V = typename P::V;
+// y [N] = x [K] @ W [K, N], W float32 or bf16 (FMT), rows of W `ld` elements apart: one pass over W, y
+// accumulated in place (in L1).
+template <class P, int64_t FMT>
+void vecmat_of(const float* x, const void* W, int64_t K, int64_t N, int64_t ld, float* y) {
   const int64_t body = N - N % P::L;
   for (int64_t n = 0; n < N; ++n) y[n] = 0.f;
   for (int64_t k = 0; k < K; ++k) {
-    const V xk = P::set1(x[k]);
-    const float* w = W + k * ld;
-    for (int64_t n = 0; n < body; n += P::L) P::store(y + n, P::fmadd(xk, P::loadu(w + n), P::loadu(y + n)));
-    for (int64_t n = body; n < N; ++n) y[n] += x[k] * w[n];
+    const typename P::V xk = P::set1(x[k]);
+    const char* w = static_cast<const char*>(W) + k * row_bytes<FMT>(ld);
+    for (int64_t n = 0; n < body; n += P::L) P::store(y + n, P::fmadd(xk, dense_w<P, FMT>(w, n), P::loadu(y + n)));
+    for (int64_t n = body; n < N; ++n) {
+      const float wn = FMT == F32 ? reinterpret_cast<const float*>(w)[n] : bf16_to_f32(reinterpret_cast<const uint16_t*>(w)[n]);
+      y[n] += x[k] * wn;
+    }
   }
+}
+
+template <class P>
+void vecmat(const float* x, const void* W, int64_t fmt, int64_t K, int64_t N, int64_t ld, float* y) {
+  if (fmt == BF16) return vecmat_of<P, BF16>(x, W, K, N, ld, y);
+  vecmat_of<P, F32>(x, W, K, N, ld, y);
 }
 
 // The table an isa_*.cpp exports: `extern const IsaKernels kAvx2Kernels = kernels_of<Avx2>();`
