@@ -17,7 +17,7 @@ What `prepare(model)` measures, on the model's own weights (its real shapes and 
    float32 model, plain torch's general path: this catches what a GEMV alone
    misses (a CPU that clocks down while running AVX-512 runs the rest of the step slower too; parallel
    regions that wait for a thread descheduled by other processes). The fastest decode step wins, so the
-   choice is never slower than plain torch as measured.
+   choice is never slower than plain torch as measured; a one-thread plan must win by SERIAL_MARGIN.
 3. The GEMM of many rows (prefill, scoring, batched checks) of every float32 group but the head: torch's
    `F.linear` (MKL's sgemm in the x86 wheels) against oneDNN's (`cpu_kernels.gemm`), on one of the group's
    matrices at GEMM_ROWS rows, best of ROUNDS interleaved rounds. MKL's path is not the fastest on every CPU
@@ -58,6 +58,10 @@ PREFETCH = (256, 1024)  # bytes ahead; tried with each instruction set's best st
 GROUP_BYTES = 128 << 20  # weights timed per GEMV pass: above any last-level cache here
 GEMM_ROWS = (32, 256)  # a warm check's new tokens, a prefill chunk: each backend timed at both, summed per row
 STEP_ROUND_SECONDS = 0.02  # decode tokens per round: enough for about this long (tiny models run several)
+# A one-thread decode plan gives up the other cores, and the choice is cached for good: it wins only when this
+# much faster than the same instruction set on torch's threads. Under real contention it wins by 2-6x; a brief
+# disturbance while measuring made it win by 8% on a quiet Zen 4 whose threaded plan then decoded 20% faster.
+SERIAL_MARGIN = 1.15
 CHOICES_FILE = "choices.json"
 FORMAT_NAMES = {cpu_kernels.F32: "f32", **{code: name for name, code in FORMATS.items()}}
 _EMPTY = torch.empty(0, dtype=torch.bfloat16)
@@ -291,7 +295,7 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
         if all(g.fmt == cpu_kernels.F32 for g in groups):  # compressed weights have no plain-torch decode
             plans[TORCH] = (Kernel(TORCH), {g.name: Kernel(TORCH) for g in groups})
         step_times = _time_decode(model, groups, plans) if len(plans) > 1 else {next(iter(plans)): math.nan}
-    winner = min(step_times, key=step_times.get)
+    winner = _winner(step_times)
     decode, gemv = plans[winner]
     others = ", ".join(f"{n} {1e3 * t:.2f}" for n, t in step_times.items() if n != winner)
     parts = [f"decode {winner} {1e3 * step_times[winner]:.2f} ms/token" + (f" ({others})" if others else "")]
@@ -303,6 +307,15 @@ def _measure(model: nn.Module, groups: list[Group]) -> tuple[Kernel, dict[str, K
         parts.append(f"GEMV {name} {chosen} " + (f"{1e3 * timed:.3f} ms" if timed else "(dropped after round 1)")
                      + (f" ({others})" if others else ""))
     return decode, gemv, "; ".join(parts)
+
+
+def _winner(step_times: dict[str, float]) -> str:
+    """The fastest plan, except that a "+serial" plan must beat its threaded twin by SERIAL_MARGIN."""
+    winner = min(step_times, key=step_times.get)
+    threaded = winner.removesuffix("+serial")
+    if threaded != winner and step_times.get(threaded, math.inf) <= SERIAL_MARGIN * step_times[winner]:
+        return threaded
+    return winner
 
 
 # ---------------------------------------------------------------- the cache beside the library

@@ -88,6 +88,22 @@ def test_plain_torch_wins_where_it_measures_fastest(checkpoint, choices_file, mo
     torch.testing.assert_close(decode_logits(model, [5, 9, 2, 7]), fused, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("serial_ms", "chosen"), [(9.0, "avx2"), (5.0, "avx2+serial")])
+def test_a_one_thread_plan_must_win_clearly(checkpoint, choices_file, monkeypatch, serial_ms, chosen):
+    """A one-thread decode plan that is only a little faster (a busy moment while measuring) loses to its
+    threaded twin; one that is much faster (the other cores really are taken) wins."""
+    if "avx2" not in cpu_kernels.status().isas:
+        pytest.skip("this CPU does not run avx2")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    model = RWKV7.from_pretrained(checkpoint)
+    real = kernel_choice._time_decode
+    times = {"avx2": 10.0, "avx2+serial": serial_ms}
+    monkeypatch.setattr(kernel_choice, "_time_decode",
+                        lambda m, g, plans: {name: times.get(name, 50.0) / 1e3 for name in real(m, g, plans)})
+    kernel_choice.prepare(model, measure_again=True)
+    assert model.cpu_decode_kernel == Kernel("avx2", serial=chosen.endswith("+serial"))
+
+
 def decode_logits(model: RWKV7, ids: list[int]) -> torch.Tensor:
     state = model.zero_state(1)
     with torch.inference_mode():
