@@ -6,7 +6,8 @@ weight. The formats (bytes per weight, vs 4 for float32):
     "int8"  1.03    per 64 weights of a row, one bf16 scale s and w = q * s, q in [-127, 127]
     "q4"    0.625   per 32 weights of a row, a bf16 scale s and minimum m and w = q * s + m, q in [0, 15]
 Scales are rounded up (and minimums down) to bf16 before the weights are rounded, so no weight is clipped:
-the error per weight is at most s / 2.
+the error per weight is at most s / 2. A model loaded in any of these formats keeps TimeMix's LoRA matrices in
+bf16 (`loading.LORA_NAMES`) and its vectors and embedding in float32.
 
 `PackedLinear.forward` takes the compiled GEMV for small batches of rows (decode: M = batch size), and for
 prefill (M large, compute-bound) runs torch's GEMM in the compute dtype (bf16 on CPUs with native bf16 that
