@@ -15,7 +15,7 @@ layer in C++: the ~15 op dispatches per layer from Python cost a third of a 0.1B
 per-layer loop below, whose Linears then run the GEMMs `kernel_choice` measured (the dispatch is small beside
 them); it is also what `decode_layers_` is tested against.
 
-`decode_layers_`'s operands (~50 tensors per layer) are gathered once per model and kept: reading them through
+`decode_layers_`'s operands (45 tensors per layer) are gathered once per model and kept: reading them through
 module attributes took 0.5-0.9 ms, 7-12% of a 0.1B int8 step. Whatever could swap one of those tensors for
 another bumps a generation counter that the kept list is checked against: registering a parameter, buffer or
 submodule on any module (assignment, `load_state_dict(assign=True)`), `RWKV7._apply` (`.to()`, `.float()`, ...)
