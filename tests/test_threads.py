@@ -122,6 +122,53 @@ def test_loading_and_serving_leave_no_openmp_pool_on_the_caller_s_thread(tmp_pat
     assert counts["control"] > counts["after"], counts
 
 
+THREADS_PROBE = textwrap.dedent("""
+    import ctypes, json, threading
+    import torch
+    torch.set_num_threads(1)
+    from rwkv7_provider.model.threads import off_thread
+    from rwkv7_provider.runtime.model_thread import MODEL_THREAD
+
+    # the OpenMP runtime torch loaded, asked what a parallel region (a oneDNN or MKL product) would use here
+    libgomp = next(line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line)
+    openmp_threads = ctypes.CDLL(libgomp).omp_get_max_threads
+    seen = {}
+
+    def plain():
+        seen["plain thread"] = openmp_threads()
+
+    thread = threading.Thread(target=plain)
+    thread.start()
+    thread.join()
+    seen["off_thread"] = off_thread(openmp_threads)
+    done = threading.Event()
+
+    class Probe:
+        def step(self):
+            seen["model thread"] = openmp_threads()
+            done.set()
+            return False
+
+    MODEL_THREAD.wake(Probe())
+    done.wait(30)
+    print(json.dumps(seen))
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file() or (os.cpu_count() or 1) < 2,
+                    reason="finds libgomp through Linux's /proc; needs two CPUs to tell 1 thread from the default")
+def test_our_threads_run_products_on_torch_s_thread_count():
+    """With torch.set_num_threads(1), a fresh thread's first oneDNN / MKL product would use every CPU (OpenMP's
+    default, the control); off_thread and the model thread apply torch's count before any work."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["plain thread"] > 1, seen
+    assert seen["off_thread"] == seen["model thread"] == 1, seen
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 def test_a_forked_child_serves_requests_with_a_model_thread_of_its_own():
     """Forked while the parent's model thread is alive (that thread does not exist in the child): the child's

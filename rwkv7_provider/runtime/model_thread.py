@@ -19,6 +19,8 @@ from typing import Protocol
 
 import torch
 
+from ..model.threads import use_torch_threads
+
 IDLE_EXIT_S = 2.0  # the thread exits after this long without work (an unused engine can then be collected)
 
 
@@ -55,6 +57,7 @@ class ModelThread:
     def _run(self) -> None:
         me = threading.current_thread()
         try:
+            use_torch_threads()
             with torch.inference_mode():
                 while True:
                     with self._cond:
@@ -72,7 +75,6 @@ class ModelThread:
                     if self._ready:  # woken while exiting: its work needs a thread
                         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                         self._thread.start()
-
 
     def _after_fork(self) -> None:
         """In a forked child the parent's thread does not exist: start afresh (torch itself runs a forked
