@@ -94,13 +94,17 @@ def test_a_one_thread_plan_must_win_clearly(checkpoint, choices_file, monkeypatc
     threaded twin; one that is much faster (the other cores really are taken) wins."""
     if "avx2" not in cpu_kernels.status().isas:
         pytest.skip("this CPU does not run avx2")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    model = RWKV7.from_pretrained(checkpoint)
-    real = kernel_choice._time_decode
-    times = {"avx2": 10.0, "avx2+serial": serial_ms}
-    monkeypatch.setattr(kernel_choice, "_time_decode",
-                        lambda m, g, plans: {name: times.get(name, 50.0) / 1e3 for name in real(m, g, plans)})
-    kernel_choice.prepare(model, measure_again=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # one-thread plans are candidates only with more threads
+    try:
+        model = RWKV7.from_pretrained(checkpoint)
+        real = kernel_choice._time_decode
+        times = {"avx2": 10.0, "avx2+serial": serial_ms}
+        monkeypatch.setattr(kernel_choice, "_time_decode",
+                            lambda m, g, plans: {name: times.get(name, 50.0) / 1e3 for name in real(m, g, plans)})
+        kernel_choice.prepare(model, measure_again=True)
+    finally:
+        torch.set_num_threads(threads)
     assert model.cpu_decode_kernel == Kernel("avx2", serial=chosen.endswith("+serial"))
 
 
