@@ -504,7 +504,10 @@ enum class Linear : int64_t { Receptance, Key, Value, Output, FfnKey, FfnValue }
 constexpr int64_t kPlanInts = 5;
 
 at::Tensor apply_linear(const at::Tensor* operands, const int64_t* plan, const at::Tensor& x) {
-  if (plan[1] < 0) return at::linear(x, operands[0]);
+  if (plan[1] < 0) {
+    TORCH_CHECK(plan[0] == F32, "decode_layers_: torch's own product runs float32 weights only");
+    return at::linear(x, operands[0]);
+  }
   return gemv(x, operands[0], operands[1], operands[2], plan[0], plan[1], plan[2], plan[3], plan[4] != 0);
 }
 
