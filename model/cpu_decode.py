@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from . import cpu_kernels
-from .quantize import FORMATS, GEMV_MAX_ROWS, PackedLinear
+from .quantize import GEMV_MAX_ROWS, gemv_operands
 from .state import RWKV7State
 
 _NONE = torch.empty(0, dtype=torch.bfloat16)
@@ -73,10 +73,10 @@ def supported(model: nn.Module, state: RWKV7State) -> bool:
 
 
 def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """layer(x), through the compiled GEMV (or what was measured faster) for a float32 `nn.Linear`."""
-    w = getattr(layer, "weight", None)
-    if isinstance(layer, nn.Linear) and w.dtype == torch.float32 and w.is_contiguous() and x.shape[0] <= GEMV_MAX_ROWS:
-        return cpu_kernels.gemv(x, w, _NONE, _NONE, cpu_kernels.F32, getattr(layer, "kernel", None))
+    """layer(x), through the layer's compiled GEMV (or what was measured faster) for few rows."""
+    gemv = gemv_operands(layer)
+    if gemv is not None and x.shape[0] <= GEMV_MAX_ROWS:
+        return cpu_kernels.gemv(x, *gemv[1], gemv[0], getattr(layer, "kernel", None))
     return layer(x)
 
 
@@ -93,14 +93,11 @@ def time_mix_weights(att: nn.Module) -> dict[str, torch.Tensor | None]:
 
 def _linear_operands(layer: nn.Module) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]] | None:
     """A Linear's (weight, scales, minimums) and its `decode_layers_` plan (format, instruction set or -1 for
-    torch, streams, prefetch, serial); None if it has no GEMV (bias, other dtype, strided weight)."""
-    if isinstance(layer, PackedLinear):
-        operands, fmt = (layer.weight, layer.scales, layer.minimums), FORMATS[layer.fmt]
-    elif (isinstance(layer, nn.Linear) and layer.bias is None and layer.weight.dtype == torch.float32
-          and layer.weight.is_contiguous()):
-        operands, fmt = (layer.weight, _NONE, _NONE), cpu_kernels.F32
-    else:
+    torch, streams, prefetch, serial); None if it has no GEMV (`quantize.gemv_operands`)."""
+    gemv = gemv_operands(layer)
+    if gemv is None:
         return None
+    fmt, operands = gemv
     k = getattr(layer, "kernel", None) or cpu_kernels.default_kernel(fmt)  # a plain nn.Linear has none
     isa = -1 if k.isa == cpu_kernels.TORCH else cpu_kernels.ISA_CODES[k.isa]
     return operands, (fmt, isa, k.streams, k.prefetch, int(k.serial))

@@ -49,7 +49,7 @@ from . import cpu_decode, cpu_kernels
 from .cpu_features import cpu_features
 from .cpu_kernels import ONEDNN, TORCH, Kernel
 from .kernel_build import UnsafeKernelDir, check_private
-from .quantize import FORMATS, GemvLinear, PackedLinear
+from .quantize import FORMATS, GemvLinear, gemv_operands
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ STEP_ROUND_SECONDS = 0.02  # decode tokens per round: enough for about this long
 SERIAL_MARGIN = 1.15
 CHOICES_FILE = "choices.json"
 FORMAT_NAMES = {cpu_kernels.F32: "f32", **{code: name for name, code in FORMATS.items()}}
-_EMPTY = torch.empty(0, dtype=torch.bfloat16)
 _last_report = ""
 _last_cached = False
 
@@ -83,23 +82,15 @@ class Group:
         return f"{FORMAT_NAMES[self.fmt]} {self.rows}x{self.cols}" + (f" x{len(self.layers)}" if len(self.layers) > 1 else "")
 
     def operands(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if isinstance(layer, PackedLinear):
-            return layer.weight, layer.scales, layer.minimums
-        return layer.weight, _EMPTY, _EMPTY
+        return gemv_operands(layer)[1]
 
 
 def gemv_groups(model: nn.Module) -> list[Group]:
     """The layers that decode through the GEMV: packed ones and bias-free contiguous float32 Linears on CPU."""
     found: dict[tuple[int, int, int], list[nn.Module]] = {}
     for layer in model.modules():
-        if isinstance(layer, PackedLinear) and layer.weight.device.type == "cpu":
-            key = (FORMATS[layer.fmt], layer.out_features, layer.in_features)
-        elif (isinstance(layer, nn.Linear) and layer.bias is None and layer.weight.dtype == torch.float32
-              and layer.weight.device.type == "cpu" and layer.weight.is_contiguous() and layer.in_features % 64 == 0):
-            key = (cpu_kernels.F32, layer.out_features, layer.in_features)
-        else:
-            continue
-        found.setdefault(key, []).append(layer)
+        if (gemv := gemv_operands(layer)) is not None:
+            found.setdefault((gemv[0], layer.out_features, layer.in_features), []).append(layer)
     return [Group(*key, tuple(layers)) for key, layers in sorted(found.items())]
 
 

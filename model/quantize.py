@@ -130,6 +130,20 @@ def gemv(
     return y.view(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
+def gemv_operands(layer: nn.Module) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None:
+    """(format code, (weight, scales, minimums)) of a layer the compiled GEMV runs on CPU: a `PackedLinear`, or
+    a bias-free contiguous float32 `nn.Linear` whose rows split into 64s; None for any other layer."""
+    w = getattr(layer, "weight", None)
+    if w is None or w.device.type != "cpu":
+        return None
+    if isinstance(layer, PackedLinear):
+        return FORMATS[layer.fmt], (w, layer.scales, layer.minimums)
+    if (isinstance(layer, nn.Linear) and layer.bias is None and w.dtype == torch.float32 and w.is_contiguous()
+            and layer.in_features % 64 == 0):
+        return cpu_kernels.F32, (w, _EMPTY, _EMPTY)
+    return None
+
+
 def prefill_block_rows(in_features: int, dtype: torch.dtype) -> int:
     return max(PREFILL_MIN_ROWS, PREFILL_TILE_BYTES // (in_features * dtype.itemsize))
 
