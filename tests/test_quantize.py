@@ -203,7 +203,7 @@ def test_every_instruction_set_and_stream_count_computes_the_same(isa):
         pytest.skip(f"this CPU does not run {isa}")
     g = torch.Generator().manual_seed(0)
     N, K = 37, 192  # N leaves remainder rows for every stream count
-    w, x = torch.randn(N, K, generator=g), torch.randn(5, K, generator=g)
+    w, x = torch.randn(N, K, generator=g), torch.randn(13, K, generator=g)
     for fmt, code in {"f32": cpu_kernels.F32, **FORMATS}.items():
         packed = (w, EMPTY, EMPTY) if fmt == "f32" else pack(w, fmt)
         dense = w if fmt == "f32" else dequantize_reference(*packed, fmt, K)
@@ -213,7 +213,7 @@ def test_every_instruction_set_and_stream_count_computes_the_same(isa):
         for kernel in [cpu_kernels.Kernel(isa, s) for s in cpu_kernels.STREAMS] + [
             cpu_kernels.Kernel(isa, 4, prefetch=256), cpu_kernels.Kernel(isa, 2, serial=True)
         ]:
-            for m in (1, 5):
+            for m in range(1, 14):  # every row count of a register tile (up to 6) and its remainders
                 got = cpu_kernels.gemv(x[:m], *packed, code, kernel)
                 torch.testing.assert_close(got, x[:m] @ dense.T, atol=1e-4, rtol=1e-5, msg=f"{fmt} {kernel} {m}")
 

@@ -10,6 +10,7 @@ struct Scalar {
   using V = float;
   static constexpr int64_t L = 1;
   static constexpr int kBatchTile = 4;
+  static constexpr int kDenseTile[2] = {2, 4};
   static V zero() { return 0.f; }
   static V set1(float a) { return a; }
   static V loadu(const float* a) { return *a; }

@@ -1,7 +1,8 @@
 // The kernel bodies, written once against a few vector primitives. Each isa_*.cpp defines a primitives struct
 // P and includes this file: isa_portable.cpp with one float per "vector" (plain C++), isa_avx2.cpp with 8-lane
 // __m256, isa_avx512.cpp with 16-lane __m512. P provides:
-//   V, L (lanes), kBatchTile (activation rows per register tile when M > 1),
+//   V, L (lanes), kBatchTile (activation rows per register tile of 2 compressed weight rows when M > 1),
+//   kDenseTile (float32 / bf16 weight rows x activation rows per register tile when M > 1),
 //   zero(), set1(f), loadu(const float*), store(float*, V), store(uint16_t*, V) (bf16, round to nearest even),
 //   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V),
 //   from_bf16(const uint16_t*), from_i8(const int8_t*), from_nibbles(const uint8_t*, bool hi) -> L floats,
@@ -113,6 +114,17 @@ void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N,
     }
 }
 
+// The last `rows` (< MB) activation rows in one tile of that height: a row at a time would read each weight
+// from L1 once per row, at a quarter of the tile's FMAs per load.
+template <class P, int64_t FMT, int R, int MB>
+void tile_rest(int64_t rows, const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n,
+               int64_t stride, int64_t pf) {
+  if constexpr (MB > 1) {
+    if (rows < MB) return tile_rest<P, FMT, R, MB - 1>(rows, p, x, xs, y, N, n, stride, pf);
+  }
+  tile<P, FMT, R, MB>(p, x, xs, y, N, n, stride, pf);
+}
+
 // Output rows [n0, n1) for all M activation rows, each weight read from memory once. The rows are split into
 // R contiguous parts walked in lockstep: R long sequential streams keep more of the core's hardware
 // prefetchers busy than one, which is what bounds a GEMV; how many streams is fastest differs between CPUs
@@ -124,7 +136,7 @@ void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, 
   for (int64_t i = 0; i < len; ++i) {
     int64_t m = 0;
     for (; m + MB <= M; m += MB) tile<P, FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
-    for (; m < M; ++m) tile<P, FMT, R, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
+    if (m < M) tile_rest<P, FMT, R, MB - 1>(M - m, p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
   }
   for (int64_t n = n0 + R * len; n < n1; ++n)
     for (int64_t m = 0; m < M; ++m) tile<P, FMT, 1, 1>(p, x + m * K, xs + m * NG, y + m * N, N, n, 0, pf);
@@ -133,8 +145,15 @@ void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, 
 template <class P, int64_t FMT>
 void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
                   float* y, int64_t N, int64_t n0, int64_t n1) {
-  // Several activation rows (batched decode, scoring): 2 streams x kBatchTile rows fill the register file.
-  if (M > 1) return rows_streams<P, FMT, 2, P::kBatchTile>(p, pf, x, xs, M, y, N, n0, n1);
+  // Several activation rows (batched decode, scoring). While reading the weights bounds the product (up to
+  // kBatchTile rows, or a compressed format, which also keeps a partial sum per scale group) 2 streams x
+  // kBatchTile rows; with more rows the FMAs bound it, and the larger tile does more of them per load.
+  if (M > 1) {
+    if constexpr (FMT == F32 || FMT == BF16)
+      if (M > P::kBatchTile)
+        return rows_streams<P, FMT, P::kDenseTile[0], P::kDenseTile[1]>(p, pf, x, xs, M, y, N, n0, n1);
+    return rows_streams<P, FMT, 2, P::kBatchTile>(p, pf, x, xs, M, y, N, n0, n1);
+  }
   switch (streams) {
     case 1: return rows_streams<P, FMT, 1, 1>(p, pf, x, xs, M, y, N, n0, n1);
     case 2: return rows_streams<P, FMT, 2, 1>(p, pf, x, xs, M, y, N, n0, n1);
