@@ -252,6 +252,27 @@ def time_mix_(
                                          serial=serial)
 
 
+def shift_mix_seq(
+    x: torch.Tensor, x_prev: torch.Tensor, ln_w: torch.Tensor, ln_b: torch.Tensor, eps: float,
+    mixes: list[torch.Tensor], cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`shift_mix_` for whole sequences: x [n, C] the tokens of x_prev's rows one after another (`cu_seqlens`
+    for rows of different lengths) -> ([len(mixes), n, C], each row's last normalised token [rows, C], the new
+    x_prev); x_prev is only read."""
+    return torch.ops.rwkv7_cpu.shift_mix_seq(x, x_prev, ln_w, ln_b, eps, mixes, cu_seqlens)
+
+
+def time_mix_seq(
+    state: torch.Tensor, mixed: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    v_first: torch.Tensor | None, weights: dict[str, torch.Tensor | None], eps: float,
+    cu_seqlens: torch.Tensor | None = None, isa_name: str | None = None, serial: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`time_mix_` for whole sequences (tokens laid out as in `shift_mix_seq`), the LoRAs as GEMMs over all
+    tokens -> (y [n, C], the state after each row [rows, H, N, N]); `state` is only read."""
+    return torch.ops.rwkv7_cpu.time_mix_seq(state, mixed, r, k, v, v_first, **weights, eps=eps, cu_seqlens=cu_seqlens,
+                                            isa=_isa_code(isa_name), serial=serial)
+
+
 def decode_layers_(
     x: torch.Tensor, att_x_prev: torch.Tensor, wkv: torch.Tensor, ffn_x_prev: torch.Tensor, weights: list[torch.Tensor],
     plan: list[int], eps: list[float], isa_name: str | None = None, serial: bool = False,

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels import packed_positions, wkv7
-from . import cpu_decode, cpu_kernels, kernel_choice
+from . import cpu_decode, cpu_kernels, cpu_prefill, kernel_choice
 from .checkpoint import save_pretrained
 from .config import RWKV7Config
 from .loading import load_model
@@ -307,6 +307,14 @@ class RWKV7(nn.Module):
             ragged = Ragged.from_lengths(lengths.to(input_ids.device), input_ids.shape[1])
             input_ids = ragged.pack(input_ids).unsqueeze(0)
         x = self.blocks[0].ln0(self.emb(input_ids))
+        if cpu_prefill.supported(self, x, state):  # inference on CPU: the same layers with fused ops
+            x, state = cpu_prefill.forward_layers(self, x, state, None if ragged is None else ragged.cu_seqlens)
+        else:
+            x, state = self._layers(x, state, ragged)
+        x = self.ln_out(x)
+        return (x if ragged is None else ragged.pad(x[0])), state
+
+    def _layers(self, x: torch.Tensor, state: RWKV7State, ragged: Ragged | None) -> tuple[torch.Tensor, RWKV7State]:
         v_first = None
         new = []
         for i, block in enumerate(self.blocks):
@@ -315,8 +323,7 @@ class RWKV7(nn.Module):
             )
             new.append(layer_state)
         att, wkv, ffn = (torch.stack(parts) for parts in zip(*new))
-        x = self.ln_out(x)
-        return (x if ragged is None else ragged.pad(x[0])), RWKV7State(att, wkv, ffn)
+        return x, RWKV7State(att, wkv, ffn)
 
     def decode_step(self, input_ids: torch.Tensor, state: RWKV7State) -> torch.Tensor:
         """One token per row (input_ids [B]), updating `state` IN PLACE; returns the hidden states [B, C].

@@ -252,12 +252,14 @@ struct TimeMixWeights {
 };
 enum LoraIndex { DECAY = 0, ICLR = 1, GATE = 2, VALUE = 3 };
 
-// One head: normalised kk, key scaled by the in-context rate, decay exp(-exp(-0.5) sigmoid(d)), the state
-// update with b = kk * iclr, GroupNorm of y, plus the bonus (r * kmod * r_k).sum() * v; times the gate g.
-void wkv_head(const IsaKernels& kernels, float* S, const float* r, const float* d, const float* k, const float* v,
-              const float* iclr, const float* g, const float* k_k, const float* k_a, const float* r_k,
+constexpr float kLogDecayScale = -0.60653065971263342f;  // -exp(-0.5): log decay = kLogDecayScale * sigmoid(d)
+
+// One head: normalised kk, key scaled by the in-context rate, decay exp(-exp(-0.5) sigmoid(d)) (or d itself,
+// `decay_given`), the state update with b = kk * iclr, GroupNorm of y, plus the bonus (r * kmod * r_k).sum() * v;
+// times the gate g.
+void wkv_head(const IsaKernels& kernels, float* S, const float* r, const float* d, bool decay_given, const float* k,
+              const float* v, const float* iclr, const float* g, const float* k_k, const float* k_a, const float* r_k,
               const float* ln_w, const float* ln_b, float* y, int64_t N, float eps) {
-  constexpr float kLogDecayScale = -0.60653065971263342f;  // -exp(-0.5)
   float kk[64], kmod[64], decay[64], b[64];
   float norm = 0.f;
   for (int64_t j = 0; j < N; ++j) {
@@ -269,7 +271,7 @@ void wkv_head(const IsaKernels& kernels, float* S, const float* r, const float* 
   for (int64_t j = 0; j < N; ++j) {
     kk[j] *= inv;
     kmod[j] = k[j] * (1.f + (iclr[j] - 1.f) * k_a[j]);
-    decay[j] = std::exp(kLogDecayScale / (1.f + std::exp(-d[j])));
+    decay[j] = decay_given ? d[j] : std::exp(kLogDecayScale / (1.f + std::exp(-d[j])));
     b[j] = kk[j] * iclr[j];
     bonus += r[j] * kmod[j] * r_k[j];
   }
@@ -347,31 +349,25 @@ std::vector<float> lora_up(const IsaKernels& kernels, const TimeMixWeights& P, c
 }
 
 // One head of one row, channels [c0, c0 + N): the value residual, then wkv_head, writing y.
-void time_mix_head(const IsaKernels& kernels, const TimeMixWeights& P, const float* const* lora_out, float* S,
-                   const float* r, const float* k, const float* v, const float* v_first, float* y, int64_t c0,
+void time_mix_head(const IsaKernels& kernels, const TimeMixWeights& P, const float* const* lora_out, bool decay_given,
+                   float* S, const float* r, const float* k, const float* v, const float* v_first, float* y, int64_t c0,
                    int64_t N) {
   float vv[64];
   for (int64_t j = 0; j < N; ++j)  // value residual: v + (v_first - v) * gate
     vv[j] = P.n_lora > VALUE ? v[j] + (v_first[j] - v[j]) * lora_out[VALUE][j] : v[j];
-  wkv_head(kernels, S, r, lora_out[DECAY], k, vv, lora_out[ICLR], lora_out[GATE], P.k_k + c0, P.k_a + c0, P.r_k + c0,
+  wkv_head(kernels, S, r, lora_out[DECAY], decay_given, k, vv, lora_out[ICLR], lora_out[GATE], P.k_k + c0, P.k_a + c0, P.r_k + c0,
            P.ln_w + c0, P.ln_b + c0, y, N, P.eps);
 }
 
-at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tensor& r, const at::Tensor& k,
-                     const at::Tensor& v, const std::optional<at::Tensor>& v_first, const at::Tensor& w0,
-                     const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& a0, const at::Tensor& a1,
-                     const at::Tensor& a2, const std::optional<at::Tensor>& v0, const std::optional<at::Tensor>& v1,
-                     const std::optional<at::Tensor>& v2, const at::Tensor& g1, const at::Tensor& g2,
-                     const at::Tensor& k_k, const at::Tensor& k_a, const at::Tensor& r_k, const at::Tensor& ln_w,
-                     const at::Tensor& ln_b, double eps, int64_t isa, bool serial) {
-  TORCH_CHECK(state.dim() == 4 && state.is_contiguous() && state.scalar_type() == at::kFloat,
-              "state must be a contiguous float32 [B, H, N, N] tensor");
-  const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
-  TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
-  const bool residual = v_first.has_value();
+// TimeMix's parameters (the ops' keyword arguments), checked once per call.
+TimeMixWeights time_mix_weights(int64_t C, bool residual, const at::Tensor& w0, const at::Tensor& w1,
+                                const at::Tensor& w2, const at::Tensor& a0, const at::Tensor& a1, const at::Tensor& a2,
+                                const std::optional<at::Tensor>& v0, const std::optional<at::Tensor>& v1,
+                                const std::optional<at::Tensor>& v2, const at::Tensor& g1, const at::Tensor& g2,
+                                const at::Tensor& k_k, const at::Tensor& k_a, const at::Tensor& r_k,
+                                const at::Tensor& ln_w, const at::Tensor& ln_b, double eps) {
   TORCH_CHECK(residual == (v0.has_value() && v1.has_value() && v2.has_value()),
               "v_first and the value LoRA (v0, v1, v2) are given together (every layer but the first) or not at all");
-  const IsaKernels& kernels = kernels_for(isa);
   TimeMixWeights P;
   P.lora[DECAY] = Lora(&w0, w1, w2, C, Act::Tanh, Act::None, 1, "w (decay LoRA)");
   P.lora[ICLR] = Lora(&a0, a1, a2, C, Act::None, Act::Sigmoid, 4, "a (in-context rate LoRA)");
@@ -389,6 +385,24 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
   P.ln_w = f32(ln_w, C, "ln_x.weight");
   P.ln_b = f32(ln_b, C, "ln_x.bias");
   P.eps = float(eps);
+  return P;
+}
+
+at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tensor& r, const at::Tensor& k,
+                     const at::Tensor& v, const std::optional<at::Tensor>& v_first, const at::Tensor& w0,
+                     const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& a0, const at::Tensor& a1,
+                     const at::Tensor& a2, const std::optional<at::Tensor>& v0, const std::optional<at::Tensor>& v1,
+                     const std::optional<at::Tensor>& v2, const at::Tensor& g1, const at::Tensor& g2,
+                     const at::Tensor& k_k, const at::Tensor& k_a, const at::Tensor& r_k, const at::Tensor& ln_w,
+                     const at::Tensor& ln_b, double eps, int64_t isa, bool serial) {
+  TORCH_CHECK(state.dim() == 4 && state.is_contiguous() && state.scalar_type() == at::kFloat,
+              "state must be a contiguous float32 [B, H, N, N] tensor");
+  const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
+  TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
+  const bool residual = v_first.has_value();
+  const IsaKernels& kernels = kernels_for(isa);
+  const TimeMixWeights P = time_mix_weights(C, residual, w0, w1, w2, a0, a1, a2, v0, v1, v2, g1, g2, k_k, k_a, r_k,
+                                            ln_w, ln_b, eps);
   const float* xm = f32(mixed, 6 * B * C, "mixed");
   const float *rp = f32(r, B * C, "r"), *kp = f32(k, B * C, "k"), *vp = f32(v, B * C, "v");
   const float* vf = residual ? f32(*v_first, B * C, "v_first") : nullptr;
@@ -402,11 +416,27 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
       const int64_t b = i / H, c0 = (i % H) * N, o = b * C + c0;
       const float* head_out[4];
       for (int64_t l = 0; l < P.n_lora; ++l) head_out[l] = &lora_out[(l * B + b) * C + c0];
-      time_mix_head(kernels, P, head_out, S + i * N * N, rp + o, kp + o, vp + o, residual ? vf + o : nullptr, yp + o,
+      time_mix_head(kernels, P, head_out, false, S + i * N * N, rp + o, kp + o, vp + o, residual ? vf + o : nullptr, yp + o,
                     c0, N);
     }
   });
   return y;
+}
+
+// Where each row of a batch starts among its `tokens` tokens, then `tokens`: from cu_seqlens [rows + 1] (int64,
+// packed rows of any lengths: fla's varlen convention), else `rows` rows of equal length.
+std::vector<int64_t> row_bounds(const std::optional<at::Tensor>& cu_seqlens, int64_t rows, int64_t tokens) {
+  std::vector<int64_t> cu;
+  if (cu_seqlens.has_value()) {
+    const at::Tensor c = cu_seqlens->to(at::kLong).contiguous();
+    cu.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+  } else {
+    TORCH_CHECK(rows >= 1 && tokens % rows == 0, tokens, " tokens do not split into ", rows, " rows");
+    for (int64_t row = 0; row <= rows; ++row) cu.push_back(row * (tokens / rows));
+  }
+  TORCH_CHECK(cu.size() >= 2 && cu.front() == 0 && cu.back() == tokens, "cu_seqlens must run from 0 to ", tokens);
+  for (size_t row = 0; row + 1 < cu.size(); ++row) TORCH_CHECK(cu[row] <= cu[row + 1], "cu_seqlens must not decrease");
+  return cu;
 }
 
 // WKV-7 over sequences, token by token (kernels/reference.py's recurrence). Inputs [B, T, H, N] float32 with w
@@ -422,17 +452,9 @@ std::tuple<at::Tensor, at::Tensor> wkv7(const at::Tensor& r, const at::Tensor& w
   TORCH_CHECK(r.dim() == 4, "wkv7 inputs must be [B, T, H, N]");
   const int64_t H = r.size(2), N = r.size(3), tokens = r.size(0) * r.size(1), numel = tokens * H * N;
   TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
-  std::vector<int64_t> cu;
-  if (cu_seqlens.has_value()) {
-    TORCH_CHECK(r.size(0) == 1, "packed rows (cu_seqlens) come as [1, total, H, N]");
-    const at::Tensor c = cu_seqlens->to(at::kLong).contiguous();
-    cu.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-  } else {
-    for (int64_t row = 0; row <= r.size(0); ++row) cu.push_back(row * r.size(1));
-  }
+  TORCH_CHECK(!cu_seqlens.has_value() || r.size(0) == 1, "packed rows (cu_seqlens) come as [1, total, H, N]");
+  const std::vector<int64_t> cu = row_bounds(cu_seqlens, r.size(0), tokens);
   const int64_t rows = static_cast<int64_t>(cu.size()) - 1;
-  TORCH_CHECK(rows >= 1 && cu.front() == 0 && cu.back() == tokens, "cu_seqlens must run from 0 to ", tokens);
-  for (int64_t row = 0; row < rows; ++row) TORCH_CHECK(cu[row] <= cu[row + 1], "cu_seqlens must not decrease");
   const float *rp = f32(r, numel, "r"), *wp = f32(w, numel, "w"), *kp = f32(k, numel, "k"), *vp = f32(v, numel, "v"),
               *ap = f32(a, numel, "a"), *bp = f32(b, numel, "b");
   f32(state, rows * H * N * N, "state");
@@ -458,6 +480,81 @@ std::tuple<at::Tensor, at::Tensor> wkv7(const at::Tensor& r, const at::Tensor& w
   return {y, S};
 }
 
+// time_mix_ for whole sequences (prefill, scoring): the same per-token equations (time_mix_head), with the LoRAs
+// as GEMMs over every token at once. mixed [6, n, C] and r, k, v (v_first) [n, C] hold a batch's rows one after
+// another (cu_seqlens, else the state's rows of equal length); every (row, head) runs its tokens in order with its
+// N x N state in L1, as wkv7 does. The state [rows, H, N, N] is copied, never modified. Returns (y [n, C], the
+// output projection's input; the state after each row's tokens).
+std::tuple<at::Tensor, at::Tensor> time_mix_seq(
+    const at::Tensor& state, const at::Tensor& mixed, const at::Tensor& r, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& v_first, const at::Tensor& w0, const at::Tensor& w1, const at::Tensor& w2,
+    const at::Tensor& a0, const at::Tensor& a1, const at::Tensor& a2, const std::optional<at::Tensor>& v0,
+    const std::optional<at::Tensor>& v1, const std::optional<at::Tensor>& v2, const at::Tensor& g1,
+    const at::Tensor& g2, const at::Tensor& k_k, const at::Tensor& k_a, const at::Tensor& r_k, const at::Tensor& ln_w,
+    const at::Tensor& ln_b, double eps, const std::optional<at::Tensor>& cu_seqlens, int64_t isa, bool serial) {
+  TORCH_CHECK(state.dim() == 4 && state.scalar_type() == at::kFloat, "state must be a float32 [rows, H, N, N] tensor");
+  const int64_t rows = state.size(0), H = state.size(1), N = state.size(2), C = H * N, n = r.size(0);
+  TORCH_CHECK(N <= 64, "head size must be <= 64, got ", N);
+  const std::vector<int64_t> cu = row_bounds(cu_seqlens, rows, n);
+  TORCH_CHECK(static_cast<int64_t>(cu.size()) == rows + 1, "cu_seqlens has ", cu.size() - 1, " rows, the state ", rows);
+  const bool residual = v_first.has_value();
+  const IsaKernels& kernels = kernels_for(isa);
+  const TimeMixWeights P = time_mix_weights(C, residual, w0, w1, w2, a0, a1, a2, v0, v1, v2, g1, g2, k_k, k_a, r_k,
+                                            ln_w, ln_b, eps);
+  f32(mixed, 6 * n * C, "mixed");
+  const float *rp = f32(r, n * C, "r"), *kp = f32(k, n * C, "k"), *vp = f32(v, n * C, "v");
+  const float* vf = residual ? f32(*v_first, n * C, "v_first") : nullptr;
+  // out[l] = outer(bias + inner(mixed[input] @ A) @ B) for every token: the LoRA matrices as float32 (bf16 ones,
+  // a compressed model's, are widened: a few hundred KB per layer)
+  const auto lora = [&](const Lora& l, const at::Tensor* bias, const at::Tensor& A, const at::Tensor& B) {
+    at::Tensor h = at::mm(mixed.select(0, l.input), A.to(at::kFloat));
+    if (l.inner == Act::Tanh) h.tanh_();
+    if (l.inner == Act::Sigmoid) h.sigmoid_();
+    at::Tensor out = bias ? at::addmm(bias->reshape({C}), h, B.to(at::kFloat)) : at::mm(h, B.to(at::kFloat));
+    if (l.outer == Act::Sigmoid) out.sigmoid_();
+    return out;
+  };
+  // the decay itself, exp(kLogDecayScale * sigmoid(d)), vectorised over all tokens (two exponentials per channel
+  // and token were most of the per-token work)
+  const at::Tensor out[4] = {lora(P.lora[DECAY], &w0, w1, w2).sigmoid_().mul_(kLogDecayScale).exp_(),
+                             lora(P.lora[ICLR], &a0, a1, a2),
+                             lora(P.lora[GATE], nullptr, g1, g2),
+                             residual ? lora(P.lora[VALUE], &*v0, *v1, *v2) : at::Tensor()};
+  const float* outp[4];
+  for (int64_t l = 0; l < P.n_lora; ++l) outp[l] = out[l].data_ptr<float>();
+  at::Tensor S = state.contiguous().clone(), y = at::empty({n, C}, r.options());
+  float *Sp = S.data_ptr<float>(), *yp = y.data_ptr<float>();
+  run_range(serial, 0, rows * H, 1, [&](int64_t i0, int64_t i1) {
+    FlushDenormals flush;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t row = i / H, c0 = (i % H) * N;
+      for (int64_t t = cu[row]; t < cu[row + 1]; ++t) {
+        const int64_t o = t * C + c0;
+        const float* head_out[4];
+        for (int64_t l = 0; l < P.n_lora; ++l) head_out[l] = outp[l] + o;
+        time_mix_head(kernels, P, head_out, true, Sp + i * N * N, rp + o, kp + o, vp + o, residual ? vf + o : nullptr,
+                      yp + o, c0, N);
+      }
+    }
+  });
+  return {y, S};
+}
+
+// out = LayerNorm(row) over its C channels, with the affine.
+void layer_norm_row(const float* row, const float* w, const float* bias, float eps, int64_t C, float* out) {
+  float mean = 0.f, var = 0.f;
+  for (int64_t c = 0; c < C; ++c) mean += row[c];
+  mean /= float(C);
+  for (int64_t c = 0; c < C; ++c) var += (row[c] - mean) * (row[c] - mean);
+  const float rstd = 1.f / std::sqrt(var / float(C) + eps);
+  for (int64_t c = 0; c < C; ++c) out[c] = (row[c] - mean) * rstd * w[c] + bias[c];
+}
+
+// One token-shift interpolation: out = xn + (before - xn) * mix.
+void shift_row(const float* xn, const float* before, const float* mix, int64_t C, float* out) {
+  for (int64_t c = 0; c < C; ++c) out[c] = xn[c] + (before[c] - xn[c]) * mix[c];
+}
+
 // LayerNorm of x [B, C], then the token shift: out[m] = xn + (x_prev - xn) * mixes[m] for each mix vector,
 // and x_prev = xn (in place). Returns [len(mixes), B, C].
 at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor& ln_w, const at::Tensor& ln_b,
@@ -472,19 +569,43 @@ at::Tensor shift_mix_(const at::Tensor& x, at::Tensor& x_prev, const at::Tensor&
   float* op = out.data_ptr<float>();
   std::vector<float> xn(C);
   for (int64_t b = 0; b < B; ++b) {
-    const float* row = xp + b * C;
-    float mean = 0.f, var = 0.f;
-    for (int64_t c = 0; c < C; ++c) mean += row[c];
-    mean /= float(C);
-    for (int64_t c = 0; c < C; ++c) var += (row[c] - mean) * (row[c] - mean);
-    const float rstd = 1.f / std::sqrt(var / float(C) + float(eps));
     float* pr = prev + b * C;
-    for (int64_t c = 0; c < C; ++c) xn[c] = (row[c] - mean) * rstd * w[c] + bias[c];
-    for (int64_t m = 0; m < n; ++m)
-      for (int64_t c = 0; c < C; ++c) op[(m * B + b) * C + c] = xn[c] + (pr[c] - xn[c]) * mix[m][c];
+    layer_norm_row(xp + b * C, w, bias, float(eps), C, xn.data());
+    for (int64_t m = 0; m < n; ++m) shift_row(xn.data(), pr, mix[m], C, op + (m * B + b) * C);
     std::copy(xn.begin(), xn.end(), pr);
   }
   return out;
+}
+
+// shift_mix_ for whole sequences: x [n, C] holds the tokens of a batch's rows one after another (cu_seqlens, else
+// x_prev's rows of equal length); each token is shifted against the token before it in its row, a row's first
+// against its row of x_prev. Returns ([len(mixes), n, C], each row's last normalised token [rows, C]: the new
+// x_prev, the old one kept for an empty row); x_prev is only read.
+std::tuple<at::Tensor, at::Tensor> shift_mix_seq(const at::Tensor& x, const at::Tensor& x_prev, const at::Tensor& ln_w,
+                                                 const at::Tensor& ln_b, double eps, at::TensorList mixes,
+                                                 const std::optional<at::Tensor>& cu_seqlens) {
+  TORCH_CHECK(x.dim() == 2 && x_prev.dim() == 2 && x_prev.size(1) == x.size(1), "x must be [n, C], x_prev [rows, C]");
+  const int64_t n = x.size(0), C = x.size(1), rows = x_prev.size(0), m = static_cast<int64_t>(mixes.size());
+  const std::vector<int64_t> cu = row_bounds(cu_seqlens, rows, n);
+  TORCH_CHECK(static_cast<int64_t>(cu.size()) == rows + 1, "cu_seqlens has ", cu.size() - 1, " rows, x_prev ", rows);
+  f32(x, n * C, "x"), f32(ln_w, C, "ln weight"), f32(ln_b, C, "ln bias");
+  const float* prev = f32(x_prev, rows * C, "x_prev");
+  std::vector<const float*> mix(m);
+  for (int64_t i = 0; i < m; ++i) mix[i] = f32(mixes[i], C, "mix vector");
+  const at::Tensor normed = at::layer_norm(x, {C}, ln_w, ln_b, eps);
+  at::Tensor out = at::empty({m, n, C}, x.options()), last = x_prev.clone();
+  const float* xn = normed.data_ptr<float>();
+  float *op = out.data_ptr<float>(), *lp = last.data_ptr<float>();
+  std::vector<const float*> before(n);  // what token t is shifted against
+  for (int64_t row = 0; row < rows; ++row)
+    for (int64_t t = cu[row]; t < cu[row + 1]; ++t) before[t] = t == cu[row] ? prev + row * C : xn + (t - 1) * C;
+  at::parallel_for(0, n, std::max<int64_t>(1, (1 << 15) / (m * C)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < m; ++i) shift_row(xn + t * C, before[t], mix[i], C, op + (i * n + t) * C);
+  });
+  for (int64_t row = 0; row < rows; ++row)
+    if (cu[row + 1] > cu[row]) std::copy(xn + (cu[row + 1] - 1) * C, xn + cu[row + 1] * C, lp + row * C);
+  return {out, last};
 }
 
 // ------------------------------------------------------------------ a whole decode step
@@ -573,6 +694,14 @@ TORCH_LIBRARY(rwkv7_cpu, m) {
         &rwkv7::wkv7);
   m.def("shift_mix_(Tensor x, Tensor(a!) x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes) -> Tensor",
         &rwkv7::shift_mix_);
+  m.def("shift_mix_seq(Tensor x, Tensor x_prev, Tensor ln_w, Tensor ln_b, float eps, Tensor[] mixes, "
+        "Tensor? cu_seqlens) -> (Tensor, Tensor)",
+        &rwkv7::shift_mix_seq);
+  m.def("time_mix_seq(Tensor state, Tensor mixed, Tensor r, Tensor k, Tensor v, Tensor? v_first, *, "
+        "Tensor w0, Tensor w1, Tensor w2, Tensor a0, Tensor a1, Tensor a2, Tensor? v0, Tensor? v1, Tensor? v2, "
+        "Tensor g1, Tensor g2, Tensor k_k, Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, "
+        "Tensor? cu_seqlens, int isa, bool serial) -> (Tensor, Tensor)",
+        &rwkv7::time_mix_seq);
   m.def("decode_layers_(Tensor x, Tensor(a!) att_x_prev, Tensor(b!) wkv, Tensor(c!) ffn_x_prev, Tensor[] weights, "
         "int[] plan, float[] eps, *, int isa, bool serial) -> Tensor",
         &rwkv7::decode_layers_);
