@@ -48,6 +48,12 @@ struct IsaKernels {
   // One WKV head of size N: S_i = S_i * decay + (S_i . a) b + v_i kmod with a = -kk, then y_i = S_i . r.
   void (*wkv_rows)(float* S, const float* kk, const float* decay, const float* b, const float* kmod,
                    const float* r, const float* v, float* y, int64_t N);
+  // One token of one TimeMix head of size N after its projections and LoRAs: kk = normalised k * k_k, kmod =
+  // k * (1 + (iclr - 1) * k_a), the state update (wkv_rows) with b = kk * iclr and the given decay, then y =
+  // (GroupNorm(y) * ln_w + ln_b + (r * kmod * r_k).sum() * v) * g.
+  void (*wkv_token)(float* S, const float* r, const float* decay, const float* k, const float* v, const float* iclr,
+                    const float* g, const float* k_k, const float* k_a, const float* r_k, const float* ln_w,
+                    const float* ln_b, float eps, float* y, int64_t N);
   // y [N] = x [K] @ W [K, N], W row-major, F32 or BF16 (`fmt`), with rows `ld` elements apart (the LoRA
   // matrices, or a column block).
   void (*vecmat)(const float* x, const void* W, int64_t fmt, int64_t K, int64_t N, int64_t ld, float* y);

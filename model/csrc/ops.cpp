@@ -254,35 +254,15 @@ enum LoraIndex { DECAY = 0, ICLR = 1, GATE = 2, VALUE = 3 };
 
 constexpr float kLogDecayScale = -0.60653065971263342f;  // -exp(-0.5): log decay = kLogDecayScale * sigmoid(d)
 
-// One head: normalised kk, key scaled by the in-context rate, decay exp(-exp(-0.5) sigmoid(d)) (or d itself,
-// `decay_given`), the state update with b = kk * iclr, GroupNorm of y, plus the bonus (r * kmod * r_k).sum() * v;
-// times the gate g.
+// One head: the decay exp(-exp(-0.5) sigmoid(d)) (or d itself, `decay_given`), then the rest of the token
+// (IsaKernels::wkv_token: normalised kk, the in-context rate, the state update, GroupNorm, bonus and gate).
 void wkv_head(const IsaKernels& kernels, float* S, const float* r, const float* d, bool decay_given, const float* k,
               const float* v, const float* iclr, const float* g, const float* k_k, const float* k_a, const float* r_k,
               const float* ln_w, const float* ln_b, float* y, int64_t N, float eps) {
-  float kk[64], kmod[64], decay[64], b[64];
-  float norm = 0.f;
-  for (int64_t j = 0; j < N; ++j) {
-    kk[j] = k[j] * k_k[j];
-    norm += kk[j] * kk[j];
-  }
-  const float inv = 1.f / std::max(std::sqrt(norm), 1e-12f);
-  float bonus = 0.f;
-  for (int64_t j = 0; j < N; ++j) {
-    kk[j] *= inv;
-    kmod[j] = k[j] * (1.f + (iclr[j] - 1.f) * k_a[j]);
-    decay[j] = decay_given ? d[j] : std::exp(kLogDecayScale / (1.f + std::exp(-d[j])));
-    b[j] = kk[j] * iclr[j];
-    bonus += r[j] * kmod[j] * r_k[j];
-  }
-  kernels.wkv_rows(S, kk, decay, b, kmod, r, v, y, N);
-  float mean = 0.f;
-  for (int64_t i = 0; i < N; ++i) mean += y[i];
-  mean /= float(N);
-  float var = 0.f;
-  for (int64_t i = 0; i < N; ++i) var += (y[i] - mean) * (y[i] - mean);
-  const float rstd = 1.f / std::sqrt(var / float(N) + eps);
-  for (int64_t i = 0; i < N; ++i) y[i] = ((y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i]) * g[i];
+  float decay[64];
+  if (!decay_given)
+    for (int64_t j = 0; j < N; ++j) decay[j] = std::exp(kLogDecayScale / (1.f + std::exp(-d[j])));
+  kernels.wkv_token(S, r, decay_given ? d : decay, k, v, iclr, g, k_k, k_a, r_k, ln_w, ln_b, eps, y, N);
 }
 
 // Flushes denormals in this thread while alive: long contexts drive decayed state entries below 1e-38, where x86

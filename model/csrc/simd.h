@@ -233,6 +233,69 @@ void wkv_rows(float* S, const float* kk, const float* decay, const float* b, con
   }
 }
 
+// One token of one TimeMix head after its projections (see IsaKernels::wkv_token).
+template <class P>
+void wkv_token(float* S, const float* r, const float* decay, const float* k, const float* v, const float* iclr,
+               const float* g, const float* k_k, const float* k_a, const float* r_k, const float* ln_w,
+               const float* ln_b, float eps, float* y, int64_t N) {
+  using V = typename P::V;
+  const int64_t body = N - N % P::L;
+  const V one = P::set1(1.f), minus_one = P::set1(-1.f);
+  float kk[64], kmod[64], b[64];
+  V acc = P::zero();
+  for (int64_t j = 0; j < body; j += P::L) {
+    const V t = P::mul(P::loadu(k + j), P::loadu(k_k + j));
+    P::store(kk + j, t);
+    acc = P::fmadd(t, t, acc);
+  }
+  float norm = P::hsum(acc);
+  for (int64_t j = body; j < N; ++j) {
+    kk[j] = k[j] * k_k[j];
+    norm += kk[j] * kk[j];
+  }
+  const float len = __builtin_sqrtf(norm);  // a builtin, not <cmath>: see the top of kernels.h
+  const float inv = 1.f / (len > 1e-12f ? len : 1e-12f);  // F.normalize's eps
+  const V vinv = P::set1(inv);
+  acc = P::zero();
+  for (int64_t j = 0; j < body; j += P::L) {  // kmod = k * (1 + (iclr - 1) * k_a) = k * (iclr * k_a + 1 - k_a)
+    const V kn = P::mul(P::loadu(kk + j), vinv), ic = P::loadu(iclr + j), ka = P::loadu(k_a + j);
+    const V km = P::mul(P::loadu(k + j), P::fmadd(ic, ka, P::fmadd(ka, minus_one, one)));
+    P::store(kk + j, kn);
+    P::store(kmod + j, km);
+    P::store(b + j, P::mul(kn, ic));
+    acc = P::fmadd(P::mul(P::loadu(r + j), km), P::loadu(r_k + j), acc);
+  }
+  float bonus = P::hsum(acc);
+  for (int64_t j = body; j < N; ++j) {
+    kk[j] *= inv;
+    kmod[j] = k[j] * (1.f + (iclr[j] - 1.f) * k_a[j]);
+    b[j] = kk[j] * iclr[j];
+    bonus += r[j] * kmod[j] * r_k[j];
+  }
+  wkv_rows<P>(S, kk, decay, b, kmod, r, v, y, N);
+  acc = P::zero();  // GroupNorm of y over the head's N channels
+  for (int64_t i = 0; i < body; i += P::L) acc = P::add(acc, P::loadu(y + i));
+  float mean = P::hsum(acc);
+  for (int64_t i = body; i < N; ++i) mean += y[i];
+  mean /= float(N);
+  const V vmean = P::set1(-mean);
+  acc = P::zero();
+  for (int64_t i = 0; i < body; i += P::L) {
+    const V c = P::add(P::loadu(y + i), vmean);
+    acc = P::fmadd(c, c, acc);
+  }
+  float var = P::hsum(acc);
+  for (int64_t i = body; i < N; ++i) var += (y[i] - mean) * (y[i] - mean);
+  const float rstd = 1.f / __builtin_sqrtf(var / float(N) + eps);
+  const V vrstd = P::set1(rstd), vbonus = P::set1(bonus);
+  for (int64_t i = 0; i < body; i += P::L) {  // ((y - mean) * rstd * ln_w + ln_b + bonus * v) * g
+    const V c = P::mul(P::add(P::loadu(y + i), vmean), vrstd);
+    const V o = P::fmadd(vbonus, P::loadu(v + i), P::fmadd(c, P::loadu(ln_w + i), P::loadu(ln_b + i)));
+    P::store(y + i, P::mul(o, P::loadu(g + i)));
+  }
+  for (int64_t i = body; i < N; ++i) y[i] = ((y[i] - mean) * rstd * ln_w[i] + ln_b[i] + bonus * v[i]) * g[i];
+}
+
 // y [N] = x [K] @ W [K, N], W float32 or bf16 (FMT), rows of W `ld` elements apart: one pass over W, y
 // accumulated in place (in L1).
 template <class P, int64_t FMT>
@@ -259,7 +322,7 @@ void vecmat(const float* x, const void* W, int64_t fmt, int64_t K, int64_t N, in
 // The table an isa_*.cpp exports: `extern const IsaKernels kAvx2Kernels = kernels_of<Avx2>();`
 template <class P>
 constexpr IsaKernels kernels_of() {
-  return {&gemv_rows<P>, &dequant_rows<P, float>, &dequant_rows<P, uint16_t>, &wkv_rows<P>, &vecmat<P>};
+  return {&gemv_rows<P>, &dequant_rows<P, float>, &dequant_rows<P, uint16_t>, &wkv_rows<P>, &wkv_token<P>, &vecmat<P>};
 }
 
 }  // namespace
