@@ -32,6 +32,14 @@ struct Avx512 {
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(V a) { return _mm512_reduce_add_ps(a); }
+  static void hsum4(V a, V b, V c, V d, float* out) {  // out[q] = hsum of the q-th: shuffles shared by four
+    const V ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    const V cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    const V u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));  // quarter q: 4 partial sums of the q-th
+    const V w = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4E));
+    const V t = _mm512_add_ps(w, _mm512_permute_ps(w, 0xB1));
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t)));
+  }
   static V from_bf16(const uint16_t* a) {
     const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));

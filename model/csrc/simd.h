@@ -4,7 +4,7 @@
 //   V, L (lanes), kBatchTile (activation rows per register tile of 2 compressed weight rows when M > 1),
 //   kDenseTile (float32 / bf16 weight rows x activation rows per register tile when M > 1),
 //   zero(), set1(f), loadu(const float*), store(float*, V), store(uint16_t*, V) (bf16, round to nearest even),
-//   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V),
+//   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V), hsum4(a, b, c, d, float out[4]),
 //   from_bf16(const uint16_t*), from_i8(const int8_t*), from_nibbles(const uint8_t*, bool hi) -> L floats,
 //   prefetch(const void*) (a hint; may do nothing).
 // Everything here has internal linkage (see kernels.h) and uses no standard library templates.
@@ -204,33 +204,71 @@ void dequant_rows(const Packed& p, int64_t fmt, Out* out, int64_t base, int64_t 
   }
 }
 
+// The Q sums of v[0..Q) into out (Q = 1 or 4: four at once share the shuffles).
+template <class P, int Q>
+inline void hsums(const typename P::V* v, float* out) {
+  if constexpr (Q == 4)
+    P::hsum4(v[0], v[1], v[2], v[3], out);
+  else
+    for (int q = 0; q < Q; ++q) out[q] = P::hsum(v[q]);
+}
+
+// Rows [i, i + Q) of one WKV head's state update and read-out (see IsaKernels::wkv_rows). Rows are independent:
+// Q of them interleaved keep the core busy while each waits on its two reductions. NC: the head size when known
+// at compile time (64, every released model's), so the loops unroll; 0: N.
+template <class P, int Q, int64_t NC>
+void wkv_row_group(float* S, const float* kk, const float* decay, const float* b, const float* kmod, const float* r,
+                   const float* v, float* y, int64_t n_, int64_t i) {
+  using V = typename P::V;
+  const int64_t N = NC ? NC : n_, body = N - N % P::L;
+  float* row[Q];
+  V dot[Q], acc[Q];
+  for (int q = 0; q < Q; ++q) {
+    row[q] = S + (i + q) * N;
+    dot[q] = acc[q] = P::zero();
+  }
+  for (int64_t j = 0; j < body; j += P::L) {
+    const V kj = P::loadu(kk + j);
+    for (int q = 0; q < Q; ++q) dot[q] = P::fmadd(P::loadu(row[q] + j), kj, dot[q]);
+  }
+  float sa[Q], out[Q];
+  hsums<P, Q>(dot, sa);
+  V vsa[Q], vi[Q];
+  for (int q = 0; q < Q; ++q) {
+    sa[q] = -sa[q];
+    for (int64_t j = body; j < N; ++j) sa[q] -= row[q][j] * kk[j];
+    vsa[q] = P::set1(sa[q]);
+    vi[q] = P::set1(v[i + q]);
+  }
+  for (int64_t j = 0; j < body; j += P::L) {
+    const V dj = P::loadu(decay + j), bj = P::loadu(b + j), kj = P::loadu(kmod + j), rj = P::loadu(r + j);
+    for (int q = 0; q < Q; ++q) {
+      const V s = P::fmadd(P::loadu(row[q] + j), dj, P::fmadd(vsa[q], bj, P::mul(vi[q], kj)));
+      P::store(row[q] + j, s);
+      acc[q] = P::fmadd(s, rj, acc[q]);
+    }
+  }
+  hsums<P, Q>(acc, out);
+  for (int q = 0; q < Q; ++q) {
+    for (int64_t j = body; j < N; ++j) {
+      row[q][j] = row[q][j] * decay[j] + (sa[q] * b[j] + v[i + q] * kmod[j]);
+      out[q] += row[q][j] * r[j];
+    }
+    y[i + q] = out[q];
+  }
+}
+
 // The state update and read-out of one WKV head (see IsaKernels::wkv_rows).
 template <class P>
 void wkv_rows(float* S, const float* kk, const float* decay, const float* b, const float* kmod, const float* r,
               const float* v, float* y, int64_t N) {
-  using V = typename P::V;
-  const int64_t body = N - N % P::L;
-  for (int64_t i = 0; i < N; ++i) {
-    float* row = S + i * N;
-    V dot = P::zero();
-    for (int64_t j = 0; j < body; j += P::L) dot = P::fmadd(P::loadu(row + j), P::loadu(kk + j), dot);
-    float sa = -P::hsum(dot);
-    for (int64_t j = body; j < N; ++j) sa -= row[j] * kk[j];
-    const V vsa = P::set1(sa), vi = P::set1(v[i]);
-    V acc = P::zero();
-    for (int64_t j = 0; j < body; j += P::L) {
-      const V s = P::fmadd(P::loadu(row + j), P::loadu(decay + j),
-                           P::fmadd(vsa, P::loadu(b + j), P::mul(vi, P::loadu(kmod + j))));
-      P::store(row + j, s);
-      acc = P::fmadd(s, P::loadu(r + j), acc);
-    }
-    float out = P::hsum(acc);
-    for (int64_t j = body; j < N; ++j) {
-      row[j] = row[j] * decay[j] + (sa * b[j] + v[i] * kmod[j]);
-      out += row[j] * r[j];
-    }
-    y[i] = out;
+  if (N == 64) {
+    for (int64_t i = 0; i < N; i += 4) wkv_row_group<P, 4, 64>(S, kk, decay, b, kmod, r, v, y, N, i);
+    return;
   }
+  int64_t i = 0;
+  for (; i + 4 <= N; i += 4) wkv_row_group<P, 4, 0>(S, kk, decay, b, kmod, r, v, y, N, i);
+  for (; i < N; ++i) wkv_row_group<P, 1, 0>(S, kk, decay, b, kmod, r, v, y, N, i);
 }
 
 // One token of one TimeMix head after its projections (see IsaKernels::wkv_token).
