@@ -15,7 +15,7 @@ namespace {
 struct Avx2 {
   using V = __m256;
   static constexpr int64_t L = 8;
-  static constexpr int kBatchTile = 2;  // 2 streams x 2 rows: the accumulators fit in 16 registers
+  static constexpr int kBatchTile = 2;  // 2 x 2 sums + 2 x 2 partial sums + 2 rows of x + 1 weight vector: 11 of 16
   static constexpr int kDenseTile[2] = {3, 3};  // 9 accumulators + 3 rows of x + 1 weight vector: 13 registers
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float a) { return _mm256_set1_ps(a); }

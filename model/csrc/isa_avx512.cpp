@@ -16,7 +16,7 @@ namespace {
 struct Avx512 {
   using V = __m512;
   static constexpr int64_t L = 16;
-  static constexpr int kBatchTile = 4;  // 2 streams x 4 rows: the accumulators fit in 32 registers
+  static constexpr int kBatchTile = 6;  // 2 x 6 sums + 2 x 6 partial sums + 6 rows of x + 1 weight vector: 31 registers
   static constexpr int kDenseTile[2] = {4, 6};  // 24 accumulators + 6 rows of x + 1 weight vector: 31 registers
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float a) { return _mm512_set1_ps(a); }

@@ -1,7 +1,7 @@
 // The kernel bodies, written once against a few vector primitives. Each isa_*.cpp defines a primitives struct
 // P and includes this file: isa_portable.cpp with one float per "vector" (plain C++), isa_avx2.cpp with 8-lane
 // __m256, isa_avx512.cpp with 16-lane __m512. P provides:
-//   V, L (lanes), kBatchTile (activation rows per register tile of 2 compressed weight rows when M > 1),
+//   V, L (lanes), kBatchTile (activation rows per register tile of 2 compressed-weight rows when M > 1),
 //   kDenseTile (float32 / bf16 weight rows x activation rows per register tile when M > 1),
 //   zero(), set1(f), loadu(const float*), store(float*, V), store(uint16_t*, V) (bf16, round to nearest even),
 //   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V), hsum4(a, b, c, d, float out[4]),
@@ -145,13 +145,14 @@ void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, 
 template <class P, int64_t FMT>
 void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
                   float* y, int64_t N, int64_t n0, int64_t n1) {
-  // Several activation rows (batched decode, scoring). While reading the weights bounds the product (up to
-  // kBatchTile rows, or a compressed format, which also keeps a partial sum per scale group) 2 streams x
-  // kBatchTile rows; with more rows the FMAs bound it, and the larger tile does more of them per load.
+  // Several activation rows (batched decode, scoring). Float32 / bf16: up to 4 rows reading the weights bounds
+  // the product (2 streams x 4 rows); with more the FMAs do, and the larger dense tile does more of them per
+  // load. A compressed format also keeps a partial sum per scale group: 2 streams x kBatchTile rows.
   if (M > 1) {
-    if constexpr (FMT == F32 || FMT == BF16)
-      if (M > P::kBatchTile)
-        return rows_streams<P, FMT, P::kDenseTile[0], P::kDenseTile[1]>(p, pf, x, xs, M, y, N, n0, n1);
+    if constexpr (FMT == F32 || FMT == BF16) {
+      if (M > 4) return rows_streams<P, FMT, P::kDenseTile[0], P::kDenseTile[1]>(p, pf, x, xs, M, y, N, n0, n1);
+      return rows_streams<P, FMT, 2, 4>(p, pf, x, xs, M, y, N, n0, n1);
+    }
     return rows_streams<P, FMT, 2, P::kBatchTile>(p, pf, x, xs, M, y, N, n0, n1);
   }
   switch (streams) {
