@@ -33,12 +33,14 @@ struct Avx512 {
   static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(V a) { return _mm512_reduce_add_ps(a); }
   static void hsum4(V a, V b, V c, V d, float* out) {  // out[q] = hsum of the q-th: shuffles shared by four
+    // 128-bit quarters: a0 + a2, a1 + a3, b0 + b2, b1 + b3 (and c, d), then quarter q holds 4 partial sums of the q-th
     const V ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
     const V cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
-    const V u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));  // quarter q: 4 partial sums of the q-th
+    const V u = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
     const V w = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4E));
-    const V t = _mm512_add_ps(w, _mm512_permute_ps(w, 0xB1));
-    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t)));
+    const V t = _mm512_add_ps(w, _mm512_permute_ps(w, 0xB1));  // every lane of quarter q: the q-th sum
+    const __m512i firsts = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(firsts, t)));
   }
   static V from_bf16(const uint16_t* a) {
     const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));

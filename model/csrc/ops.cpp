@@ -335,8 +335,8 @@ void time_mix_head(const IsaKernels& kernels, const TimeMixWeights& P, const flo
   float vv[64];
   for (int64_t j = 0; j < N; ++j)  // value residual: v + (v_first - v) * gate
     vv[j] = P.n_lora > VALUE ? v[j] + (v_first[j] - v[j]) * lora_out[VALUE][j] : v[j];
-  wkv_head(kernels, S, r, lora_out[DECAY], decay_given, k, vv, lora_out[ICLR], lora_out[GATE], P.k_k + c0, P.k_a + c0, P.r_k + c0,
-           P.ln_w + c0, P.ln_b + c0, y, N, P.eps);
+  wkv_head(kernels, S, r, lora_out[DECAY], decay_given, k, vv, lora_out[ICLR], lora_out[GATE], P.k_k + c0,
+           P.k_a + c0, P.r_k + c0, P.ln_w + c0, P.ln_b + c0, y, N, P.eps);
 }
 
 // TimeMix's parameters (the ops' keyword arguments), checked once per call.
@@ -396,8 +396,8 @@ at::Tensor time_mix_(at::Tensor& state, const at::Tensor& mixed, const at::Tenso
       const int64_t b = i / H, c0 = (i % H) * N, o = b * C + c0;
       const float* head_out[4];
       for (int64_t l = 0; l < P.n_lora; ++l) head_out[l] = &lora_out[(l * B + b) * C + c0];
-      time_mix_head(kernels, P, head_out, false, S + i * N * N, rp + o, kp + o, vp + o, residual ? vf + o : nullptr, yp + o,
-                    c0, N);
+      time_mix_head(kernels, P, head_out, false, S + i * N * N, rp + o, kp + o, vp + o, residual ? vf + o : nullptr,
+                    yp + o, c0, N);
     }
   });
   return y;
