@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import codecs
 import functools
+import json
 from pathlib import Path
 
 from ..errors import TokenizerError
@@ -50,6 +51,12 @@ class Tokenizer:
         """One token's bytes. Here: its decoded text's, which is exact except for a token holding part of a
         character (tokenizers that know their byte table say so)."""
         return self.decode([token_id]).encode("utf-8")
+
+    def boundary(self, prefix: str) -> int:
+        """The largest c such that for every text s, encode(prefix + s) == encode(prefix[:c]) +
+        encode(prefix[c:] + s): where a known prompt's fixed text can be cut so that only the rest is tokenised
+        per request. 0 (no such cut) unless the tokenizer can prove one."""
+        return 0
 
 
 class StreamDecoder:
@@ -170,6 +177,34 @@ class HFTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self.impl.encode(encodable(text), add_special_tokens=False).ids
+
+    def boundary(self, prefix: str) -> int:
+        """Before the last line break of `prefix` that follows a non-space character, for a byte-level BPE with
+        GPT-2's pre-tokenizer regex and nothing else (the embedded guard's). Why that is exact: the regex has no
+        look-behind, and only its whitespace alternatives look ahead (one character); the character before the
+        cut is not whitespace, so the pre-token holding it ends at the cut both when the line break follows and
+        when the text ends there, no pre-token before it looks past it, and scanning the rest alone finds the
+        same pre-tokens; BPE merges inside pre-tokens. (A cut after the line break is not exact: "\n\n" at the
+        end of a text is one pre-token, before a letter two.) No normaliser, prefix space, dropout or
+        non-special added token (matched across the cut) may change that; any other tokenizer gets 0."""
+        if not self._splits_before_line_breaks:
+            return 0
+        for c in range(len(prefix) - 1, 0, -1):
+            if prefix[c] == "\n" and not prefix[c - 1].isspace():  # isspace: every regex \s and more
+                return c
+        return 0
+
+    @functools.cached_property
+    def _splits_before_line_breaks(self) -> bool:
+        config = json.loads(self.impl.to_str())
+        pre, model = config.get("pre_tokenizer") or {}, config.get("model") or {}
+        return (
+            config.get("normalizer") is None
+            and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space")
+            and model.get("type") == "BPE" and not model.get("dropout")
+            and all(token.get("special") for token in config.get("added_tokens") or [])
+            and self.impl.encode_special_tokens
+        )
 
     def decode(self, ids: list[int]) -> str:
         return self.impl.decode(ids, skip_special_tokens=False)

@@ -107,3 +107,44 @@ def test_unreadable_tokenizer_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(TokenizerError, match="cannot read"):
         load_tokenizer(bad)
+
+
+def _guard_tokenizer():
+    from rwkv7_provider.runtime.registry import DEFAULT_MODEL_DIR
+
+    return load_tokenizer(DEFAULT_MODEL_DIR / "tokenizer.json")
+
+
+def test_a_proven_cut_tokenises_like_the_whole_text():
+    """`boundary`: for the embedded guard's byte-level BPE, tokenising a prefix cut before its last line break
+    and the rest separately gives the whole text's tokens, whatever follows (random text, whitespace, control
+    tokens written as text, lone surrogates) and whatever the prefix."""
+    from rwkv7_provider.guard.prompts import NEMO_REFERENCE_INPUT
+    from rwkv7_provider.runtime.templates import template_prefix
+
+    tok, rng = _guard_tokenizer(), random.Random(5)
+    suffixes = ["", " ", "\n", "\n\nUser", '"', "'s", "<|endoftext|>", "\ud800x", "  \t hello", "Hello", "123"]
+    suffixes += [random_text(rng, rng.randint(1, 40)) for _ in range(150)]
+    prefixes = [template_prefix(NEMO_REFERENCE_INPUT)] + [random_text(rng, rng.randint(5, 80)) + "x\n" for _ in range(30)]
+    for prefix in prefixes:
+        cut = tok.boundary(prefix)
+        assert 0 < cut < len(prefix) and prefix[cut] == "\n"
+        for s in suffixes:
+            assert tok.encode(prefix + s) == tok.encode(prefix[:cut]) + tok.encode(prefix[cut:] + s), (prefix, s)
+    assert tok.boundary("no line break") == 0 and tok.boundary("\n  \n after spaces only") == 0
+
+
+def test_no_cut_where_the_tokenizer_cannot_prove_one(world, tmp_path):
+    """Greedy longest match (World) and byte-level BPE with a leading space or a normaliser can merge across
+    any cut: no cut is claimed."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    assert world.boundary("Policy text\nUser message: ") == 0
+    for prefix_space, normalizer in ((True, None), (False, normalizers.NFKC())):
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
+        if normalizer is not None:
+            tok.normalizer = normalizer
+        tok.save(str(tmp_path / "tokenizer.json"))
+        assert load_tokenizer(tmp_path / "tokenizer.json").boundary("Policy text\nUser message: ") == 0
+    assert _guard_tokenizer().boundary("Policy text\nUser message: ") == len("Policy text")
