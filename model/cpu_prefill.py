@@ -8,7 +8,8 @@ interpolations), the r / k / v projections (each layer's own Linear: its measure
 rows), `time_mix_seq` (the LoRAs as GEMMs, then the decode step's per-token equations for every token in order,
 each (row, head) state in L1), the output projection and the FFN. Same equations as TimeMix / ChannelMix, same
 parameters; rows of different lengths run packed (`cu_seqlens`), as in the general path. The input state is
-never modified. Training (autograd) and other dtypes take the general path.
+never modified. Training (autograd), other dtypes, and machines where the readable layers measured faster at load
+(`kernel_choice`, a 24-token prefill timed both ways) take the general path.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from .state import RWKV7State
 
 
 def supported(model: nn.Module, x: torch.Tensor, state: RWKV7State) -> bool:
-    """Whether this path applies: inference on CPU with float32 activations and state, compiled kernels, and the
-    fused decode ops not measured slower than plain torch here (`kernel_choice`)."""
+    """Whether this path applies: inference on CPU with float32 activations and state, compiled kernels, the
+    fused decode ops not measured slower than plain torch here, and this path not measured slower than the
+    readable layers (`kernel_choice`)."""
     return (
-        x.device.type == "cpu"
+        model.cpu_prefill_fused is not False
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and state.att_x_prev.dtype == torch.float32
         and not torch.is_grad_enabled()

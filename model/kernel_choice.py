@@ -23,6 +23,10 @@ What `prepare(model)` measures, on the model's own weights (its real shapes and 
    matrices at GEMM_ROWS rows, best of ROUNDS interleaved rounds. MKL's path is not the fastest on every CPU
    (on one Zen 4 oneDNN took 3-27% less time per row); the head is left to torch, as it multiplies many rows only
    when every position's logits are asked for.
+4. The prefill of a warm check's new tokens (PREFILL_TOKENS, with those GEMMs) through the fused CPU prefill
+   (`cpu_prefill`) against the readable layers, best of ROUNDS interleaved rounds: the fused path is kept only
+   where it is not slower (on one Zen 4 it took 0.6-0.95x the time), and not at all where plain torch won
+   decode.
 
 The choices are cached in `choices.json` beside the built library, keyed by CPU, flags, threads and the model's
 shapes, and reported in one log line with its timings (`last_report()` returns it, for benchmarks).
@@ -57,12 +61,14 @@ ROUNDS = 4
 PREFETCH = (256, 1024)  # bytes ahead; tried with each instruction set's best stream count
 GROUP_BYTES = 128 << 20  # weights timed per GEMV pass: above any last-level cache here
 GEMM_ROWS = (32, 256)  # a warm check's new tokens, a prefill chunk: each backend timed at both, summed per row
+PREFILL_TOKENS = 24  # a short warm check's new tokens: where the fused prefill's saved dispatches weigh most
 STEP_ROUND_SECONDS = 0.02  # decode tokens per round: enough for about this long (tiny models run several)
 # A one-thread decode plan gives up the other cores, and the choice is cached for good: it wins only when this
 # much faster than the same instruction set on torch's threads. Under real contention it wins by 2-6x; a brief
 # disturbance while measuring made it win by 8% on a quiet Zen 4 whose threaded plan then decoded 20% faster.
 SERIAL_MARGIN = 1.15
 CHOICES_FILE = "choices.json"
+PREFILL_PATHS = {True: "fused", False: "readable"}  # how the choice names cpu_prefill on / off
 FORMAT_NAMES = {cpu_kernels.F32: "f32", **{code: name for name, code in FORMATS.items()}}
 _last_report = ""
 _last_cached = False
@@ -102,9 +108,12 @@ def gemm_groups(model: nn.Module, groups: list[Group]) -> list[Group]:
 
 
 def assign(model: nn.Module, groups: list[Group], decode: Kernel, gemv: dict[str, Kernel],
-           gemm: dict[str, str] | None = None) -> None:
-    """Give the model its decode kernel, every GEMV layer its kernel and, where given, its GEMM (by group name)."""
+           gemm: dict[str, str] | None = None, prefill_fused: bool | None = None) -> None:
+    """Give the model its decode kernel, every GEMV layer its kernel and, where given, its GEMM (by group name)
+    and whether its prefill takes the fused path."""
     model.cpu_decode_kernel = decode
+    if prefill_fused is not None:
+        model.cpu_prefill_fused = prefill_fused
     cpu_decode.invalidate()  # the kept decode_layers_ plan names the kernels
     for group in groups:
         for layer in group.layers:
@@ -134,7 +143,7 @@ def prepare(model: nn.Module, measure_again: bool = False) -> None:
     forced = cpu_kernels.forced_isa()
     if forced:
         assign(model, groups, Kernel(forced), {g.name: Kernel(forced) for g in groups},
-               {g.name: TORCH for g in gemm_groups(model, groups)})
+               {g.name: TORCH for g in gemm_groups(model, groups)}, prefill_fused=True)
         _report(f"CPU kernels forced by RWKV7_CPU_ISA={forced}", cached=False)
         return
     key = _cache_key(model, groups)
@@ -146,10 +155,13 @@ def prepare(model: nn.Module, measure_again: bool = False) -> None:
     decode, gemv, report = _measure(model, groups)
     gemm, gemm_report = _measure_gemm(gemm_groups(model, groups))
     assign(model, groups, decode, gemv, gemm)
+    fused, prefill_report = _measure_prefill(model)
+    model.cpu_prefill_fused = fused
     threads = torch.get_num_threads()
-    report = f"{cpu_features().name}, {threads} thread{'s' * (threads > 1)}: {'; '.join(filter(None, (report, gemm_report)))}"
+    parts = "; ".join(filter(None, (report, gemm_report, prefill_report)))
+    report = f"{cpu_features().name}, {threads} thread{'s' * (threads > 1)}: {parts}"
     _write_choice(key, {"decode": str(decode), "gemv": {name: str(k) for name, k in gemv.items()}, "gemm": gemm,
-                        "report": report})
+                        "prefill": PREFILL_PATHS[fused], "report": report})
     _report(f"CPU kernels measured in {time.perf_counter() - t0:.1f} s on {report}", cached=False)
 
 
@@ -262,6 +274,32 @@ def _measure_gemm(groups: list[Group]) -> tuple[dict[str, str], str]:
     return choice, "; ".join(parts)
 
 
+def _time_prefill(model: nn.Module) -> dict[bool, float]:
+    """Seconds of a PREFILL_TOKENS-token forward from a state, fused (True) and through the readable layers."""
+    ids = torch.randint(1, model.config.vocab_size, (1, PREFILL_TOKENS), generator=torch.Generator().manual_seed(0))
+    state = model.zero_state(1)
+
+    def run(fused: bool) -> float:
+        model.cpu_prefill_fused = fused
+        t0 = time.perf_counter()
+        model.forward_hidden(ids, state)
+        return time.perf_counter() - t0
+
+    return _best_of_rounds([True, False], run, prune=False)
+
+
+def _measure_prefill(model: nn.Module) -> tuple[bool, str]:
+    """(whether the fused prefill is kept, the report): kept unless the readable layers measure faster; not
+    measured where plain torch won decode (the fused ops are then not used at all)."""
+    if model.cpu_decode_kernel.isa == TORCH:
+        return False, ""
+    with torch.inference_mode():
+        times = _time_prefill(model)
+    fused = times[True] <= times[False]
+    return fused, (f"prefill {PREFILL_TOKENS} tokens {PREFILL_PATHS[fused]} {1e3 * times[fused]:.2f} ms "
+                   f"({PREFILL_PATHS[not fused]} {1e3 * times[not fused]:.2f})")
+
+
 def _fastest(times: dict[Kernel, float], isas: tuple[str, ...]) -> Kernel:
     """The fastest timed kernel of these instruction sets (all pruned: the first one's default)."""
     allowed = [k for k in times if k.isa in isas]
@@ -369,10 +407,11 @@ def _apply_cached(model: nn.Module, groups: list[Group], cached: dict) -> bool:
         decode = _parse(cached["decode"])
         gemv = {g.name: _parse(cached["gemv"][g.name]) for g in groups}
         gemm = {g.name: cached["gemm"][g.name] for g in gemm_groups(model, groups)}
+        fused = {name: f for f, name in PREFILL_PATHS.items()}.get(cached["prefill"])
     except (KeyError, TypeError, AttributeError):
         return False
     backends = (TORCH, ONEDNN) if cpu_kernels.onednn_available() else (TORCH,)
-    if decode is None or None in gemv.values() or any(b not in backends for b in gemm.values()):
+    if decode is None or None in gemv.values() or any(b not in backends for b in gemm.values()) or fused is None:
         return False
-    assign(model, groups, decode, gemv, gemm)
+    assign(model, groups, decode, gemv, gemm, fused)
     return True

@@ -225,6 +225,9 @@ class RWKV7(nn.Module):
         self.cpu_decode_kernel: cpu_kernels.Kernel | None = None
         # (generation, operands) of `cpu_decode`'s one-op decode step, gathered on first use (see cpu_decode)
         self.cpu_decode_operands: tuple | None = None
+        # Whether inference prefill on CPU takes `cpu_prefill`'s fused ops: measured by `kernel_choice.prepare`
+        # (False where the readable layers were faster); None: unmeasured, fused where it applies.
+        self.cpu_prefill_fused: bool | None = None
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RWKV7:
         cpu_decode.invalidate()  # `.to()`, `.float()` and friends may put new tensors in place of the weights

@@ -53,6 +53,8 @@ def test_prepare_measures_every_gemv_group_once_then_uses_the_cache(checkpoint, 
     assert model.cpu_decode_kernel.isa in (TORCH, *cpu_kernels.status().isas)
     stored = json.loads(choices_file.read_text())
     assert len(stored) == 1 and next(iter(stored.values()))["decode"] == str(model.cpu_decode_kernel)
+    assert isinstance(model.cpu_prefill_fused, bool)
+    assert next(iter(stored.values()))["prefill"] == ("fused" if model.cpu_prefill_fused else "readable")
 
     for layer in gemv_layers(model):
         layer.kernel = None
@@ -86,6 +88,30 @@ def test_plain_torch_wins_where_it_measures_fastest(checkpoint, choices_file, mo
     assert {m.kernel for m in gemv_layers(model)} == {Kernel(TORCH)}
     assert not cpu_decode.supported(model, model.zero_state(1))
     torch.testing.assert_close(decode_logits(model, [5, 9, 2, 7]), fused, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("faster", [True, False], ids=["fused", "readable"])
+def test_the_prefill_takes_the_path_that_measures_faster(checkpoint, choices_file, monkeypatch, faster):
+    """The fused CPU prefill is kept where it is not slower than the readable layers, and the choice is cached;
+    either path gives the same hidden states."""
+    model = RWKV7.from_pretrained(checkpoint)
+    ids = torch.randint(1, SMALL.vocab_size, (2, 30), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        want, _ = model.forward_hidden(ids)
+    monkeypatch.setattr(kernel_choice, "_time_prefill", lambda m: {faster: 1.0, not faster: 2.0})
+    kernel_choice.prepare(model, measure_again=True)
+    assert model.cpu_prefill_fused is faster
+    assert ("prefill 24 tokens fused" if faster else "prefill 24 tokens readable") in kernel_choice.last_report()
+    calls = []
+    real = cpu_kernels.time_mix_seq
+    monkeypatch.setattr(cpu_kernels, "time_mix_seq", lambda *a: calls.append(1) or real(*a))
+    with torch.inference_mode():
+        got, _ = model.forward_hidden(ids)
+    assert len(calls) == (SMALL.n_layer if faster else 0)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    model.cpu_prefill_fused = None
+    kernel_choice.prepare(model)
+    assert kernel_choice.last_was_cached() and model.cpu_prefill_fused is faster
 
 
 @pytest.mark.parametrize(("serial_ms", "chosen"), [(9.0, "avx2"), (5.0, "avx2+serial")])
@@ -230,16 +256,17 @@ def test_many_row_products_take_the_measured_gemm_with_the_same_results(checkpoi
 
 
 def test_a_cached_choice_without_a_gemm_is_measured_again(checkpoint, choices_file, monkeypatch):
-    """A choices.json written before the GEMM was measured (or naming a backend this torch lacks) is not
-    half-applied: the model is measured again."""
+    """A choices.json written before the GEMM or the prefill path was measured (or naming a backend this torch
+    lacks) is not half-applied: the model is measured again."""
     model = RWKV7.from_pretrained(checkpoint)
-    kernel_choice.prepare(model, measure_again=True)
-    stored = json.loads(choices_file.read_text())
-    for entry in stored.values():
-        del entry["gemm"]
-    choices_file.write_text(json.dumps(stored))
-    kernel_choice.prepare(model)
-    assert not kernel_choice.last_was_cached()
+    for missing in ("gemm", "prefill"):
+        kernel_choice.prepare(model, measure_again=True)
+        stored = json.loads(choices_file.read_text())
+        for entry in stored.values():
+            del entry[missing]
+        choices_file.write_text(json.dumps(stored))
+        kernel_choice.prepare(model)
+        assert not kernel_choice.last_was_cached()
     monkeypatch.setattr(cpu_kernels, "onednn_available", lambda: False)
     stored = json.loads(choices_file.read_text())
     for entry in stored.values():
