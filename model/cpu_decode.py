@@ -58,17 +58,24 @@ def decode_kernel(model: nn.Module) -> cpu_kernels.Kernel:
     return cpu_kernels.Kernel(widest if widest != "portable" or cpu_kernels.forced_isa() else cpu_kernels.TORCH)
 
 
+def fused_ops_apply(model: nn.Module) -> bool:
+    """Whether the compiled fused ops can run this model's layers here (decode and `cpu_prefill` alike): heads of
+    at most 64, the kernels built, and not measured slower than plain torch."""
+    return (
+        model.config.head_size <= 64
+        and cpu_kernels.available()
+        and decode_kernel(model).isa != cpu_kernels.TORCH
+    )
+
+
 def supported(model: nn.Module, state: RWKV7State) -> bool:
-    """Whether this path applies: float32 weights and state on CPU, contiguous state, compiled kernels, and
-    not measured slower than plain torch here."""
+    """Whether this path applies: float32 weights and state on CPU, contiguous state, and `fused_ops_apply`."""
     return (
         model.emb.weight.device.type == "cpu"
         and model.emb.weight.dtype == torch.float32
         and state.att_x_prev.dtype == torch.float32
         and all(t.is_contiguous() for t in state.tensors())
-        and model.config.head_size <= 64
-        and cpu_kernels.available()
-        and decode_kernel(model).isa != cpu_kernels.TORCH
+        and fused_ops_apply(model)
     )
 
 

@@ -18,23 +18,21 @@ import torch
 from torch import nn
 
 from . import cpu_kernels
-from .cpu_decode import decode_kernel, time_mix_weights
+from .cpu_decode import decode_kernel, fused_ops_apply, time_mix_weights
 from .state import RWKV7State
 
 
 def supported(model: nn.Module, x: torch.Tensor, state: RWKV7State) -> bool:
-    """Whether this path applies: inference on CPU with float32 activations and state, compiled kernels, the
-    fused decode ops not measured slower than plain torch here, and this path not measured slower than the
-    readable layers (`kernel_choice`)."""
+    """Whether this path applies: inference on CPU with float32 activations and state, the fused ops usable
+    here (`cpu_decode.fused_ops_apply`), and this path not measured slower than the readable layers
+    (`kernel_choice`)."""
     return (
         model.cpu_prefill_fused is not False
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and state.att_x_prev.dtype == torch.float32
         and not torch.is_grad_enabled()
-        and model.config.head_size <= 64
-        and cpu_kernels.available()
-        and decode_kernel(model).isa != cpu_kernels.TORCH
+        and fused_ops_apply(model)
     )
 
 

@@ -290,8 +290,8 @@ def _time_prefill(model: nn.Module) -> dict[bool, float]:
 
 def _measure_prefill(model: nn.Module) -> tuple[bool, str]:
     """(whether the fused prefill is kept, the report): kept unless the readable layers measure faster; not
-    measured where plain torch won decode (the fused ops are then not used at all)."""
-    if model.cpu_decode_kernel.isa == TORCH:
+    measured where the fused ops do not run (plain torch won decode, or a head size over 64)."""
+    if not cpu_decode.fused_ops_apply(model):
         return False, ""
     with torch.inference_mode():
         times = _time_prefill(model)

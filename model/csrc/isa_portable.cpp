@@ -20,7 +20,12 @@ struct Scalar {
   static V mul(V a, V b) { return a * b; }
   static V fmadd(V a, V b, V c) { return a * b + c; }
   static float hsum(V a) { return a; }
-  static void hsum4(V a, V b, V c, V d, float* out) { out[0] = a, out[1] = b, out[2] = c, out[3] = d; }
+  static void hsum4(V a, V b, V c, V d, float* out) {
+    out[0] = a;
+    out[1] = b;
+    out[2] = c;
+    out[3] = d;
+  }
   static V from_bf16(const uint16_t* a) { return bf16_to_f32(*a); }
   static V from_i8(const int8_t* a) { return float(*a); }
   static V from_nibbles(const uint8_t* a, bool hi) { return float(hi ? *a >> 4 : *a & 15); }
