@@ -210,6 +210,11 @@ class PackedLinear(nn.Module):
             )
         return dequantize_reference(self.weight, self.scales, self.minimums, self.fmt, self.in_features).to(dtype)
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Output rows `ids` of the weight, dense in the compute dtype (packed rows are stored one after another)."""
+        pick = (t[ids] if t.numel() else t for t in (self.weight, self.scales, self.minimums))
+        return dequantize_reference(*pick, self.fmt, self.in_features).to(self.compute_dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         packed = (self.weight, self.scales, self.minimums, FORMATS[self.fmt])
         if not kernels_apply(x, self.weight):

@@ -364,6 +364,13 @@ class RWKV7(nn.Module):
             hidden = hidden[:, -1:]
         return self.head(hidden).float(), state
 
+    def head_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Logits of only the vocabulary entries `ids` at `hidden` [n, C] -> [n, len(ids)], float32: the head's
+        rows for a few tokens, for scores normalised over a handful of choices (the full head of a 65536-token
+        vocabulary is the largest matrix of a small model)."""
+        rows = self.head.rows(ids) if hasattr(self.head, "rows") else self.head.weight[ids]
+        return F.linear(hidden.to(rows.dtype), rows).float()
+
 
 def _load_prepared(cls: type[RWKV7], path, dtype: torch.dtype | None, device: torch.device | str,
                    quantize: str | None, compute_dtype: torch.dtype | str | None) -> RWKV7:

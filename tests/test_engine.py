@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from rwkv7_provider.model import RWKV7
+from rwkv7_provider.model.quantize import PackedLinear
 
 from rwkv7_provider.errors import CheckpointError, InputError, ParameterError
 from rwkv7_provider.runtime import registry
@@ -338,6 +340,36 @@ def test_score_falls_back_when_the_prompt_tokens_are_not_a_prefix(model):
     want = brute_force_logprob(model, TOK.encode("Answer:"), TOK.encode(" Yes"))
     assert result.logprobs["Yes"] == pytest.approx(want, abs=1e-4)
     assert result.probability == 1.0
+
+
+@pytest.mark.parametrize("fmt", [None, "bf16", "int8", "q4"])
+def test_score_over_choices_is_the_vocabulary_score_renormalised(model, fmt):
+    """One-token choices read only their head rows (the vocabulary-wide head never runs), longer ones the
+    whole head; either way the log-probabilities are the vocabulary ones normalised over the choices, also
+    when both kinds share a scheduler step."""
+    m = copy.deepcopy(model)
+    if fmt:
+        m.head = PackedLinear.from_dense(m.head.weight, fmt)
+    calls = []
+    m.head.register_forward_hook(lambda *_: calls.append(1))
+    engine = Engine(m, TOK)
+    prompt = TEMPLATE + "apples" + TAIL + " "
+    for choices in (["Y", "N"], ["Y", "N", "Yes"]):
+        full = engine.score(prompt, choices)
+        calls.clear()
+        rel = engine.score(prompt, choices, over_choices=True)
+        assert bool(calls) == (len(choices) == 3)
+        norm = torch.logsumexp(torch.tensor(list(full.logprobs.values()), dtype=torch.float64), 0).item()
+        assert rel.logprobs == pytest.approx({c: lp - norm for c, lp in full.logprobs.items()}, abs=1e-5)
+        assert (rel.best, rel.prompt_tokens) == (full.best, full.prompt_tokens)
+        assert rel.probability == pytest.approx(full.probability, abs=1e-6)
+
+    async def both() -> list:
+        return await asyncio.gather(engine.ascore(prompt, ["Y", "N"]), engine.ascore(prompt, ["Y", "N"], over_choices=True))
+
+    full, rel = asyncio.run(both())
+    assert rel.logprobs["Y"] - rel.logprobs["N"] == pytest.approx(full.logprobs["Y"] - full.logprobs["N"], abs=1e-5)
+    assert full.logprobs["Y"] < rel.logprobs["Y"] < 0
 
 
 # ---------------------------------------------------------------- pre-warm

@@ -170,11 +170,11 @@ def warm_latency(model: RWKV7, tokenizer_file: Path, examples: Sequence[Example]
     provider, where every check processes only the message and the question.
     """
     engine = Engine(model, HFTokenizer(tokenizer_file), name="guard")
-    engine.score(prompt_for(examples[0], template), [ANSWER_BLOCK, ANSWER_ALLOW])
+    engine.score(prompt_for(examples[0], template), [ANSWER_BLOCK, ANSWER_ALLOW], over_choices=True)
     total, results = 0.0, []
     for ex in examples:
         t0 = time.perf_counter()
-        r = engine.score(prompt_for(ex, template), [ANSWER_BLOCK, ANSWER_ALLOW])
+        r = engine.score(prompt_for(ex, template), [ANSWER_BLOCK, ANSWER_ALLOW], over_choices=True)
         total += time.perf_counter() - t0
         results.append(r.best == ANSWER_BLOCK)
     return total / len(examples), results

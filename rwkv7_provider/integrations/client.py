@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 class Completion:
     """One finished request, whatever produced it (sampling or scoring).
 
-    `probability` and `scores` (choice -> log-probability) are set only when the answer came from `choices`;
-    `logprobs` only for a generation asked for them (the `logprobs` option).
+    `probability` and `scores` (choice -> log-probability, normalised over the choices) are set only when the
+    answer came from `choices`; `logprobs` only for a generation asked for them (the `logprobs` option).
     """
 
     text: str

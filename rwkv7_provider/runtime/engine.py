@@ -333,7 +333,7 @@ class Engine:
 
     # ---------------------------------------------------------------- scoring
 
-    def score(self, prompt: str | Sequence[int], choices: Sequence[str]) -> ScoreResult:
+    def score(self, prompt: str | Sequence[int], choices: Sequence[str], *, over_choices: bool = False) -> ScoreResult:
         """Log-probability of each choice as the continuation of `prompt`, from one prefilled state.
 
         No sampling and no decode loop: the head runs only on the positions that predict a choice token
@@ -341,14 +341,19 @@ class Engine:
         and a choice starting with one are joined by a space, as the text would read ("Answer:" + "Yes"
         scores " Yes"); the choice's tokens are those of prompt+choice after the prompt's own tokens when
         the prompt's tokenisation is a prefix of it, otherwise the choice tokenised alone.
+
+        `over_choices=True`: `logprobs` are normalised over the choices instead of the whole vocabulary (what a
+        classifier reads; `probability` is the same either way). When every choice is one token, the head then
+        computes only the choices' rows, so a check stops paying for the vocabulary-wide head.
         """
-        return self.scheduler.run(self._score_request(prompt, choices))
+        return self.scheduler.run(self._score_request(prompt, choices, over_choices))
 
-    async def ascore(self, prompt: str | Sequence[int], choices: Sequence[str]) -> ScoreResult:
+    async def ascore(self, prompt: str | Sequence[int], choices: Sequence[str], *,
+                     over_choices: bool = False) -> ScoreResult:
         """`score` without blocking the event loop; cancelling the task cancels the request."""
-        return await self.scheduler.arun(self._score_request(prompt, choices))
+        return await self.scheduler.arun(self._score_request(prompt, choices, over_choices))
 
-    def _score_request(self, prompt: str | Sequence[int], choices: Sequence[str]) -> Steps:
+    def _score_request(self, prompt: str | Sequence[int], choices: Sequence[str], over_choices: bool) -> Steps:
         """The checked arguments' steps (checked here, in the caller's thread, before any model work)."""
         if isinstance(choices, str) or not choices:
             raise InputError("choices must be a non-empty list of strings")
@@ -356,22 +361,25 @@ class Engine:
             raise InputError(f"duplicate choices: {list(choices)}")
         ids = self._prompt_ids(prompt)
         conts = self._choices_ids(prompt, ids, choices)
-        return self._score_steps(ids, list(choices), conts)
+        return self._score_steps(ids, list(choices), conts, over_choices)
 
-    def _score_steps(self, ids: list[int], choices: list[str], conts: list[list[int]]) -> Steps:
+    def _score_steps(self, ids: list[int], choices: list[str], conts: list[list[int]], over_choices: bool) -> Steps:
         """-> ScoreResult."""
         state, hidden, cached = yield from self._prefill_steps(ids)
         longer = [c for c in conts if len(c) > 1]
         outs = (yield [Forward(c[:-1], state, every=True) for c in longer]) if longer else []
         rows = torch.cat([hidden[None], *(out for out, _ in outs)])
         targets = [[c[0] for c in conts]] + [[t] for c in longer for t in c[1:]]
-        values = yield LogProbs(rows, targets)
+        values = yield LogProbs(rows, targets, vocab=not (over_choices and not longer))
         totals, later = list(values[0]), iter(values[1:])
         for i, c in enumerate(conts):
             totals[i] += sum(next(later)[0] for _ in c[1:])
+        norm = torch.logsumexp(torch.tensor(totals, dtype=torch.float64), 0).item()
+        if over_choices:
+            totals = [t - norm for t in totals]
+            norm = 0.0
         logprobs = dict(zip(choices, totals))
         best = max(logprobs, key=logprobs.get)
-        norm = torch.logsumexp(torch.tensor(totals, dtype=torch.float64), 0).item()
         return ScoreResult(best, math.exp(logprobs[best] - norm), logprobs, len(ids), cached)
 
     def _choices_ids(self, prompt: str | Sequence[int], ids: list[int], choices: Sequence[str]) -> list[list[int]]:

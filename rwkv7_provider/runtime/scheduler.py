@@ -73,10 +73,12 @@ class Forward:
 
 @dataclass
 class LogProbs:
-    """Log-softmax of the head at `hidden` [n, C], read at `targets[i]` for row i; resumes with float lists."""
+    """Log-softmax of the head at `hidden` [n, C], read at `targets[i]` for row i; resumes with float lists.
+    `vocab=False`: the log-softmax over row i's targets only, from the head's rows for those tokens alone."""
 
     hidden: torch.Tensor
     targets: list[list[int]]
+    vocab: bool = True
 
 
 @dataclass
@@ -563,20 +565,37 @@ class Scheduler:
 
     def _logprob_step(self) -> int:
         items, self._logprobs = self._logprobs, []
-        hidden = torch.cat([w.hidden.reshape(-1, w.hidden.shape[-1]) for _, w in items])
-        targets = [row for _, w in items for row in w.targets]
+        for vocab in (True, False):
+            group = [(t, w) for t, w in items if w.vocab is vocab]
+            if not group:
+                continue
+            hidden = torch.cat([w.hidden.reshape(-1, w.hidden.shape[-1]) for _, w in group])
+            targets = [row for _, w in group for row in w.targets]
+            picked = (self._vocab_logprobs if vocab else self._among_logprobs)(hidden, targets)
+            start = 0
+            for ticket, work in group:
+                rows = picked[start : start + len(work.targets)]
+                start += len(work.targets)
+                self._advance(ticket, [row[: len(t)] for row, t in zip(rows, work.targets)])
+        self.stats.logprob_calls += 1
+        self.stats.max_logprob_requests = max(self.stats.max_logprob_requests, len(items))
+        return len(items)
+
+    def _vocab_logprobs(self, hidden: torch.Tensor, targets: list[list[int]]) -> list[list[float]]:
         width = max(map(len, targets))
         index = torch.tensor([row + [0] * (width - len(row)) for row in targets], device=hidden.device)
         logp = torch.log_softmax(self.model.head(hidden).float(), dim=-1)
-        picked = logp.gather(1, index).tolist()  # the one device-to-host copy for all of them
-        self.stats.logprob_calls += 1
-        self.stats.max_logprob_requests = max(self.stats.max_logprob_requests, len(items))
-        start = 0
-        for ticket, work in items:
-            rows = picked[start : start + len(work.targets)]
-            start += len(work.targets)
-            self._advance(ticket, [row[: len(t)] for row, t in zip(rows, work.targets)])
-        return len(items)
+        return logp.gather(1, index).tolist()  # the one device-to-host copy for all of them
+
+    def _among_logprobs(self, hidden: torch.Tensor, targets: list[list[int]]) -> list[list[float]]:
+        tokens = sorted({t for row in targets for t in row})
+        column = {t: i for i, t in enumerate(tokens)}
+        logits = self.model.head_logits(hidden, torch.tensor(tokens, device=hidden.device)).tolist()
+        out = []
+        for row, wanted in zip(logits, targets):
+            values = torch.tensor([row[column[t]] for t in wanted], dtype=torch.float64)
+            out.append(torch.log_softmax(values, 0).tolist())
+        return out
 
     # ---------------------------------------------------------------- decode
 

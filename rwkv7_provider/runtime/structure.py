@@ -332,9 +332,9 @@ def score_as_data(engine: Engine, prompt: str, choices: Sequence[str],
     `unfamiliar` policy forces ("block" / "allow"), if any (see `_policy`)."""
     plan = engine.templates.plan(prompt)
     if plan is None:
-        return engine.score(prompt, choices), None
+        return engine.score(prompt, choices, over_choices=True), None
     prompts, forced = _policy(plan, unfamiliar)
-    return most_blocking([engine.score(p, choices) for p in prompts], choices[0]), forced
+    return most_blocking([engine.score(p, choices, over_choices=True) for p in prompts], choices[0]), forced
 
 
 async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
@@ -342,9 +342,10 @@ async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
     """`score_as_data` without blocking the event loop; the pieces are scored concurrently (batched)."""
     plan = engine.templates.plan(prompt)
     if plan is None:
-        return await engine.ascore(prompt, choices), None
+        return await engine.ascore(prompt, choices, over_choices=True), None
     prompts, forced = _policy(plan, unfamiliar)
-    return most_blocking(await asyncio.gather(*(engine.ascore(p, choices) for p in prompts)), choices[0]), forced
+    scores = await asyncio.gather(*(engine.ascore(p, choices, over_choices=True) for p in prompts))
+    return most_blocking(scores, choices[0]), forced
 
 
 def _policy(plan: Plan, unfamiliar: str) -> tuple[tuple[str, ...], str | None]:
