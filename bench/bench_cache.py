@@ -8,8 +8,9 @@ load affects them alike:
     cold     no cache: every prompt prefilled from scratch
     warm     template pre-warmed at start-up (`prewarm_templates`), as a provider does
     learned  no pre-warm: the second message creates the junction snapshot, later ones resume there
-Each is measured for `score(prompt, ["Yes", "No"])` (the moderation pass), cold and warm also for
-`generate(max_tokens=3)`. A warm check should compute at most the user's tokens plus the template's tail
+Each is measured for `score(prompt, ["Yes", "No"])` (log-probabilities over the vocabulary: the full head),
+for `classify`, the same with `over_choices=True` (what the provider's moderation pass runs: only the choices'
+head rows), and cold and warm also for `generate(max_tokens=3)`. A warm check should compute at most the user's tokens plus the template's tail
 (fewer when it also shares its first words with an earlier message); "learned" from its third message on.
 Prints the table.
 Usage: python bench/bench_cache.py [--messages 50] [--seed 0] [--threads N]
@@ -81,8 +82,8 @@ def random_model(seed: int = 0) -> RWKV7:
 
 
 def run_check(engine: Engine, prompt: str, method: str) -> None:
-    if method == "score":
-        engine.score(prompt, ["Yes", "No"])
+    if method in ("score", "classify"):
+        engine.score(prompt, ["Yes", "No"], over_choices=method == "classify")
     else:
         engine.generate(prompt, max_tokens=3, temperature=0.001, stop=["\n"])
 
@@ -173,9 +174,9 @@ def main() -> None:
             engines["learned"].cache.clear()
             engines["warm"].prewarm_templates([template])
 
-        for method in ("score", "generate"):
+        for method in ("score", "classify", "generate"):
             log.info("%s / %s: %d messages", task, method, len(prompts))
-            chosen = engines if method == "score" else {k: engines[k] for k in ("cold", "warm")}
+            chosen = engines if method != "generate" else {k: engines[k] for k in ("cold", "warm")}
             rows += summarize(task, method, measure(chosen, prompts, method, prepare), sizes, tail)
     print_table(rows)
 
