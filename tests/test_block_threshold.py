@@ -67,6 +67,18 @@ def test_first_choice_wins_at_or_above_the_threshold(guard):
     assert default == half == ("Yes" if p >= 0.5 else "No")
 
 
+def test_the_provider_scores_over_the_choices(guard):
+    """A rail check asks for scores normalised over the choices (with one-token choices only their head rows
+    are computed: tests/test_engine.py); under the whole vocabulary P(Yes) + P(No) of this random model is far
+    from 1."""
+    vocab = get_engine(guard).score(PROMPT, YES_NO).logprobs
+    assert math.exp(vocab["Yes"]) + math.exp(vocab["No"]) < 0.5
+    out = asyncio.run(RWKV7Model(guard, choices=YES_NO, block_threshold=0.5).generate_async(PROMPT))
+    scores = out.provider_metadata["scores"]
+    assert math.exp(scores["Yes"]) == pytest.approx(p_yes(guard), rel=1e-5)
+    assert math.exp(scores["Yes"]) + math.exp(scores["No"]) == pytest.approx(1, rel=1e-9)
+
+
 def test_threshold_moves_the_input_rail_decision(guard):
     below, above = around(p_yes(guard, PROMPT))
     outcomes = []
