@@ -122,7 +122,7 @@ def test_run_attack_set_counts_through_any_checker():
     assert report.stayed_blocked["imitation"] == (6, 6)  # the literal words survive an appended imitation
     assert report.stayed_blocked["invisible"][0] < 6  # interleaved characters hide them from a literal reader
     assert report.still_passed["quoted sentence"] == (1, 1)
-    assert len(seen) == 3 + 1 + 6 * len(ATTACKS) + 5
+    assert len(seen) == 3 + 1 + 6 * len(ATTACKS) + 6
     assert "| imitation | variants |" in report.markdown()
 
 
