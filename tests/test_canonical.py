@@ -198,7 +198,7 @@ def test_scoring_as_data_reuses_the_cached_policy_prefix(tiny):
     score, forced = score_as_data(engine, prompt, ["Yes", "No"])
     assert forced is None
     assert score.cached_tokens >= prefix > 0
-    literal = engine.score(plan.prompts[0], ["Yes", "No"])
+    literal = engine.score(plan.prompts[0], ["Yes", "No"], over_choices=True)
     assert literal.logprobs == pytest.approx(score.logprobs, abs=1e-5)
     assert engine.score(prompt, ["Yes", "No"]).prompt_tokens != score.prompt_tokens  # score() itself stays literal
 
