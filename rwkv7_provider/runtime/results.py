@@ -51,8 +51,9 @@ class Generation:
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """Choice scores: `logprobs` are each choice's total log-probability under the model;
-    `probability` is the best choice's share after normalising over the given choices only."""
+    """Choice scores: `logprobs` are each choice's total log-probability under the model (normalised over the
+    choices instead when scored with `over_choices`); `probability` is the best choice's share after normalising
+    over the given choices only."""
 
     best: str
     probability: float
