@@ -370,7 +370,8 @@ class Engine:
         outs = (yield [Forward(c[:-1], state, every=True) for c in longer]) if longer else []
         rows = torch.cat([hidden[None], *(out for out, _ in outs)])
         targets = [[c[0] for c in conts]] + [[t] for c in longer for t in c[1:]]
-        values = yield LogProbs(rows, targets, vocab=bool(longer) or not over_choices)  # else: the choices' rows
+        # One-token choices scored over themselves need only their logits (normalised below), not the whole head.
+        values = yield LogProbs(rows, targets, vocab=bool(longer) or not over_choices)
         totals, later = list(values[0]), iter(values[1:])
         for i, c in enumerate(conts):
             totals[i] += sum(next(later)[0] for _ in c[1:])

@@ -74,7 +74,8 @@ class Forward:
 @dataclass
 class LogProbs:
     """Log-softmax of the head at `hidden` [n, C], read at `targets[i]` for row i; resumes with float lists.
-    `vocab=False`: the log-softmax over row i's targets only, from the head's rows for those tokens alone."""
+    `vocab=False`: the raw logits of row i's targets instead, from the head's rows for those tokens alone (the
+    caller normalises them over what it compares)."""
 
     hidden: torch.Tensor
     targets: list[list[int]]
@@ -571,7 +572,7 @@ class Scheduler:
                 continue
             hidden = torch.cat([w.hidden.reshape(-1, w.hidden.shape[-1]) for _, w in group])
             targets = [row for _, w in group for row in w.targets]
-            picked = (self._vocab_logprobs if vocab else self._among_logprobs)(hidden, targets)
+            picked = (self._vocab_logprobs if vocab else self._target_logits)(hidden, targets)
             start = 0
             for ticket, work in group:
                 rows = picked[start : start + len(work.targets)]
@@ -587,15 +588,11 @@ class Scheduler:
         logp = torch.log_softmax(self.model.head(hidden).float(), dim=-1)
         return logp.gather(1, index).tolist()  # the one device-to-host copy for all of them
 
-    def _among_logprobs(self, hidden: torch.Tensor, targets: list[list[int]]) -> list[list[float]]:
+    def _target_logits(self, hidden: torch.Tensor, targets: list[list[int]]) -> list[list[float]]:
         tokens = sorted({t for row in targets for t in row})
         column = {t: i for i, t in enumerate(tokens)}
         logits = self.model.head_logits(hidden, torch.tensor(tokens, device=hidden.device)).tolist()
-        out = []
-        for row, wanted in zip(logits, targets):
-            values = torch.tensor([row[column[t]] for t in wanted], dtype=torch.float64)
-            out.append(torch.log_softmax(values, 0).tolist())
-        return out
+        return [[row[column[t]] for t in wanted] for row, wanted in zip(logits, targets)]
 
     # ---------------------------------------------------------------- decode
 
