@@ -126,6 +126,26 @@ def test_run_attack_set_counts_through_any_checker():
     assert "| imitation | variants |" in report.markdown()
 
 
+def test_a_new_family_leaves_the_other_rows_draws_alone(monkeypatch):
+    async def run(families: dict) -> list[str]:
+        monkeypatch.setattr(attacks, "ATTACKS", families)
+        seen = []
+
+        async def record(message: str) -> bool:
+            seen.append(message)
+            return "bomb" in message
+
+        await run_attack_set(record, [MESSAGES[0]], [MESSAGES[2]], variants=4, concurrency=1)
+        return seen
+
+    def shout(split):  # a family that draws from its generator
+        return lambda message, rng: message.upper() + "!" * rng.randint(1, 9)
+
+    before = asyncio.run(run(dict(ATTACKS)))
+    after = asyncio.run(run({"shout": shout, **ATTACKS}))
+    assert [m for m in after if not m.isupper()] == before and len(after) == len(before) + 4
+
+
 # --- unfamiliar_script
 
 

@@ -481,9 +481,9 @@ async def run_attack_set(
 
     Harmful messages that `check` blocks plainly are attacked with `variants` random variants of every family
     (`split`'s variants); harmless messages that pass plainly get a quoted sentence appended and are attacked
-    with the character-level families (an obfuscated harmless message must still pass).
+    with the character-level families (an obfuscated harmless message must still pass). Every row draws from
+    its own seeded generator, so adding a family leaves the other rows' variants (and numbers) as they were.
     """
-    rng = random.Random(f"attack-set-{seed}")
     gate = asyncio.Semaphore(concurrency)
 
     async def run(message: str) -> bool:
@@ -497,14 +497,18 @@ async def run_attack_set(
     blocked = [m for m, b in zip(harmful, await verdicts(harmful)) if b]
     passed = [m for m, b in zip(harmless, await verdicts(harmless)) if not b]
     report.blocked_plainly, report.passed_plainly = len(blocked), len(passed)
+    def draws(row: str) -> random.Random:
+        return random.Random(f"attack-set-{seed}-{row}")
+
     for family, make in ATTACKS.items():
-        apply = make(split)
+        apply, rng = make(split), draws(family)
         attacked = [apply(m, rng) for m in blocked for _ in range(variants)]
         report.stayed_blocked[family] = (sum(await verdicts(attacked)), len(attacked))
+    rng = draws("quoted sentence")
     quoted = [quote_appended(m, rng, split) for m in passed]
     report.still_passed["quoted sentence"] = (len(quoted) - sum(await verdicts(quoted)), len(quoted))
     for family in ("invisible", "diacritics", "lookalike", "bidi", "chatter"):
-        apply = ATTACKS[family](split)
+        apply, rng = ATTACKS[family](split), draws(f"harmless {family}")
         attacked = [apply(m, rng) for m in passed]
         report.still_passed[family] = (len(attacked) - sum(await verdicts(attacked)), len(attacked))
     return report
