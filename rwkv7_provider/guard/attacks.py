@@ -497,6 +497,7 @@ async def run_attack_set(
     blocked = [m for m, b in zip(harmful, await verdicts(harmful)) if b]
     passed = [m for m, b in zip(harmless, await verdicts(harmless)) if not b]
     report.blocked_plainly, report.passed_plainly = len(blocked), len(passed)
+
     def draws(row: str) -> random.Random:
         return random.Random(f"attack-set-{seed}-{row}")
 
