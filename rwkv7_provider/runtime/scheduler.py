@@ -602,6 +602,10 @@ class Scheduler:
             self.decode.add([j.state for _, j in joining], torch.stack([j.hidden for _, j in joining]))
             self._slots += [(t, j.sampler) for t, j in joining]
         n = len(self._slots)
+        # Counted before the batch can empty: whoever sees it empty (and the engine idle) sees this step counted.
+        self.stats.decode_steps += 1
+        self.stats.decode_rows += n
+        self.stats.max_decode_rows = max(self.stats.max_decode_rows, n)
         tokens, errors = sample_batch(self.decode.logits[:n], [s for _, s in self._slots])
         chosen = tokens.tolist()  # the step's one device-to-host copy
         self._continuing.clear()
@@ -623,9 +627,6 @@ class Scheduler:
             except Exception as e:  # noqa: BLE001 - the batch's states are undefined now: fail its requests
                 for ticket, _ in list(self._slots):
                     self._retire(ticket, e)
-        self.stats.decode_steps += 1
-        self.stats.decode_rows += n
-        self.stats.max_decode_rows = max(self.stats.max_decode_rows, n)
         return n
 
 
