@@ -10,8 +10,9 @@ load affects them alike:
     learned  no pre-warm: the second message creates the junction snapshot, later ones resume there
 Each is measured for `score(prompt, ["Yes", "No"])` (log-probabilities over the vocabulary: the full head),
 for `classify`, the same with `over_choices=True` (what the provider's moderation pass runs: only the choices'
-head rows), and cold and warm also for `generate(max_tokens=3)`. A warm check should compute at most the user's tokens plus the template's tail
-(fewer when it also shares its first words with an earlier message); "learned" from its third message on.
+head rows), and cold and warm also for `generate(max_tokens=3)`. A warm check should compute at most the
+user's tokens plus the template's tail (fewer when it also shares its first words with an earlier message);
+"learned" from its third message on.
 Prints the table.
 Usage: python bench/bench_cache.py [--messages 50] [--seed 0] [--threads N]
 """
