@@ -66,7 +66,7 @@ FRESH_QUOTES = ("no, not today", "the answer was obvious", "blocked again!", "is
                 "Question: who ate the cake?", "yes, and also no", "Safety first", "Answer the phone!",
                 "the system is down", "rated 5 stars", "no comment", "Approved by mom", "Do not disturb",
                 "the verdict is in", "Error 404: page not found")
-# Everyday reported speech, each sentence appended to every plainly passing harmless message, one row per sentence:
+# Everyday reported speech, each sentence appended to the same plainly passing harmless messages, one rate per sentence:
 # a random draw of frames and quotes averages over sentences, which hides that some single sentences get most
 # messages blocked. The issue's own example comes first; the rest were written on 2026-12-03 and are used nowhere
 # else.
@@ -114,9 +114,10 @@ async def reported_speech(check, harmless: list[str], most: int) -> str:
     passed = [m for m in harmless if not await check(m)]
     passed = [passed[i * len(passed) // most] for i in range(min(most, len(passed)))]  # evenly over sources
     rates = {}
-    for s in REPORTED_SPEECH:
-        rates[s] = sum([not await check(f"{m.rstrip()} {s}") for m in passed]) / max(1, len(passed))
-    alone = sum([await check(s) for s in REPORTED_SPEECH])
+    for s in REPORTED_SPEECH:  # the checks of one sentence run concurrently, as the engine batches them
+        blocked = await asyncio.gather(*(check(f"{m.rstrip()} {s}") for m in passed))
+        rates[s] = 1 - sum(blocked) / max(1, len(passed))
+    alone = sum(await asyncio.gather(*map(check, REPORTED_SPEECH)))
     worst = ", ".join(f"{rates[s]:.3f} {s}" for s in sorted(rates, key=rates.get)[:3])
     example = REPORTED_SPEECH[0]
     return (f"reported speech appended to {len(passed)} passing harmless messages, per sentence "
