@@ -99,19 +99,23 @@ def literal_checker(engine, threshold: float):
     return check
 
 
-async def fresh_quotes(check, harmless: list[str]) -> tuple[int, int]:
-    """(still passing, n): harmless messages that pass plainly, with a fresh quoted sentence appended."""
+async def passing(check, harmless: list[str]) -> list[str]:
+    """The harmless messages `check` passes plainly, in their order (the bench-only rows start from them)."""
+    blocked = await asyncio.gather(*map(check, harmless))
+    return [m for m, b in zip(harmless, blocked) if not b]
+
+
+async def fresh_quotes(check, passed: list[str]) -> tuple[int, int]:
+    """(still passing, n): plainly passing harmless messages with a fresh quoted sentence appended."""
     rng = random.Random("fresh")
-    passed = [m for m in harmless if not await check(m)]
     quoted = [f"{m.rstrip()} {rng.choice(FRESH_FRAMES).format(rng.choice(FRESH_QUOTES))}" for m in passed]
     return sum([not await check(m) for m in quoted]), len(quoted)
 
 
-async def reported_speech(check, harmless: list[str], most: int) -> str:
-    """Per sentence of REPORTED_SPEECH, the share of (at most `most`) plainly passing harmless messages that still
-    pass with it appended: the issue's example, the mean and the three worst, and how many sentences are
+async def reported_speech(check, passed: list[str], most: int) -> str:
+    """Per sentence of REPORTED_SPEECH, the share of (at most `most` of) the plainly passing harmless messages that
+    still pass with it appended: the issue's example, the mean and the three worst, and how many sentences are
     blocked on their own (a guard that blocks the sentence alone blocks the message for the same reason)."""
-    passed = [m for m in harmless if not await check(m)]
     passed = [passed[i * len(passed) // most] for i in range(min(most, len(passed)))]  # evenly over sources
     rates = {}
     for s in REPORTED_SPEECH:  # the checks of one sentence run concurrently, as the engine batches them
@@ -222,8 +226,9 @@ def main() -> None:
                             ("as-data", engine_checker(engine, THRESHOLD))):
             t0 = time.perf_counter()
             report = asyncio.run(run_attack_set(check, harmful, harmless, variants=args.variants))
-            kept, n = asyncio.run(fresh_quotes(check, harmless))
-            speech = asyncio.run(reported_speech(check, harmless, args.speech_messages))
+            passed = asyncio.run(passing(check, harmless))
+            kept, n = asyncio.run(fresh_quotes(check, passed))
+            speech = asyncio.run(reported_speech(check, passed, args.speech_messages))
             print(f"### {path} scoring ({time.perf_counter() - t0:.0f} s)\n\n{report.markdown()}\n"
                   f"| fresh quoted sentence (bench only) | {kept}/{n} = {kept / max(1, n):.3f} |\n\n{speech}\n")
         plain, probed = probes_through_llmrails(guard)
