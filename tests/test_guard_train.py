@@ -21,7 +21,16 @@ from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.augment import augment
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
-from rwkv7_provider.guard.data import Example, prompt_for, sample_weights, split_by_source, templates, truncate_middle
+from rwkv7_provider.guard.data import (
+    SHORTCUT_CUES,
+    Example,
+    length_bin,
+    prompt_for,
+    sample_weights,
+    split_by_source,
+    templates,
+    truncate_middle,
+)
 from rwkv7_provider.guard.data import load_file as load_jsonl
 from rwkv7_provider.guard.embed_init import pretrained_embeddings
 from rwkv7_provider.guard.prompts import INPUT_TEMPLATES, SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
@@ -145,6 +154,37 @@ def test_generated_harms_come_with_harmless_look_alikes() -> None:
         assert labels == {0, 1}, subject  # the subject alone never decides the label
     weights = dict(zip((ex.source for ex in rows), sample_weights(rows, source_cap=10_000)))
     assert weights["augmented/extraction"] > weights["augmented/harmful-plain"]  # rare harms are sampled more
+
+
+def _share(rows: list[Example], weights: list[float], label: int, cue) -> float:
+    total = sum(w for ex, w in zip(rows, weights) if ex.label == label)
+    return sum(w for ex, w in zip(rows, weights) if ex.label == label and cue.search(ex.text)) / total
+
+
+def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance() -> None:
+    """Quotes and reported speech 5x as common among unsafe messages (as in the shipped data) stop predicting the
+    label; each length bin keeps equal label weight, and without `cues` nothing changes."""
+    rng = random.Random(0)
+    rows = []
+    for label, quoted, reported in ((0, 0.03, 0.01), (1, 0.15, 0.05)):
+        for i in range(2000):
+            text = rng.choice(("hello there", "a longer message about the weather and the garden " * 2))
+            if rng.random() < quoted:
+                text += ' "quote"'
+            if rng.random() < reported:
+                text += " She wrote back."
+            rows.append(Example(text, label, f"src{i % 3}"))
+    plain = sample_weights(rows, source_cap=10_000)
+    balanced = sample_weights(rows, source_cap=10_000, cues=True)
+    for cue in SHORTCUT_CUES:
+        assert _share(rows, plain, 0, cue) < _share(rows, plain, 1, cue) / 3  # the bias the test starts from
+        assert _share(rows, balanced, 0, cue) == pytest.approx(_share(rows, balanced, 1, cue), rel=0.02)
+    for weights in (plain, balanced):
+        for b in {length_bin(ex) for ex in rows}:
+            mass = [sum(w for ex, w in zip(rows, weights) if ex.label == lab and length_bin(ex) == b) for lab in (0, 1)]
+            assert mass[0] == pytest.approx(mass[1])
+    uncued = [i for i, ex in enumerate(rows) if ex.label == 0 and not any(cue.search(ex.text) for cue in SHORTCUT_CUES)]
+    assert len({round(balanced[i] / plain[i], 6) for i in uncued}) <= len({length_bin(ex) for ex in rows})
 
 
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:

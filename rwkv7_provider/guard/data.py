@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -179,29 +180,70 @@ def boost(ex: Example) -> float:
     return (RARE_HARM_BOOST if ex.label else HARD_NEGATIVE_BOOST).get(ex.source, 1.0)
 
 
+# Cues of harmless writing that the shipped data ties to harm: a double quote is in 13.5% of the unsafe user
+# messages and 3.3% of the safe ones, reported speech ("said", "told me", ...) four to nine times as often. A
+# small guard learns them as a shortcut and blocks harmless reported speech (`My teacher said "the answer is
+# no"`), so `balance_cues` samples the safe messages that carry a cue more often, until each cue is as common
+# among safe as among unsafe ones (never less often than without).
+SHORTCUT_CUES = (
+    re.compile('"'),
+    re.compile(r"\b(said|says|told (me|us|him|her)|asked|replied|wrote|always say)\b", re.IGNORECASE),
+)
+MAX_CUE_UPWEIGHT = 6.0  # per round
+CUE_ROUNDS = 4  # alternations of the cue and the label balance: both hold to 0.1% on the shipped data
+
+
+def balance_cues(examples: Sequence[Example], weights: Sequence[float]) -> list[float]:
+    """`weights` with the safe user messages that carry a `SHORTCUT_CUES` cue upweighted, one cue after the other,
+    so that the cue's weighted share of safe messages matches its share of unsafe ones."""
+    weights = list(weights)
+    for cue in SHORTCUT_CUES:
+        cued = [ex.task == "input" and cue.search(ex.text) is not None for ex in examples]
+        total, with_cue = [0.0, 0.0], [0.0, 0.0]
+        for ex, w, c in zip(examples, weights, cued):
+            if ex.task == "input":
+                total[ex.label] += w
+                with_cue[ex.label] += w * c
+        if not (with_cue[0] and total[1]) or with_cue[0] / total[0] >= with_cue[1] / total[1]:
+            continue
+        unsafe_share = with_cue[1] / total[1]
+        # f * c / (t - c + f * c) = unsafe_share for the safe messages' cued weight c and total t
+        factor = min(MAX_CUE_UPWEIGHT, unsafe_share * (total[0] - with_cue[0]) / (with_cue[0] * (1 - unsafe_share)))
+        weights = [w * factor if c and ex.label == 0 else w for ex, w, c in zip(examples, weights, cued)]
+    return weights
+
+
 def length_bin(ex: Example) -> int:
     n = len(ex.text) + len(ex.response)
     return next((i for i, edge in enumerate(LENGTH_BINS) if n < edge), len(LENGTH_BINS))
 
 
-def sample_weights(examples: Sequence[Example], source_cap: int, max_upweight: float = 4.0) -> list[float]:
+def sample_weights(examples: Sequence[Example], source_cap: int, max_upweight: float = 4.0,
+                   cues: bool = False) -> list[float]:
     """Per-row sampling weight: each (source, label) contributes at most `source_cap` rows in expectation (safe
     and offensive tweets alike, so tweet style does not predict the label), safe hard negatives and rare harms
     are boosted, then the two labels get equal weight inside every (task, length bin), upweighting a rare
-    label at most `max_upweight`x."""
+    label at most `max_upweight`x. With `cues`, the shortcut cues are balanced as well (`balance_cues`),
+    alternating with the label balance until both hold."""
     per_source = defaultdict(int)
     for ex in examples:
         per_source[(ex.source, ex.label)] += 1
     base = [min(1.0, source_cap / per_source[(ex.source, ex.label)]) * boost(ex) for ex in examples]
+    for _ in range(CUE_ROUNDS if cues else 0):  # the cue factors that still hold after the label balance
+        weights = _balance_labels(examples, base, max_upweight)
+        base = [b * c / w for b, c, w in zip(base, balance_cues(examples, weights), weights)]
+    return _balance_labels(examples, base, max_upweight)
+
+
+def _balance_labels(examples: Sequence[Example], weights: Sequence[float], max_upweight: float) -> list[float]:
     mass: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for ex, w in zip(examples, base):
+    for ex, w in zip(examples, weights):
         mass[(ex.task, length_bin(ex))][ex.label] += w
-    weights = []
-    for ex, w in zip(examples, base):
+    out = []
+    for ex, w in zip(examples, weights):
         m = mass[(ex.task, length_bin(ex))]
-        target = (m[0] + m[1]) / 2
-        weights.append(w * min(max_upweight, target / m[ex.label]))
-    return weights
+        out.append(w * min(max_upweight, (m[0] + m[1]) / 2 / m[ex.label]))
+    return out
 
 
 def epoch_sample(examples: Sequence[Example], weights: Sequence[float], rng: random.Random) -> list[Example]:

@@ -174,6 +174,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--attacks", type=int, default=400,
                    help="rows per attack family (template imitation, invisible characters, accents, look-alikes; "
                         "attacks.py) with their harmless look-alikes, and the non-English rows (languages.py); 0: none")
+    p.add_argument("--balance-cues", action="store_true",
+                   help="sample harmless messages with quotes or reported speech more often, until those cues are as "
+                        "common among harmless as among harmful ones (data.py: SHORTCUT_CUES)")
     p.add_argument("--checkpoint-every", type=int, default=200,
                    help="save a resumable checkpoint every this many steps; rerunning the same command resumes "
                         "(default: %(default)s)")
@@ -256,7 +259,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(args.out / "tokenizer.json"))
 
-    weights = sample_weights(train_rows, args.source_cap)
+    weights = sample_weights(train_rows, args.source_cap, cues=args.balance_cues)
     plan = BatchPlan(train_rows, weights, toks, args.batch_size,
                      {"input": args.max_tokens, "output": args.max_tokens_output}, args.seed)
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, seed=args.seed,
