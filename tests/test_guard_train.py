@@ -22,8 +22,10 @@ from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.augment import augment
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
 from rwkv7_provider.guard.data import (
+    MAX_CUE_UPWEIGHT,
     SHORTCUT_CUES,
     Example,
+    balance_cues,
     length_bin,
     prompt_for,
     sample_weights,
@@ -163,7 +165,8 @@ def _share(rows: list[Example], weights: list[float], label: int, cue) -> float:
 
 def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance() -> None:
     """Quotes and reported speech 5x as common among unsafe messages (as in the shipped data) stop predicting the
-    label; each length bin keeps equal label weight, and without `cues` nothing changes."""
+    label: `balance_cues` makes them as common among safe ones; `sample_weights` keeps equal label weight in each
+    length bin, and without `cues` nothing changes."""
     rng = random.Random(0)
     rows = []
     for label, quoted, reported in ((0, 0.03, 0.01), (1, 0.15, 0.05)):
@@ -175,16 +178,20 @@ def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance(
                 text += " She wrote back."
             rows.append(Example(text, label, f"src{i % 3}"))
     plain = sample_weights(rows, source_cap=10_000)
+    assert plain == sample_weights(rows, source_cap=10_000, cues=False)
+    rebalanced = balance_cues(rows, plain)
     balanced = sample_weights(rows, source_cap=10_000, cues=True)
     for cue in SHORTCUT_CUES:
         assert _share(rows, plain, 0, cue) < _share(rows, plain, 1, cue) / 3  # the bias the test starts from
-        assert _share(rows, balanced, 0, cue) == pytest.approx(_share(rows, balanced, 1, cue), rel=0.02)
+        assert _share(rows, rebalanced, 0, cue) == pytest.approx(_share(rows, rebalanced, 1, cue), rel=0.02)
+        assert _share(rows, balanced, 0, cue) >= 0.95 * _share(rows, balanced, 1, cue)
     for weights in (plain, balanced):
         for b in {length_bin(ex) for ex in rows}:
             mass = [sum(w for ex, w in zip(rows, weights) if ex.label == lab and length_bin(ex) == b) for lab in (0, 1)]
             assert mass[0] == pytest.approx(mass[1])
-    uncued = [i for i, ex in enumerate(rows) if ex.label == 0 and not any(cue.search(ex.text) for cue in SHORTCUT_CUES)]
-    assert len({round(balanced[i] / plain[i], 6) for i in uncued}) <= len({length_bin(ex) for ex in rows})
+    assert [w for ex, w in zip(rows, rebalanced) if ex.label] == [w for ex, w in zip(rows, plain) if ex.label]
+    ratios = [r / p for r, p in zip(rebalanced, plain)]
+    assert max(ratios) <= MAX_CUE_UPWEIGHT ** len(SHORTCUT_CUES) and min(ratios) == 1.0
 
 
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:

@@ -183,14 +183,16 @@ def boost(ex: Example) -> float:
 # Cues of harmless writing that the shipped data ties to harm: a double quote is in 13.5% of the unsafe user
 # messages and 3.3% of the safe ones, reported speech ("said", "told me", ...) four to nine times as often. A
 # small guard learns them as a shortcut and blocks harmless reported speech (`My teacher said "the answer is
-# no"`), so `balance_cues` samples the safe messages that carry a cue more often, until each cue is as common
-# among safe as among unsafe ones (never less often than without).
+# no"`), so `balance_cues` samples the safe messages that carry a cue more often (at most `MAX_CUE_UPWEIGHT`
+# times), until each cue is as common among safe as among unsafe ones in the capped and boosted weights. The
+# label balance per length bin after it lifts them further: on the shipped data quotes end up in 16% of the
+# sampled safe user messages and 11% of the unsafe ones. Balancing exactly after the label balance instead kept
+# more of the shortcut in a seed-0 run (README, "A verdict that cannot be steered").
 SHORTCUT_CUES = (
     re.compile('"'),
     re.compile(r"\b(said|says|told (me|us|him|her)|asked|replied|wrote|always say)\b", re.IGNORECASE),
 )
-MAX_CUE_UPWEIGHT = 6.0  # per round
-CUE_ROUNDS = 4  # alternations of the cue and the label balance: both hold to 0.1% on the shipped data
+MAX_CUE_UPWEIGHT = 6.0
 
 
 def balance_cues(examples: Sequence[Example], weights: Sequence[float]) -> list[float]:
@@ -222,28 +224,23 @@ def sample_weights(examples: Sequence[Example], source_cap: int, max_upweight: f
                    cues: bool = False) -> list[float]:
     """Per-row sampling weight: each (source, label) contributes at most `source_cap` rows in expectation (safe
     and offensive tweets alike, so tweet style does not predict the label), safe hard negatives and rare harms
-    are boosted, then the two labels get equal weight inside every (task, length bin), upweighting a rare
-    label at most `max_upweight`x. With `cues`, the shortcut cues are balanced as well (`balance_cues`),
-    alternating with the label balance until both hold."""
+    are boosted, with `cues` the shortcut cues are balanced (`balance_cues`), then the two labels get equal
+    weight inside every (task, length bin), upweighting a rare label at most `max_upweight`x."""
     per_source = defaultdict(int)
     for ex in examples:
         per_source[(ex.source, ex.label)] += 1
     base = [min(1.0, source_cap / per_source[(ex.source, ex.label)]) * boost(ex) for ex in examples]
-    for _ in range(CUE_ROUNDS if cues else 0):  # the cue factors that still hold after the label balance
-        weights = _balance_labels(examples, base, max_upweight)
-        base = [b * c / w for b, c, w in zip(base, balance_cues(examples, weights), weights)]
-    return _balance_labels(examples, base, max_upweight)
-
-
-def _balance_labels(examples: Sequence[Example], weights: Sequence[float], max_upweight: float) -> list[float]:
+    if cues:
+        base = balance_cues(examples, base)
     mass: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for ex, w in zip(examples, weights):
+    for ex, w in zip(examples, base):
         mass[(ex.task, length_bin(ex))][ex.label] += w
-    out = []
-    for ex, w in zip(examples, weights):
+    weights = []
+    for ex, w in zip(examples, base):
         m = mass[(ex.task, length_bin(ex))]
-        out.append(w * min(max_upweight, (m[0] + m[1]) / 2 / m[ex.label]))
-    return out
+        target = (m[0] + m[1]) / 2
+        weights.append(w * min(max_upweight, target / m[ex.label]))
+    return weights
 
 
 def epoch_sample(examples: Sequence[Example], weights: Sequence[float], rng: random.Random) -> list[Example]:
