@@ -110,6 +110,22 @@ def test_resume_refuses_other_settings(tiny_data: Path, tmp_path: Path) -> None:
         train(tiny_data, tmp_path / "g", "--steps", "2", "--lr", "1e-4")
 
 
+def test_balance_cues_reaches_the_sampling_and_is_a_setting(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    seen = []
+    real = guard_train.sample_weights
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("cues"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(guard_train, "sample_weights", recording)
+    train(tiny_data, tmp_path / "a", "--steps", "1")
+    train(tiny_data, tmp_path / "b", "--steps", "1", "--balance-cues")
+    assert seen == [False, True]
+    with pytest.raises(ParameterError, match="other settings"):  # a run does not resume with other weights
+        train(tiny_data, tmp_path / "a", "--steps", "1", "--balance-cues")
+
+
 def test_fine_tune_from_a_guard(tiny_data: Path, tmp_path: Path) -> None:
     base = train(tiny_data, tmp_path / "base", "--steps", "2")
     tuned = train(tiny_data, tmp_path / "tuned", "--steps", "2", "--init", str(base))
