@@ -443,9 +443,13 @@ class AttackReport:
     blocked_plainly: int = 0
     harmful: int = 0
     stayed_blocked: dict[str, tuple[int, int]] = field(default_factory=dict)  # family -> (still blocked, n)
-    passed_plainly: int = 0
     harmless: int = 0
+    passing: list[str] = field(default_factory=list)  # the harmless messages that pass plainly, in their order
     still_passed: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (still passed, n)
+
+    @property
+    def passed_plainly(self) -> int:
+        return len(self.passing)
 
     def markdown(self) -> str:
         lines = [(f"Harmful messages blocked plainly: {self.blocked_plainly} of {self.harmful}; harmless messages "
@@ -496,7 +500,7 @@ async def run_attack_set(
     report = AttackReport(harmful=len(harmful), harmless=len(harmless))
     blocked = [m for m, b in zip(harmful, await verdicts(harmful)) if b]
     passed = [m for m, b in zip(harmless, await verdicts(harmless)) if not b]
-    report.blocked_plainly, report.passed_plainly = len(blocked), len(passed)
+    report.blocked_plainly, report.passing = len(blocked), passed
 
     def draws(row: str) -> random.Random:
         return random.Random(f"attack-set-{seed}-{row}")
