@@ -19,7 +19,7 @@ from rwkv7_provider.errors import GuardDataError, InputError, ParameterError
 from rwkv7_provider.guard import card as card_module
 from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
-from rwkv7_provider.guard.augment import augment
+from rwkv7_provider.guard.augment import augment, everyday_rows
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
 from rwkv7_provider.guard.data import (
     MAX_CUE_UPWEIGHT,
@@ -126,6 +126,22 @@ def test_balance_cues_reaches_the_sampling_and_is_a_setting(tiny_data: Path, tmp
         train(tiny_data, tmp_path / "a", "--steps", "1", "--balance-cues")
 
 
+def test_everyday_questions_are_an_opt_in_harmless_source_kept_apart_from_the_bench(tiny_data: Path,
+                                                                                   tmp_path: Path) -> None:
+    rows = everyday_rows()
+    assert {ex.label for ex in rows} == {0} and len({ex.text for ex in rows}) == len(rows)
+    bench = (Path(__file__).resolve().parents[1] / "bench" / "bench_attacks.py").read_text()
+    assert not [ex.text for ex in rows if ex.text in bench]  # the bench's everyday questions stay held out
+    stats = {}
+    for name, flags in (("plain", ()), ("everyday", ("--everyday",))):
+        out = train(tiny_data, tmp_path / name, "--steps", "1", *flags)
+        stats[name] = json.loads((out / "train_stats.json").read_text())["train"]
+    assert "augmented/everyday" not in stats["plain"]
+    assert stats["everyday"]["augmented/everyday"] == [len(rows), 0]
+    with pytest.raises(ParameterError, match="other settings"):
+        train(tiny_data, tmp_path / "plain", "--steps", "1", "--everyday")
+
+
 def test_fine_tune_from_a_guard(tiny_data: Path, tmp_path: Path) -> None:
     base = train(tiny_data, tmp_path / "base", "--steps", "2")
     tuned = train(tiny_data, tmp_path / "tuned", "--steps", "2", "--init", str(base))
@@ -180,18 +196,16 @@ def _share(rows: list[Example], weights: list[float], label: int, cue) -> float:
 
 
 def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance() -> None:
-    """Quotes and reported speech 5x as common among unsafe messages (as in the shipped data) stop predicting the
-    label: `balance_cues` makes them as common among safe ones; `sample_weights` keeps equal label weight in each
+    """Quotes, reported speech and "how to" 5x as common among unsafe messages (as in the shipped data) stop
+    predicting the label: `balance_cues` makes them as common among safe ones; `sample_weights` keeps equal label weight in each
     length bin, and without `cues` nothing changes."""
     rng = random.Random(0)
     rows = []
-    for label, quoted, reported in ((0, 0.03, 0.01), (1, 0.15, 0.05)):
+    cue_texts = (' "quote"', " She wrote back.", " how to?")  # one per SHORTCUT_CUES entry
+    for label, rates in ((0, (0.03, 0.01, 0.02)), (1, (0.15, 0.05, 0.10))):
         for i in range(2000):
-            text = rng.choice(("hello there", "a longer message about the weather and the garden " * 2))
-            if rng.random() < quoted:
-                text += ' "quote"'
-            if rng.random() < reported:
-                text += " She wrote back."
+            text = rng.choice(("hi", "a longer message about the weather and the garden " * 2))  # two length bins
+            text += "".join(cue for cue, rate in zip(cue_texts, rates) if rng.random() < rate)
             rows.append(Example(text, label, f"src{i % 3}"))
     plain = sample_weights(rows, source_cap=10_000)
     assert plain == sample_weights(rows, source_cap=10_000, cues=False)
@@ -199,8 +213,9 @@ def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance(
     balanced = sample_weights(rows, source_cap=10_000, cues=True)
     for cue in SHORTCUT_CUES:
         assert _share(rows, plain, 0, cue) < _share(rows, plain, 1, cue) / 3  # the bias the test starts from
-        assert _share(rows, rebalanced, 0, cue) == pytest.approx(_share(rows, rebalanced, 1, cue), rel=0.02)
-        assert _share(rows, balanced, 0, cue) >= 0.95 * _share(rows, balanced, 1, cue)
+        # one cue after the other: balancing a later cue moves an earlier one's share a little
+        assert _share(rows, rebalanced, 0, cue) == pytest.approx(_share(rows, rebalanced, 1, cue), rel=0.1)
+        assert _share(rows, balanced, 0, cue) >= 0.9 * _share(rows, balanced, 1, cue)
     for weights in (plain, balanced):
         for b in {length_bin(ex) for ex in rows}:
             mass = [sum(w for ex, w in zip(rows, weights) if ex.label == lab and length_bin(ex) == b) for lab in (0, 1)]
