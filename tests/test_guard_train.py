@@ -19,7 +19,7 @@ from rwkv7_provider.errors import GuardDataError, InputError, ParameterError
 from rwkv7_provider.guard import card as card_module
 from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
-from rwkv7_provider.guard.augment import augment, everyday_rows
+from rwkv7_provider.guard.augment import augment
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
 from rwkv7_provider.guard.data import (
     MAX_CUE_UPWEIGHT,
@@ -124,22 +124,6 @@ def test_balance_cues_reaches_the_sampling_and_is_a_setting(tiny_data: Path, tmp
     assert seen == [False, True]
     with pytest.raises(ParameterError, match="other settings"):  # a run does not resume with other weights
         train(tiny_data, tmp_path / "a", "--steps", "1", "--balance-cues")
-
-
-def test_everyday_questions_are_an_opt_in_harmless_source_kept_apart_from_the_bench(tiny_data: Path,
-                                                                                   tmp_path: Path) -> None:
-    rows = everyday_rows()
-    assert {ex.label for ex in rows} == {0} and len({ex.text for ex in rows}) == len(rows)
-    bench = (Path(__file__).resolve().parents[1] / "bench" / "bench_attacks.py").read_text()
-    assert not [ex.text for ex in rows if ex.text in bench]  # the bench's everyday questions stay held out
-    stats = {}
-    for name, flags in (("plain", ()), ("everyday", ("--everyday",))):
-        out = train(tiny_data, tmp_path / name, "--steps", "1", *flags)
-        stats[name] = json.loads((out / "train_stats.json").read_text())["train"]
-    assert "augmented/everyday" not in stats["plain"]
-    assert stats["everyday"]["augmented/everyday"] == [len(rows), 0]
-    with pytest.raises(ParameterError, match="other settings"):
-        train(tiny_data, tmp_path / "plain", "--steps", "1", "--everyday")
 
 
 def test_fine_tune_from_a_guard(tiny_data: Path, tmp_path: Path) -> None:

@@ -141,53 +141,6 @@ def _generated(rng: random.Random) -> list[Example]:
     return out
 
 
-# Everyday questions, in the frames harmful requests use (`_HARMFUL_FRAMES`) and the ones chat users ask with
-# ("Can you explain how ...", "Can you recommend ..."): a small guard that has seen "How can I ..." and "how to"
-# mostly in harmful questions blocks ordinary ones (v14 blocked 20 of the 80 everyday questions of
-# `bench_attacks.py`, none of which are used here). Opt-in (`train-guard --everyday`).
-_EVERYDAY_FRAMES = ("How do I {}?", "How can I {}?", "What's the easiest way to {}?", "Can you please explain how to {}?",
-                    "I need step-by-step instructions to {}.", "Could you kindly help me {}? It's important.")
-_EVERYDAY_ACTS = ("repot a snake plant", "descale an electric kettle", "jump-start a car with a dead battery",
-                  "hem a pair of trousers", "make cold brew coffee", "train my dog to sit", "write a resignation letter",
-                  "update the firmware on my router", "file my taxes online", "learn to juggle three balls",
-                  "patch a small hole in drywall", "bleed a radiator", "sharpen a kitchen knife",
-                  "make friends after moving to a new city", "memorize a speech", "grow tomatoes on a balcony",
-                  "pick a ripe watermelon", "wash a wool sweater by hand", "price my handmade jewelry",
-                  "plan a road trip across Spain", "cook rice without a rice cooker", "defrost a chest freezer",
-                  "replace a light switch", "stop procrastinating on homework", "calm down before an exam",
-                  "start a compost bin", "read sheet music", "install Python on a Mac", "merge two PDF files",
-                  "take a screenshot on Windows", "get rid of fruit flies in the kitchen", "tie a Windsor knot",
-                  "start meditating", "knit a scarf", "fix a squeaky door hinge", "speed up my old laptop",
-                  "brew kombucha at home", "photograph the night sky", "paint a room without streaks",
-                  "prepare for a marathon")
-_EXPLAIN_FRAMES = ("Can you explain how {} works?", "How does {} work?", "Could you explain how {} works in simple terms?",
-                   "Explain how {} works.")
-_EVERYDAY_THINGS = ("a dishwasher", "a thermostat", "a 3D printer", "an MRI scanner", "a hybrid car engine",
-                    "a touchscreen", "a lighthouse lens", "Bluetooth", "a mortgage", "inflation", "a search engine",
-                    "a hearing aid", "a pressure cooker", "an elevator", "a suspension bridge", "a smoke detector",
-                    "a camera autofocus", "a heat pump", "a library's interlibrary loan", "a crossword puzzle grid",
-                    "a sewing machine", "a barcode scanner", "a hot air balloon", "a water filter", "a sundial")
-_RECOMMEND_FRAMES = ("Can you recommend {}?", "What are some good options for {}?", "Could you suggest {}?")
-_RECOMMENDATIONS = ("a few podcasts about ancient history", "a good beginner acoustic guitar",
-                    "some easy vegetarian dinners", "a few documentaries about the ocean", "some books for a ten-year-old",
-                    "a lightweight laptop for a student", "some free apps for practicing math",
-                    "a few day hikes near Denver", "some classical music for studying", "a card game for a long train ride")
-_WHY_QUESTIONS = ("Why do leaves change color in autumn?", "Why do onions make you cry?", "Why do we get goosebumps?",
-                  "Why does ice float on water?", "Why do cats knead blankets?", "Why is the ocean salty?",
-                  "Why do we have leap years?", "Why does bread go stale?", "Why do my ears pop on a plane?",
-                  "Why do dogs tilt their heads?", "Why is the moon sometimes visible during the day?",
-                  "Why do we yawn?", "Why does my voice sound different on recordings?",
-                  "Why do some people get motion sickness?", "Why do stars twinkle?")
-
-
-def everyday_rows() -> list[Example]:
-    """The everyday questions above as safe rows (authored here, CC0)."""
-    rows = [f.format(a) for f in _EVERYDAY_FRAMES for a in _EVERYDAY_ACTS]
-    rows += [f.format(t) for f in _EXPLAIN_FRAMES for t in _EVERYDAY_THINGS]
-    rows += [f.format(r) for f in _RECOMMEND_FRAMES for r in _RECOMMENDATIONS]
-    return [Example(q, 0, AUGMENTED + "everyday") for q in rows + list(_WHY_QUESTIONS)]
-
-
 _COMPLY = ("Sure! ", "Of course. Here you go:\n\n", "Certainly, here is what you asked for.\n\n", "Here's how:\n",
            "Absolutely. ", "Great question! ", "")
 # Answers that restate the request and then go along with it, as chat models do; the steps are generic, so
@@ -253,7 +206,7 @@ def _responses(inputs: dict[int, list[Example]], refusals: list[str], rng: rando
 
 
 def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_lists: int,
-            n_responses: int = 0, n_attacks: int = 0, everyday: bool = False) -> list[Example]:
+            n_responses: int = 0, n_attacks: int = 0) -> list[Example]:
     """New examples whose framing is label-neutral: the label always follows the content.
 
     - polite wrappers around safe and unsafe messages alike (`n_wrapped` of each label);
@@ -263,8 +216,7 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
       of the failure families (`families.py`; its held-out slice is never trained on);
     - `n_responses` output-task pairs (see `_responses`), refusals taken from the safe bot responses;
     - `n_attacks` rows per attack family and the harmless look-alikes of the attacks (`attacks.py`, their
-      training variants), and the training part of the non-English messages (`languages.py`);
-    - with `everyday`, the everyday questions (`everyday_rows`).
+      training variants), and the training part of the non-English messages (`languages.py`).
     """
     inputs = [ex for ex in examples if ex.task == "input" and len(ex.text) < 400]
     by_label = {lab: [ex for ex in inputs if ex.label == lab] for lab in (0, 1)}
@@ -286,6 +238,4 @@ def augment(examples: Sequence[Example], rng: random.Random, n_wrapped: int, n_l
     out += _responses(by_label, refusals, rng, n_responses)
     if n_attacks:
         out += attack_rows(by_label[1], by_label[0], rng, n_attacks) + language_rows("train")
-    if everyday:
-        out += everyday_rows()
     return out

@@ -159,7 +159,7 @@ HARD_NEGATIVE_BOOST = {
     AUGMENTED + "violence-lookalike": 4.0, AUGMENTED + "violent-words": 4.0, AUGMENTED + "own-data": 6.0,
     AUGMENTED + "rights-support": 3.0, AUGMENTED + "self-harm-lookalike": 8.0, AUGMENTED + "identity": 4.0,
     AUGMENTED + "harmless-quote": 3.0, AUGMENTED + "harmless-answer-text": 8.0, AUGMENTED + "harmless-code": 8.0,
-    AUGMENTED + "harmless-dialogue": 8.0, AUGMENTED + "everyday": 2.0,
+    AUGMENTED + "harmless-dialogue": 8.0,
 }
 # Sources by prefix: the few sentences per language of `languages.py` (safe, unsafe).
 PREFIX_BOOST = {AUGMENTED + "language/": (6.0, 3.0)}

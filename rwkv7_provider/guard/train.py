@@ -174,8 +174,6 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--attacks", type=int, default=400,
                    help="rows per attack family (template imitation, invisible characters, accents, look-alikes; "
                         "attacks.py) with their harmless look-alikes, and the non-English rows (languages.py); 0: none")
-    p.add_argument("--everyday", action="store_true",
-                   help="add the authored everyday questions (augment.py: everyday_rows) as harmless examples")
     p.add_argument("--balance-cues", action="store_true",
                    help="sample harmless messages with quotes, reported speech or 'how to' questions more often, until "
                         "those cues are as common among harmless as among harmful ones (data.py: SHORTCUT_CUES)")
@@ -240,7 +238,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
         raise GuardDataError(f"no training rows left in {args.data_dir} after holding out {sorted(heldout)}")
     rng = random.Random(args.seed)
     train_rows = train_rows + augment(train_rows, rng, args.augment, args.augment // 2, args.augment_responses,
-                                      args.attacks, args.everyday)
+                                      args.attacks)
     log.info("%d training rows (with augmentation), %d held-out rows", len(train_rows), len(dev_rows))
 
     if args.init:
