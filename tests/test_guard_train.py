@@ -180,16 +180,18 @@ def _share(rows: list[Example], weights: list[float], label: int, cue) -> float:
 
 
 def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance() -> None:
-    """Quotes, reported speech and "how to" 5x as common among unsafe messages (as in the shipped data) stop
-    predicting the label: `balance_cues` makes them as common among safe ones; `sample_weights` keeps equal label weight in each
+    """Quotes and reported speech 5x as common among unsafe messages (as in the shipped data) stop predicting the
+    label: `balance_cues` makes them as common among safe ones; `sample_weights` keeps equal label weight in each
     length bin, and without `cues` nothing changes."""
     rng = random.Random(0)
     rows = []
-    cue_texts = (' "quote"', " She wrote back.", " how to?")  # one per SHORTCUT_CUES entry
-    for label, rates in ((0, (0.03, 0.01, 0.02)), (1, (0.15, 0.05, 0.10))):
+    for label, quoted, reported in ((0, 0.03, 0.01), (1, 0.15, 0.05)):
         for i in range(2000):
-            text = rng.choice(("hi", "a longer message about the weather and the garden " * 2))  # two length bins
-            text += "".join(cue for cue, rate in zip(cue_texts, rates) if rng.random() < rate)
+            text = rng.choice(("hello there", "a longer message about the weather and the garden " * 2))
+            if rng.random() < quoted:
+                text += ' "quote"'
+            if rng.random() < reported:
+                text += " She wrote back."
             rows.append(Example(text, label, f"src{i % 3}"))
     plain = sample_weights(rows, source_cap=10_000)
     assert plain == sample_weights(rows, source_cap=10_000, cues=False)
@@ -197,9 +199,8 @@ def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance(
     balanced = sample_weights(rows, source_cap=10_000, cues=True)
     for cue in SHORTCUT_CUES:
         assert _share(rows, plain, 0, cue) < _share(rows, plain, 1, cue) / 3  # the bias the test starts from
-        # one cue after the other: balancing a later cue moves an earlier one's share a little
-        assert _share(rows, rebalanced, 0, cue) == pytest.approx(_share(rows, rebalanced, 1, cue), rel=0.1)
-        assert _share(rows, balanced, 0, cue) >= 0.9 * _share(rows, balanced, 1, cue)
+        assert _share(rows, rebalanced, 0, cue) == pytest.approx(_share(rows, rebalanced, 1, cue), rel=0.02)
+        assert _share(rows, balanced, 0, cue) >= 0.95 * _share(rows, balanced, 1, cue)
     for weights in (plain, balanced):
         for b in {length_bin(ex) for ex in rows}:
             mass = [sum(w for ex, w in zip(rows, weights) if ex.label == lab and length_bin(ex) == b) for lab in (0, 1)]

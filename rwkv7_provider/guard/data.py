@@ -181,19 +181,16 @@ def boost(ex: Example) -> float:
 
 
 # Cues of harmless writing that the shipped data ties to harm: a double quote is in 13.5% of the unsafe user
-# messages and 3.3% of the safe ones, reported speech ("said", "told me", ...) four to nine times as often, and
-# questions that open with "how can/do I" or contain "how to" in 24% of the sampled unsafe messages and 10% of
-# the safe ones. A small guard learns them as a shortcut and blocks harmless reported speech (`My teacher said
-# "the answer is no"`) and everyday how-to questions, so `balance_cues` samples the safe messages that carry a
-# cue more often (at most `MAX_CUE_UPWEIGHT` times per cue), one cue after the other, until each cue is about as
-# common among safe as among unsafe ones in the capped and boosted weights. The label balance per length bin
-# after it lifts them further: on the shipped data quotes end up in 15% of the sampled safe user messages and 10%
-# of the unsafe ones, "how" questions in 23% of either. Balancing exactly after the label balance instead kept
+# messages and 3.3% of the safe ones, reported speech ("said", "told me", ...) four to nine times as often. A
+# small guard learns them as a shortcut and blocks harmless reported speech (`My teacher said "the answer is
+# no"`), so `balance_cues` samples the safe messages that carry a cue more often (at most `MAX_CUE_UPWEIGHT`
+# times), until each cue is as common among safe as among unsafe ones in the capped and boosted weights. The
+# label balance per length bin after it lifts them further: on the shipped data quotes end up in 16% of the
+# sampled safe user messages and 11% of the unsafe ones. Balancing exactly after the label balance instead kept
 # more of the shortcut in a seed-0 run (README, "A verdict that cannot be steered").
 SHORTCUT_CUES = (
     re.compile('"'),
     re.compile(r"\b(said|says|told (me|us|him|her)|asked|replied|wrote|always say)\b", re.IGNORECASE),
-    re.compile(r"^\W*how (can|do|should|could|would) (i|we|you|one)\b|\bhow to\b", re.IGNORECASE),
 )
 MAX_CUE_UPWEIGHT = 6.0
 

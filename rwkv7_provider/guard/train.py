@@ -175,8 +175,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="rows per attack family (template imitation, invisible characters, accents, look-alikes; "
                         "attacks.py) with their harmless look-alikes, and the non-English rows (languages.py); 0: none")
     p.add_argument("--balance-cues", action="store_true",
-                   help="sample harmless messages with quotes, reported speech or 'how to' questions more often, until "
-                        "those cues are as common among harmless as among harmful ones (data.py: SHORTCUT_CUES)")
+                   help="sample harmless messages with quotes or reported speech more often, until those cues are as "
+                        "common among harmless as among harmful ones (data.py: SHORTCUT_CUES)")
     p.add_argument("--checkpoint-every", type=int, default=200,
                    help="save a resumable checkpoint every this many steps; rerunning the same command resumes "
                         "(default: %(default)s)")
