@@ -315,6 +315,22 @@ def test_a_run_on_every_source_writes_a_card_with_the_family_slice(tiny_data: Pa
     assert "| augmented/self-harm |" in card and "Operating points" in card
 
 
+def test_a_fine_tuned_guards_card_names_its_starting_point_and_how_both_were_made(tiny_data: Path,
+                                                                                  tmp_path: Path) -> None:
+    base = train(tiny_data, tmp_path / "base", "--steps", "1", "--embed-init", str(make_encoder(tmp_path / "enc")))
+    tuned = train(tiny_data, tmp_path / "tuned", "--steps", "1", "--init", str(base))
+    info = json.loads((tuned / "config.json").read_text())["guard"]
+    made = json.loads((base / "config.json").read_text())["guard"]["command"]
+    assert info["base"] == {"path": str(base), "command": made, "embed_init": str(tmp_path / "enc")}
+    card = card_module.render_card(RWKV7.from_pretrained(tuned), info["command"], info, [])
+    assert f"language model fine-tuned from the guard in `{base}`" in card
+    reproduce = card.split("## Reproduce", 1)[1]
+    assert reproduce.index(made) < reproduce.index(info["command"])  # the starting point first
+    assert "all-MiniLM-L6-v2" in card  # its embeddings came from the base's --embed-init
+    scratch = json.loads((base / "config.json").read_text())["guard"]
+    assert "trained from scratch" in card_module.render_card(RWKV7.from_pretrained(base), made, scratch, [])
+
+
 def test_bad_data_is_reported_with_its_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "label": "safe"}\n{not json}\n')

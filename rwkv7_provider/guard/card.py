@@ -38,6 +38,12 @@ ATTACKS_TITLE = (f"attack families (held-out variants, through the provider's st
                  f"block_threshold {CONFIG_THRESHOLD})")
 
 
+# A fine-tuned guard's "Reproduce" block: the run that made its starting point, then this run (`--init`).
+FINE_TUNED = """# the starting point ({path}), itself made by:
+{command}
+# this guard, fine-tuned from it:
+{this}"""
+
 HELDOUT_NONE = """Held-out sources: none. These weights were trained on every source; the recipe's numbers on held-out
 sources come from the same command with the default `--heldout` (see "How this recipe was chosen" below, when
 the run was given that run's card)."""
@@ -113,13 +119,19 @@ def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple
     """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
     cfg = model.config
     size_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6
+    base = info.get("base")
+    embed_init = info.get("embed_init") or (base or {}).get("embed_init")
     metrics_md = "\n\n".join(f"### {title}\n\n{report.markdown()}" for title, report in sections)
     heldout = info["heldout_sources"]
     return CARD_TEMPLATE.read_text().format(
         layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
-        size_mb=size_mb, command=command, seconds=info["train_seconds"], rows=info["train_rows"],
+        size_mb=size_mb, command=FINE_TUNED.format(path=base["path"], this=command,
+                                                  command=base["command"] or "# (not recorded in its config.json)")
+        if base else command,
+        origin=f"fine-tuned from the guard in `{base['path']}`" if base else "trained from scratch",
+        seconds=info["train_seconds"], rows=info["train_rows"],
         loss=info["final_loss"] or float("nan"), device=info.get("device", "cpu"),
         heldout=("Held-out sources (never trained on; the metrics below): " + ", ".join(f"`{s}`" for s in heldout)
                  + ".") if heldout else HELDOUT_NONE,
-        metrics=metrics_md, embeddings=EMBEDDINGS.format(encoder=info["embed_init"]) if info.get("embed_init") else "",
+        metrics=metrics_md, embeddings=EMBEDDINGS.format(encoder=embed_init) if embed_init else "",
     )

@@ -241,9 +241,12 @@ def run(args: argparse.Namespace, command: str) -> Path:
                                       args.attacks)
     log.info("%d training rows (with augmentation), %d held-out rows", len(train_rows), len(dev_rows))
 
+    base = None  # the guard this run fine-tunes, for the model card
     if args.init:
         model = RWKV7.from_pretrained(args.init)
         tokenizer = Tokenizer.from_file(str(args.init / "tokenizer.json"))
+        made = json.loads((args.init / "config.json").read_text()).get("guard", {})
+        base = {"path": str(args.init), "command": made.get("command"), "embed_init": made.get("embed_init")}
     else:
         corpus = [ex.text + ("\n" + ex.response if ex.response else "") for ex in train_rows]
         corpus += [t for task in ("input", "output") for t in templates(task)] * 50
@@ -285,6 +288,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "train_seconds": round(time.time() - t_start),
             "parameters": n_params,
             "embed_init": args.embed_init,
+            "base": base,
             "device": str(device),
             "precision": args.precision,
         }
