@@ -1,7 +1,7 @@
 """Issue 23's aims, measured in one run: how well a guard's verdict resists being steered, what it costs in false
 positives and in latency.
 
-For each guard given (`--guard NAME=DIR`, e.g. the shipped v14 and a retrained run) and each scoring path:
+For each guard given (`--guard NAME=DIR`, e.g. the shipped guard and a retrained run) and each scoring path:
   literal   the prompt as the rails render it, scored as it is (the provider before issue 23)
   as-data   the provider's structure-aware `choices` path (canonical text, neutralised quote, imitation pieces)
 it prints, at the shipped configs' block_threshold (0.3):
@@ -21,7 +21,7 @@ it prints, at the shipped configs' block_threshold (0.3):
             non-English slice also through the provider under each `unfamiliar_script` policy
   latency   warm check latency of one guard, literal vs as-data client path, interleaved message by message
             over `--rounds` rounds (aim: as-data <= 1.1x literal)
-Usage: python bench/bench_attacks.py --guard v14=runs/v14 --guard r3=runs/guard-r3 [--threads 1]
+Usage: python bench/bench_attacks.py --guard shipped=rwkv7_provider/guard/assets --guard r3=runs/guard-r3 [--threads 1]
 """
 
 from __future__ import annotations
