@@ -327,6 +327,7 @@ def test_a_fine_tuned_guards_card_names_its_starting_point_and_how_both_were_mad
     reproduce = card.split("## Reproduce", 1)[1]
     assert reproduce.index(made) < reproduce.index(info["command"])  # the starting point first
     assert "all-MiniLM-L6-v2" in card  # its embeddings came from the base's --embed-init
+    assert guard_train.base_guard(tmp_path / "enc")["command"] is None  # a starting point train-guard did not make
     scratch = json.loads((base / "config.json").read_text())["guard"]
     assert "trained from scratch" in card_module.render_card(RWKV7.from_pretrained(base), made, scratch, [])
 

@@ -115,6 +115,14 @@ def recipe_section(card: str) -> str:
     return RECIPE.format(heldout=heldout, metrics=metrics.replace("\n### ", "\n#### "))
 
 
+def _reproduce(command: str, base: dict | None) -> str:
+    """The "Reproduce" block: this run's command, after the one that made its starting point for a fine-tune."""
+    if not base:
+        return command
+    return FINE_TUNED.format(path=base["path"], this=command,
+                             command=base["command"] or "# (not recorded in its config.json)")
+
+
 def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple[str, Report | AttackReport]]) -> str:
     """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
     cfg = model.config
@@ -125,9 +133,7 @@ def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple
     heldout = info["heldout_sources"]
     return CARD_TEMPLATE.read_text().format(
         layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
-        size_mb=size_mb, command=FINE_TUNED.format(path=base["path"], this=command,
-                                                  command=base["command"] or "# (not recorded in its config.json)")
-        if base else command,
+        size_mb=size_mb, command=_reproduce(command, base),
         origin=f"fine-tuned from the guard in `{base['path']}`" if base else "trained from scratch",
         seconds=info["train_seconds"], rows=info["train_rows"],
         loss=info["final_loss"] or float("nan"), device=info.get("device", "cpu"),

@@ -203,6 +203,14 @@ def small_config(layers: int, width: int, vocab: int) -> RWKV7Config:
                        dim_g=max(16, width // 4))
 
 
+def base_guard(path: Path) -> dict[str, str | None]:
+    """What a fine-tune starts from, for its card: the path, and the command and embedding init that made it
+    when its config.json records them (a guard made by `train-guard` does)."""
+    config = path / "config.json"
+    made = json.loads(config.read_text()).get("guard", {}) if config.is_file() else {}
+    return {"path": str(path), "command": made.get("command"), "embed_init": made.get("embed_init")}
+
+
 def training_device(name: str) -> torch.device:
     """The device to train on, with a clear error when CUDA is asked for and missing."""
     if name == "cuda":
@@ -245,8 +253,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
     if args.init:
         model = RWKV7.from_pretrained(args.init)
         tokenizer = Tokenizer.from_file(str(args.init / "tokenizer.json"))
-        made = json.loads((args.init / "config.json").read_text()).get("guard", {})
-        base = {"path": str(args.init), "command": made.get("command"), "embed_init": made.get("embed_init")}
+        base = base_guard(args.init)
     else:
         corpus = [ex.text + ("\n" + ex.response if ex.response else "") for ex in train_rows]
         corpus += [t for task in ("input", "output") for t in templates(task)] * 50
