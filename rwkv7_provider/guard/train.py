@@ -34,6 +34,7 @@ from ..kernels import triton_available
 from ..model.config import RWKV7Config
 from ..model.rwkv7 import RWKV7
 from ..model.train import TrainConfig, init_weights, train
+from ..runtime.structure import guard_info
 from .augment import augment
 from .data import (
     DATA_FORMAT,
@@ -206,8 +207,7 @@ def small_config(layers: int, width: int, vocab: int) -> RWKV7Config:
 def base_guard(path: Path) -> dict[str, str | None]:
     """What a fine-tune starts from, for its card: the path, and the command and embedding init that made it
     when its config.json records them (a guard made by `train-guard` does)."""
-    config = path / "config.json"
-    made = json.loads(config.read_text()).get("guard", {}) if config.is_file() else {}
+    made = guard_info(path)
     return {"path": str(path), "command": made.get("command"), "embed_init": made.get("embed_init")}
 
 

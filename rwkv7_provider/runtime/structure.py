@@ -298,16 +298,23 @@ class KnownTemplates:
         return best.plan(values, self.scripts)
 
 
-def trained_templates(model_dir: str | Path) -> list[str]:
-    """The templates a guard directory records in its config.json (`guard.templates`, written by
-    `train-guard`); [] for any other checkpoint."""
+def guard_info(model_dir: str | Path) -> dict:
+    """What `train-guard` recorded in a guard directory's config.json (its `guard` section: command, templates,
+    starting point, ...); {} for any other checkpoint or an unreadable file."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        return []
+        return {}
     try:
-        templates = json.loads(path.read_text()).get("guard", {}).get("templates", [])
+        info = json.loads(path.read_text()).get("guard", {})
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        return []
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def trained_templates(model_dir: str | Path) -> list[str]:
+    """The templates a guard directory records in its config.json (`guard.templates`); [] for any other
+    checkpoint."""
+    templates = guard_info(model_dir).get("templates", [])
     return [t for t in templates if isinstance(t, str)] if isinstance(templates, list) else []
 
 
