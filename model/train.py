@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,27 @@ class TrainConfig:
     seed: int = 0
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
+SMOOTHING = 50  # steps the reported loss is averaged over
+
+
+@dataclass
+class TrainLog:
+    """What a run reports, carried across resumes by the checkpoint: the loss of the last `SMOOTHING` steps
+    and the seconds spent in the training loop (a resumed run's card then describes the whole run)."""
+
+    recent: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def final_loss(self) -> float | None:
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    def add(self, loss: float) -> None:
+        self.recent = (self.recent + [loss])[-SMOOTHING:]
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, extra: dict,
+                    history: TrainLog) -> None:
     """Everything a resumed run needs; written to a temporary file first so a kill never leaves half a file."""
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -130,19 +150,20 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             "step": step,
             "torch_rng": torch.get_rng_state(),
             "extra": extra,
+            "log": asdict(history),
         },
         tmp,
     )
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
-    """Restore model, optimiser and RNG; returns (next step, extra)."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict, TrainLog]:
+    """Restore model, optimiser and RNG; returns (next step, extra, the log so far)."""
     data = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers and strings only
     model.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     torch.set_rng_state(data["torch_rng"])
-    return int(data["step"]), data["extra"]
+    return int(data["step"]), data["extra"], TrainLog(**data.get("log", {}))
 
 
 def train(
@@ -154,8 +175,8 @@ def train(
     *,
     extra: dict | None = None,
     progress: bool = True,
-) -> list[float]:
-    """Run (or resume) training; returns the loss of every step run in this call.
+) -> TrainLog:
+    """Run (or resume) training; returns the run's log (its last losses and loop time, resumes included).
 
     A `checkpoint.pt` in `out_dir` is resumed from when it was written with the same `extra` settings;
     one written with different settings is an error rather than a silent mix of two runs.
@@ -164,18 +185,17 @@ def train(
     extra = dict(extra or {}, train_config=asdict(config))
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     ckpt = out_dir / CHECKPOINT_FILE
-    start = 0
+    start, history = 0, TrainLog()
     if ckpt.is_file():
-        start, saved = load_checkpoint(ckpt, model, optimizer)
+        start, saved, history = load_checkpoint(ckpt, model, optimizer)
         if saved != extra:
             raise ParameterError(f"{ckpt} belongs to a run with other settings; remove it or use another --out")
         log.info("resuming from %s at step %d", ckpt, start)
     else:
         torch.manual_seed(config.seed)
     model.train()
-    losses: list[float] = []
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress, unit="step")
-    tokens, t0 = 0, time.perf_counter()
+    tokens, t0, seconds_before = 0, time.perf_counter(), history.seconds
     for step in bar:
         lr = lr_at(step, config.steps, config.lr, config.warmup, config.final_lr_ratio)
         for group in optimizer.param_groups:
@@ -186,14 +206,15 @@ def train(
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         value = loss.item()
-        losses.append(value)
+        history.add(value)
+        history.seconds = seconds_before + time.perf_counter() - t0
         tokens += n_tokens
-        smooth = sum(losses[-50:]) / len(losses[-50:])
+        smooth = history.final_loss
         bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
         if (step + 1) % 50 == 0:
             log.info("step %d loss %.4f (avg %.4f) grad-norm %.2f lr %.2e tok/s %.0f", step + 1, value, smooth,
                      norm, lr, tokens / (time.perf_counter() - t0))
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save_checkpoint(ckpt, model, optimizer, step + 1, extra)
+            save_checkpoint(ckpt, model, optimizer, step + 1, extra, history)
     model.eval()
-    return losses
+    return history

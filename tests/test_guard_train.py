@@ -103,6 +103,15 @@ def test_same_seed_same_weights_and_resume_matches(tiny_data: Path, tmp_path: Pa
     c = weights(train(tiny_data, tmp_path / "c", "--steps", "4", "--checkpoint-every", "2"))
     assert all(torch.equal(a[k], c[k]) for k in a)
 
+    # The resumed run reports the whole run's loss (all four steps), also when the finished command is run once
+    # more (as it is to write a card).
+    def report(name: str) -> dict:
+        return json.loads((tmp_path / name / "config.json").read_text())["guard"]
+
+    assert report("c")["final_loss"] == pytest.approx(report("a")["final_loss"], rel=1e-6)
+    train(tiny_data, tmp_path / "c", "--steps", "4", "--checkpoint-every", "2")
+    assert report("c")["final_loss"] == pytest.approx(report("a")["final_loss"], rel=1e-6)
+
 
 def test_resume_refuses_other_settings(tiny_data: Path, tmp_path: Path) -> None:
     train(tiny_data, tmp_path / "g", "--steps", "2")

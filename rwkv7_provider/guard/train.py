@@ -281,7 +281,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     log.info("model %s, %.2fM parameters, on %s (%s)", model.config, n_params / 1e6, device, args.precision)
     loss_fn = functools.partial(guard_loss, unsafe_weight=args.unsafe_weight,
                                 autocast=torch.bfloat16 if args.precision == "bf16" else None)
-    losses = train(model, plan, loss_fn, cfg, args.out, extra=settings, progress=not args.no_progress)
+    t_loop = time.time()
+    history = train(model, plan, loss_fn, cfg, args.out, extra=settings, progress=not args.no_progress)
 
     info = {
         "guard": {
@@ -291,8 +292,9 @@ def run(args: argparse.Namespace, command: str) -> Path:
             "command": command,
             "train_rows": len(train_rows),
             "heldout_sources": sorted(heldout),
-            "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])) if losses else None,
-            "train_seconds": round(time.time() - t_start),
+            "final_loss": history.final_loss,
+            # this call's data preparation plus the training loop of every call (a resumed run counts once)
+            "train_seconds": round(t_loop - t_start + history.seconds),
             "parameters": n_params,
             "embed_init": args.embed_init,
             "base": base,
