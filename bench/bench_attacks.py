@@ -45,6 +45,7 @@ from rwkv7_provider.guard.attacks import (
     engine_checker,
     heldout_messages,
     run_attack_set,
+    share_with_interval,
 )
 from rwkv7_provider.guard.data import HELDOUT_SOURCES, load_data
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD, metrics
@@ -310,7 +311,7 @@ def main() -> None:
             everyday = asyncio.run(blocked(check, EVERYDAY))
             other = asyncio.run(blocked(check, EVERYDAY_OTHER_FRAMES))
             print(f"### {path} scoring ({time.perf_counter() - t0:.0f} s)\n\n{report.markdown()}\n"
-                  f"| fresh quoted sentence (bench only) | {kept}/{n} = {kept / max(1, n):.3f} |\n\n{speech}\n"
+                  f"| fresh quoted sentence (bench only) | {share_with_interval(kept, n)} |\n\n{speech}\n"
                   f"everyday questions blocked: {len(everyday)}/{len(EVERYDAY)} {everyday[:5]}\n"
                   f"everyday questions in other frames blocked: {len(other)}/{len(EVERYDAY_OTHER_FRAMES)} {other[:5]}\n")
         plain, probed = probes_through_llmrails(guard)

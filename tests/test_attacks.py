@@ -96,6 +96,12 @@ def test_held_out_variants_are_never_trained_on():
             assert ex.label == 0
         elif ex.source.startswith(AUGMENTED + "attack-"):
             assert ex.label == (canonical_text(ex.text) in MESSAGES[:2])
+    # The quoted rows use no held-out frame or quote: the bench's quoted-sentence rows test generalisation.
+    quoted = [ex.text for ex in rows if ex.source.endswith(("harmless-quote", "quoted-harmful"))]
+    assert quoted
+    held_frames = [f.split('"{}"')[0] for f in attacks._split(attacks._QUOTE_FRAMES, "heldout")]
+    held_quotes = [f'"{q}"' for q in attacks._split(attacks._QUOTES, "heldout")]
+    assert not any(h in text for text in quoted for h in held_frames + held_quotes)
 
 
 def test_language_rows_hold_out_sentences_and_whole_languages():
@@ -124,6 +130,16 @@ def test_run_attack_set_counts_through_any_checker():
     assert report.still_passed["quoted sentence"] == (1, 1)
     assert len(seen) == 3 + 1 + 6 * len(ATTACKS) + 6
     assert "| imitation | variants |" in report.markdown()
+
+
+def test_shares_come_with_their_wilson_interval():
+    z2 = 1.96**2
+    assert attacks.wilson(0, 10) == (0.0, pytest.approx(z2 / (10 + z2)))  # closed forms at the ends
+    assert attacks.wilson(10, 10) == (pytest.approx(10 / (10 + z2)), 1.0)
+    lo, hi = attacks.wilson(560, 601)
+    assert lo < 560 / 601 < hi and hi - lo == pytest.approx(0.040, abs=0.002)  # +-2 points at n=600
+    assert attacks.wilson(41, 601) == pytest.approx(tuple(1 - x for x in reversed((lo, hi))))  # symmetric
+    assert attacks.wilson(0, 0) == (0.0, 1.0)
 
 
 def test_a_new_family_leaves_the_other_rows_draws_alone(monkeypatch):

@@ -23,6 +23,7 @@ client), so every entry point is measured the same way. All text here was writte
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -453,14 +454,30 @@ class AttackReport:
 
     def markdown(self) -> str:
         lines = [(f"Harmful messages blocked plainly: {self.blocked_plainly} of {self.harmful}; harmless messages "
-                 f"passed plainly: {self.passed_plainly} of {self.harmless}."), "",
+                 f"passed plainly: {self.passed_plainly} of {self.harmless}. In brackets: the 95% interval of "
+                 "each share (Wilson), what another draw of messages of the same kind could give."), "",
                  "| attack family | held out of training | harmful still blocked |", "|---|---|---:|"]
         for fam, (k, n) in self.stayed_blocked.items():
             held = "whole family" if fam in HELDOUT_FAMILIES else "variants"
-            lines.append(f"| {fam} | {held} | {k}/{n} = {k / max(1, n):.3f} |")
+            lines.append(f"| {fam} | {held} | {share_with_interval(k, n)} |")
         lines += ["", "| harmless message + | still passes |", "|---|---:|"]
-        lines += [f"| {name} | {k}/{n} = {k / max(1, n):.3f} |" for name, (k, n) in self.still_passed.items()]
+        lines += [f"| {name} | {share_with_interval(k, n)} |" for name, (k, n) in self.still_passed.items()]
         return "\n".join(lines)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share k/n (95% by default): honest near 0 and 1, where shares live here."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
+
+
+def share_with_interval(k: int, n: int) -> str:
+    """`k/n = share [low, high]`, with the Wilson interval."""
+    lo, hi = wilson(k, n)
+    return f"{k}/{n} = {k / max(1, n):.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def engine_checker(engine, threshold: float, template: str = SELF_CHECK_INPUT,
