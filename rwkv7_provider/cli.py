@@ -15,6 +15,7 @@ COMMANDS = {
     "info": ("rwkv7_provider.commands.info", "a checkpoint's shape, parameters and the memory it needs per format"),
     "init-config": ("rwkv7_provider.commands.init_config", "copy a shipped NeMo Guardrails config to edit it"),
     "train-guard": ("rwkv7_provider.guard.train", "train or fine-tune the embedded RWKV-7 guard"),
+    "average-guards": ("rwkv7_provider.guard.average", "one guard from the mean weights of fine-tunes differing in seed"),
     "eval-guard": ("rwkv7_provider.guard.evaluate", "evaluate a guard on labeled JSONL next to a TF-IDF baseline"),
     "serve": ("rwkv7_provider.server.serve", "serve models over an OpenAI-compatible HTTP API"),
     "build-kernels": ("rwkv7_provider.commands.build_kernels", "compile the CPU decode kernels ahead of the first model load"),

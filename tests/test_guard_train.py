@@ -391,3 +391,34 @@ def test_a_run_on_every_source_quotes_its_recipe_card(tiny_data: Path, tmp_path:
     assert "#### input rail (held-out sources)" in chosen and "| guard |" in chosen
     with pytest.raises(ParameterError, match="no held-out sources or metrics"):
         card_module.recipe_section("# a card without metrics")
+
+
+def test_average_guards_is_the_mean_of_fine_tunes_of_one_guard(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    base = train(tiny_data, tmp_path / "base", "--steps", "2")
+    a = train(tiny_data, tmp_path / "a", "--steps", "3", "--init", str(base), "--seed", "1")
+    b = train(tiny_data, tmp_path / "b", "--steps", "3", "--init", str(base), "--seed", "2")
+    out = tmp_path / "mean"
+    assert cli.main(["average-guards", str(a), str(b), "--out", str(out), "--no-eval"]) == 0
+    wa, wb, mean = weights(a), weights(b), weights(out)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the seeds trained apart
+    for k in wa:  # the mean in fp32, rounded once to bf16
+        assert torch.allclose(mean[k].float(), (wa[k].float() + wb[k].float()) / 2, rtol=1e-2, atol=1e-3), k
+    assert (out / "tokenizer.json").read_bytes() == (a / "tokenizer.json").read_bytes()
+    RWKV7.from_pretrained(out)
+
+    info = json.loads((out / "config.json").read_text())["guard"]
+    members = [json.loads((g / "config.json").read_text())["guard"] for g in (a, b)]
+    assert [m["command"] for m in info["members"]] == [m["command"] for m in members]
+    assert info["final_loss"] == pytest.approx((members[0]["final_loss"] + members[1]["final_loss"]) / 2)
+    assert info["command"].startswith("rwkv7-provider average-guards ") and info["base"]["path"] == str(base)
+    reproduce = card_module._reproduce(info["command"], info["base"], info["members"])
+    order = [info["base"]["command"], members[0]["command"], members[1]["command"], info["command"]]
+    assert [reproduce.index(c) for c in order] == sorted(reproduce.index(c) for c in order)
+    assert card_module._origin(info["base"], info["members"]).startswith("averaged from 2 fine-tunes")
+
+    # Only fine-tunes of one guard with one recipe, differing in seed, have a mean that is a model.
+    other = train(tiny_data, tmp_path / "other", "--steps", "3", "--init", str(base), "--seed", "3", "--lr", "1e-4")
+    for guards, message in (([a, base], "trained from scratch"), ([a, other], "other settings"),
+                            ([a, a], "same command"), ([a], "at least two")):
+        assert cli.main(["average-guards", *map(str, guards), "--out", str(tmp_path / "bad"), "--no-eval"]) == 2
+        assert message in capsys.readouterr().err

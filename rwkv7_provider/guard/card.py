@@ -38,10 +38,17 @@ ATTACKS_TITLE = (f"attack families (held-out variants, through the provider's st
                  f"block_threshold {CONFIG_THRESHOLD})")
 
 
-# A fine-tuned guard's "Reproduce" block: the run that made its starting point, then this run (`--init`).
+# A fine-tuned guard's "Reproduce" block: the run that made its starting point, then this run (`--init`), or
+# the fine-tunes this guard averages and the average (`average-guards`).
 FINE_TUNED = """# the starting point ({path}), itself made by:
 {command}
 # this guard, fine-tuned from it:
+{this}"""
+AVERAGED = """# the starting point ({path}), itself made by:
+{command}
+# {n} fine-tunes of it, one per seed:
+{members}
+# this guard, the mean of their weights:
 {this}"""
 
 HELDOUT_NONE = """Held-out sources: none. These weights were trained on every source; the recipe's numbers on held-out
@@ -115,12 +122,24 @@ def recipe_section(card: str) -> str:
     return RECIPE.format(heldout=heldout, metrics=metrics.replace("\n### ", "\n#### "))
 
 
-def _reproduce(command: str, base: dict | None) -> str:
-    """The "Reproduce" block: this run's command, after the one that made its starting point for a fine-tune."""
+def _reproduce(command: str, base: dict | None, members: Sequence[dict] = ()) -> str:
+    """The "Reproduce" block: this run's command, after the one that made its starting point for a fine-tune
+    (and the fine-tunes it averages, for `average-guards`)."""
     if not base:
         return command
-    return FINE_TUNED.format(path=base["path"], this=command,
-                             command=base["command"] or "# (not recorded in its config.json)")
+    made = base["command"] or "# (not recorded in its config.json)"
+    if members:
+        return AVERAGED.format(path=base["path"], command=made, n=len(members), this=command,
+                               members="\n".join(m["command"] for m in members))
+    return FINE_TUNED.format(path=base["path"], this=command, command=made)
+
+
+def _origin(base: dict | None, members: Sequence[dict] = ()) -> str:
+    if not base:
+        return "trained from scratch"
+    if members:
+        return f"averaged from {len(members)} fine-tunes (seeds differ) of the guard in `{base['path']}`"
+    return f"fine-tuned from the guard in `{base['path']}`"
 
 
 def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple[str, Report | AttackReport]]) -> str:
@@ -133,9 +152,10 @@ def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple
     heldout = info["heldout_sources"]
     return CARD_TEMPLATE.read_text().format(
         layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
-        size_mb=size_mb, command=_reproduce(command, base),
-        origin=f"fine-tuned from the guard in `{base['path']}`" if base else "trained from scratch",
-        seconds=info["train_seconds"], rows=info["train_rows"],
+        size_mb=size_mb, command=_reproduce(command, base, info.get("members", ())),
+        origin=_origin(base, info.get("members", ())),
+        wall=f"{info['train_seconds']} s" + (f" for its {len(info['members'])} fine-tunes together"
+                                            if info.get("members") else ""), rows=info["train_rows"],
         loss=info["final_loss"] or float("nan"), device=info.get("device", "cpu"),
         heldout=("Held-out sources (never trained on; the metrics below): " + ", ".join(f"`{s}`" for s in heldout)
                  + ".") if heldout else HELDOUT_NONE,
