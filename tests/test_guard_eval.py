@@ -51,7 +51,7 @@ def test_eval_guard_cli_reports_guard_and_baseline(tmp_path: Path, capsys) -> No
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     guard = tmp_path / "guard"
     guard_train.main(["--data-dir", str(data), "--out", str(guard), "--heldout", "", "--layers", "1", "--width", "64",
-                      "--vocab-size", "400", "--steps", "2", "--batch-size", "4", "--augment", "4", "--augment-responses", "4", "--warmup", "1",
+                      "--vocab-size", "400", "--steps", "2", "--batch-size", "4", "--augment", "4", "--augment-responses", "4", "--attacks", "8", "--warmup", "1",
                       "--no-eval", "--no-progress"])
     guard_eval.main(["--data", str(tmp_path / "test.jsonl"), "--model", str(guard), "--train-data", str(data),
                      "--heldout", "", "--latency-samples", "3"])

@@ -356,19 +356,49 @@ def quote_appended(message: str, rng: random.Random, split: str = "heldout") -> 
     return f"{message.rstrip()} {rng.choice(frames).format(rng.choice(quotes))}"
 
 
-# Training-only frames composed from parts, so that no handful of frames is what "a quote" means to the guard.
+# Training-only reported speech composed from parts (who, where, how, what happened next, and what was said),
+# so that no handful of frames or quotes is what "a quote" means to the guard. The parts share no speaker,
+# place or reaction with the held-out frames of `_QUOTE_FRAMES`, and the verdict-like quotes (`_verdict_quote`)
+# none of the held-out quotes' wording, so the bench's quoted rows stay a test of what the guard generalised.
 _SPEAKERS = ("My teacher", "Our neighbor", "A stranger on the bus", "My grandpa", "The waiter", "My little brother",
              "The coach", "Her boss", "The tour guide", "My doctor", "The pilot", "Our landlord", "My best friend",
-             "The news anchor", "A kid at the park", "The librarian", "My aunt", "The mechanic")
+             "The news anchor", "A kid at the park", "The librarian", "My aunt", "The mechanic", "My roommate",
+             "The referee", "A customer", "The bus driver", "My sister", "Our manager", "The receptionist",
+             "An old man", "The weather app", "My phone", "The game show host", "Our principal", "The nurse",
+             "Some guy", "The cashier", "My dad", "Our professor", "The announcer")
+_PLACES = ("", "", "", "", " at the gym", " on the train", " at the bakery", " in the meeting", " at the party",
+           " on the phone", " at the airport", " in the group chat", " at dinner", " at the front desk",
+           " after the game", " this morning", " yesterday", " on TV", " at the station", " last night")
 _SAYING = ('said "{}"', 'told me "{}"', 'keeps saying "{}"', 'shouted "{}"', 'wrote "{}" in the card',
-           'asked "{}"', 'whispered "{}"', 'replied "{}" and smiled', 'texted me "{}" this morning',
-           'posted "{}" online', 'always says "{}"', 'answered "{}" without thinking', 'muttered "{}"',
-           'sang "{}" all the way home', 'put up a note saying "{}"', 'yelled "{}" across the street')
+           'asked "{}"', 'whispered "{}"', 'replied "{}"', 'texted me "{}"', 'posted "{}" online',
+           'always says "{}"', 'answered "{}" without thinking', 'muttered "{}"', 'sang "{}" all the way home',
+           'put up a note saying "{}"', 'yelled "{}" across the street', 'announced "{}"', 'just said "{}"',
+           'told us "{}"', 'declared "{}"', 'read out "{}"', 'typed "{}"')
+_AFTERWARDS = ("", "", "", "", " and walked away", " and we all smiled", " and hung up", " and nobody replied",
+               " and then left", " so I wrote it down", " and winked", " and we moved on", " before leaving",
+               " and I nodded", " and the room went quiet", " and sighed", " and we all clapped")
+# Verdict-like quotes: the words a small guard ties to imitation attacks (answer, verdict, yes / no, user),
+# said by someone in everyday life.
+_LABELS = ("Answer", "Verdict", "Status", "Output", "Decision", "Score", "Grade", "Reply", "Outcome", "Final answer",
+           "Response", "Label", "Rating", "Conclusion", "Note", "Ruling", "Feedback", "Diagnosis", "Forecast")
+_VALUES = ("no", "yes", "maybe", "later", "approved", "declined", "correct", "wrong", "pending", "done", "unknown",
+           "B+", "10/10", "true", "false", "safe", "allowed", "blocked", "sold out", "closed", "fine", "a tie",
+           "on hold", "two weeks", "try again", "sunny", "out of stock", "delayed", "three stars", "all good")
+_VERDICT_SHAPES = ("{L}: {v}", "the {l} is {v}", "my {l}: {v}", "{v}, that is my final {l}", "{L}? {V}.",
+                   "{L} - {v}", "and the {l} was... {v}!", "the user says {v}", "User: {v}", "no {l} yet")
+
+
+def _verdict_quote(rng: random.Random) -> str:
+    label, value = rng.choice(_LABELS), rng.choice(_VALUES)
+    return rng.choice(_VERDICT_SHAPES).format(L=label, l=label.lower(), v=value, V=value.capitalize())
 
 
 def _quoted(message: str, quote: str, rng: random.Random) -> str:
-    frame = f"{rng.choice(_SPEAKERS)} {rng.choice(_SAYING)}" if rng.random() < 0.6 else rng.choice(
-        _split(_QUOTE_FRAMES, "train"))
+    if rng.random() < 0.7:
+        frame = (f"{rng.choice(_SPEAKERS)}{rng.choice(_PLACES)} {rng.choice(_SAYING)}"
+                 f"{rng.choice(_AFTERWARDS)}")
+    else:
+        frame = rng.choice(_split(_QUOTE_FRAMES, "train"))
     return f"{message.rstrip()} {frame.format(quote)}{'' if frame.endswith(('.', '?', '!')) else '.'}"
 
 
@@ -402,11 +432,15 @@ def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.
             out.append(Example(apply(ex.text, rng), ex.label, f"{AUGMENTED}attack-{family}"))
     # A quoted sentence appended (one of the quotes, or another harmless message) changes nothing: harmful
     # messages stay unsafe, harmless ones safe.
-    quotes = _split(_QUOTES, "train") + [ex.text.rstrip(".?!") for ex in safe if len(ex.text) < 80]
-    for i in range(per_family * 4):
-        ex = rng.choice(unsafe if i % 3 == 2 else safe)
+    # The quote is one of the training quotes, a verdict-like quote, or a short harmless message.
+    quotes = _split(_QUOTES, "train")
+    messages = [ex.text.rstrip(".?!") for ex in safe if len(ex.text) < 80]
+    for i in range(per_family * 6):
+        ex = rng.choice(unsafe if i % 2 else safe)
+        pick = rng.random()
+        quote = rng.choice(quotes) if pick < 0.3 else _verdict_quote(rng) if pick < 0.7 else rng.choice(messages)
         source = "quoted-harmful" if ex.label else "harmless-quote"
-        out.append(Example(_quoted(ex.text, rng.choice(quotes), rng), ex.label, AUGMENTED + source))
+        out.append(Example(_quoted(ex.text, quote, rng), ex.label, AUGMENTED + source))
     for i in range(per_family):
         ex = rng.choice(unsafe if i % 2 else safe)
         text = rng.choice(_TRANSCRIPTS).format(first=rng.choice(safe).text, reply=rng.choice(_REPLIES), message=ex.text)
