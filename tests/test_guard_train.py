@@ -20,6 +20,7 @@ from rwkv7_provider.guard import card as card_module
 from rwkv7_provider.guard import scoring
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.augment import augment
+from rwkv7_provider.guard.average import recipe
 from rwkv7_provider.guard.data import DEFAULT_DATA_DIR as DATA
 from rwkv7_provider.guard.data import (
     MAX_CUE_UPWEIGHT,
@@ -417,8 +418,10 @@ def test_average_guards_is_the_mean_of_fine_tunes_of_one_guard(tiny_data: Path, 
     assert card_module._origin(info["base"], info["members"]).startswith("averaged from 2 fine-tunes")
 
     # Only fine-tunes of one guard with one recipe, differing in seed, have a mean that is a model.
+    assert recipe("train-guard --out a --seed=2 --no-eval --lr 1") == recipe("train-guard --lr 1 --seed 2 --out=b")
+    assert recipe("train-guard --lr 1") == (("train-guard", "--lr", "1"), "0")  # train-guard's default seed
     other = train(tiny_data, tmp_path / "other", "--steps", "3", "--init", str(base), "--seed", "3", "--lr", "1e-4")
     for guards, message in (([a, base], "trained from scratch"), ([a, other], "other settings"),
-                            ([a, a], "same command"), ([a], "at least two")):
+                            ([a, a], "share a seed"), ([a], "at least two")):
         assert cli.main(["average-guards", *map(str, guards), "--out", str(tmp_path / "bad"), "--no-eval"]) == 2
         assert message in capsys.readouterr().err

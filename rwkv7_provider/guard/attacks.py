@@ -430,9 +430,8 @@ def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.
         for i in range(n):
             ex = rng.choice(unsafe if i % 2 == 0 else safe)
             out.append(Example(apply(ex.text, rng), ex.label, f"{AUGMENTED}attack-{family}"))
-    # A quoted sentence appended (one of the quotes, or another harmless message) changes nothing: harmful
-    # messages stay unsafe, harmless ones safe.
-    # The quote is one of the training quotes, a verdict-like quote, or a short harmless message.
+    # A quoted sentence appended (a training quote, a verdict-like one or a short harmless message) changes
+    # nothing: harmful messages stay unsafe, harmless ones safe, in equal numbers (so a quote says neither).
     quotes = _split(_QUOTES, "train")
     messages = [ex.text.rstrip(".?!") for ex in safe if len(ex.text) < 80]
     for i in range(per_family * 6):

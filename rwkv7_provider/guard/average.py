@@ -43,17 +43,21 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def recipe(command: str) -> tuple[str, ...]:
-    """A `train-guard` command without what may differ between the members of one average (seed, output)."""
-    words, out, skip = shlex.split(command), [], False
+def recipe(command: str) -> tuple[tuple[str, ...], str]:
+    """A `train-guard` command split into what the members of one average share and its seed ("0" when the
+    command does not set one, train-guard's default)."""
+    words, shared, seed, skip = shlex.split(command), [], "0", None
     for w in words:
         if skip:
-            skip = False
+            seed = w if skip == "--seed" else seed
+            skip = None
         elif w in PER_MEMBER:
-            skip = True
+            skip = w
+        elif w.startswith("--seed="):
+            seed = w.split("=", 1)[1]
         elif w not in PER_MEMBER_FLAGS and not w.startswith(tuple(f"{o}=" for o in PER_MEMBER)):
-            out.append(w)
-    return tuple(out)
+            shared.append(w)
+    return tuple(shared), seed
 
 
 def check_members(guards: list[Path]) -> list[dict]:
@@ -76,14 +80,14 @@ def check_members(guards: list[Path]) -> list[dict]:
         if info["base"].get("path") != first["base"].get("path"):
             raise ParameterError(f"{g} was fine-tuned from {info['base'].get('path')}, {guards[0]} from "
                                  f"{first['base'].get('path')}: members must share their starting point")
-        if recipe(info["command"]) != recipe(first["command"]):
+        if recipe(info["command"])[0] != recipe(first["command"])[0]:
             raise ParameterError(f"{g} was trained with other settings than {guards[0]} (members may differ "
                                  f"only in --seed and --out):\n  {info['command']}\n  {first['command']}")
         if (g / "tokenizer.json").read_bytes() != tokenizer:
             raise ParameterError(f"{g} has another tokenizer than {guards[0]}")
-    commands = [info["command"] for info in infos]
-    if len(set(commands)) < len(commands):
-        raise ParameterError("two members were made by the same command (the same seed): average distinct seeds")
+    seeds = [recipe(info["command"])[1] for info in infos]
+    if len(set(seeds)) < len(seeds):
+        raise ParameterError(f"members share a seed ({', '.join(seeds)}): the same seed gives the same weights")
     return infos
 
 
