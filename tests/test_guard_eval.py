@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from rwkv7_provider.errors import GuardDataError
-
 from rwkv7_provider.guard import evaluate as guard_eval
 from rwkv7_provider.guard import train as guard_train
 from rwkv7_provider.guard.data import Example
