@@ -76,16 +76,17 @@ def check_members(guards: list[Path]) -> list[dict]:
                                  "can be averaged")
         infos.append(info)
     first, tokenizer = infos[0], (guards[0] / "tokenizer.json").read_bytes()
-    for g, info in zip(guards[1:], infos[1:]):
+    recipes = [recipe(info["command"]) for info in infos]
+    for g, info, (shared, _) in zip(guards[1:], infos[1:], recipes[1:]):
         if info["base"].get("path") != first["base"].get("path"):
             raise ParameterError(f"{g} was fine-tuned from {info['base'].get('path')}, {guards[0]} from "
                                  f"{first['base'].get('path')}: members must share their starting point")
-        if recipe(info["command"])[0] != recipe(first["command"])[0]:
+        if shared != recipes[0][0]:
             raise ParameterError(f"{g} was trained with other settings than {guards[0]} (members may differ "
                                  f"only in --seed and --out):\n  {info['command']}\n  {first['command']}")
         if (g / "tokenizer.json").read_bytes() != tokenizer:
             raise ParameterError(f"{g} has another tokenizer than {guards[0]}")
-    seeds = [recipe(info["command"])[1] for info in infos]
+    seeds = [seed for _, seed in recipes]
     if len(set(seeds)) < len(seeds):
         raise ParameterError(f"members share a seed ({', '.join(seeds)}): the same seed gives the same weights")
     return infos
@@ -95,13 +96,15 @@ def average_guards(guards: list[Path], out: Path, command: str) -> dict:
     """Write the mean of the members' weights to `out` (bf16, as train-guard saves) with their tokenizer; returns
     the `guard` section written to its config.json."""
     infos = check_members(guards)
-    models = [RWKV7.from_pretrained(g) for g in guards]  # fp32: the mean is taken before rounding to bf16
-    if any(m.config != models[0].config for m in models[1:]):
-        raise ParameterError("the members have different model shapes")
-    states = [m.state_dict() for m in models]
-    mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
-    model = models[0]
-    model.load_state_dict(mean)
+    model = RWKV7.from_pretrained(guards[0])  # fp32: the mean is taken before rounding to bf16
+    total = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for g in guards[1:]:  # one member in memory at a time besides the running sum
+        member = RWKV7.from_pretrained(g)
+        if member.config != model.config:
+            raise ParameterError(f"{g} has another model shape than {guards[0]}")
+        for k, v in member.state_dict().items():
+            total[k] += v
+    model.load_state_dict({k: v / len(guards) for k, v in total.items()})
     losses = [info.get("final_loss") for info in infos]
     info = dict(infos[0])
     info.update(

@@ -40,16 +40,9 @@ ATTACKS_TITLE = (f"attack families (held-out variants, through the provider's st
 
 # A fine-tuned guard's "Reproduce" block: the run that made its starting point, then this run (`--init`), or
 # the fine-tunes this guard averages and the average (`average-guards`).
-FINE_TUNED = """# the starting point ({path}), itself made by:
-{command}
-# this guard, fine-tuned from it:
-{this}"""
-AVERAGED = """# the starting point ({path}), itself made by:
-{command}
-# {n} fine-tunes of it, one per seed:
-{members}
-# this guard, the mean of their weights:
-{this}"""
+STARTING_POINT = "# the starting point ({path}), itself made by:\n{command}\n"
+FINE_TUNED = "# this guard, fine-tuned from it:\n{this}"
+AVERAGED = "# {n} fine-tunes of it, one per seed:\n{members}\n# this guard, the mean of their weights:\n{this}"
 
 HELDOUT_NONE = """Held-out sources: none. These weights were trained on every source; the recipe's numbers on held-out
 sources come from the same command with the default `--heldout` (see "How this recipe was chosen" below, when
@@ -127,11 +120,10 @@ def _reproduce(command: str, base: dict | None, members: Sequence[dict] = ()) ->
     (and the fine-tunes it averages, for `average-guards`)."""
     if not base:
         return command
-    made = base["command"] or "# (not recorded in its config.json)"
+    start = STARTING_POINT.format(path=base["path"], command=base["command"] or "# (not recorded in its config.json)")
     if members:
-        return AVERAGED.format(path=base["path"], command=made, n=len(members), this=command,
-                               members="\n".join(m["command"] for m in members))
-    return FINE_TUNED.format(path=base["path"], this=command, command=made)
+        return start + AVERAGED.format(n=len(members), members="\n".join(m["command"] for m in members), this=command)
+    return start + FINE_TUNED.format(this=command)
 
 
 def _origin(base: dict | None, members: Sequence[dict] = ()) -> str:
@@ -146,16 +138,15 @@ def render_card(model: RWKV7, command: str, info: dict, sections: Sequence[tuple
     """The model card: what the guard is, how it was made (exact command), data and licenses, metrics, limits."""
     cfg = model.config
     size_mb = sum(p.numel() for p in model.parameters()) * 2 / 1e6
-    base = info.get("base")
+    base, members = info.get("base"), info.get("members") or ()
     embed_init = info.get("embed_init") or (base or {}).get("embed_init")
     metrics_md = "\n\n".join(f"### {title}\n\n{report.markdown()}" for title, report in sections)
     heldout = info["heldout_sources"]
     return CARD_TEMPLATE.read_text().format(
         layers=cfg.n_layer, width=cfg.n_embd, vocab=cfg.vocab_size, params=info["parameters"] / 1e6,
-        size_mb=size_mb, command=_reproduce(command, base, info.get("members", ())),
-        origin=_origin(base, info.get("members", ())),
-        wall=f"{info['train_seconds']} s" + (f" for its {len(info['members'])} fine-tunes together"
-                                            if info.get("members") else ""), rows=info["train_rows"],
+        size_mb=size_mb, command=_reproduce(command, base, members), origin=_origin(base, members),
+        wall=f"{info['train_seconds']} s" + (f" for its {len(members)} fine-tunes together" if members else ""),
+        rows=info["train_rows"],
         loss=info["final_loss"] or float("nan"), device=info.get("device", "cpu"),
         heldout=("Held-out sources (never trained on; the metrics below): " + ", ".join(f"`{s}`" for s in heldout)
                  + ".") if heldout else HELDOUT_NONE,
