@@ -220,6 +220,14 @@ def test_balanced_cues_are_as_common_in_either_label_and_keep_the_label_balance(
     assert max(ratios) <= MAX_CUE_UPWEIGHT ** len(SHORTCUT_CUES) and min(ratios) == 1.0
 
 
+def test_answer_words_are_single_tokens_even_when_the_corpus_outnumbers_them() -> None:
+    """64 made-up words, 3000 times each, fill a 300-token vocabulary before 1000 answer lines get a merge."""
+    words = " ".join(f"w{a}{b}q" for a in "abcdefgh" for b in "abcdefgh")
+    tok = guard_train.train_tokenizer([words] * 3000, 300)
+    toks = scoring.GuardTokens(tok)  # raises unless ' Yes', ' No' and the newline are single tokens
+    assert tok.decode([toks.block]) == " Yes" and tok.decode([toks.allow]) == " No"
+
+
 def test_batches_share_the_prefix_and_end_with_the_answer(tiny_data: Path) -> None:
     rows = load_jsonl(tiny_data / "slice.jsonl", "input")[:6]
     tok = guard_train.train_tokenizer([r.text for r in rows] + list(INPUT_TEMPLATES) * 5, 400)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from ..errors import GuardDataError, ParameterError
+from ..errors import GuardDataError, ParameterError, TokenizerError
 from ..kernels import triton_available
 from ..model.config import RWKV7Config
 from ..model.rwkv7 import RWKV7
@@ -58,20 +58,32 @@ log = logging.getLogger(__name__)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
-    """Byte-level BPE (no unknown tokens, any text round-trips), with the answer words guaranteed single tokens."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=[PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    answers = [f"Answer: {ANSWER_BLOCK}\n", f"Answer: {ANSWER_ALLOW}\n"] * 1000
-    tok.train_from_iterator(texts + answers, trainer=trainer)
-    return tok
+    """Byte-level BPE (no unknown tokens, any text round-trips), with the answer words guaranteed single tokens.
+
+    BPE merges the most frequent pairs first, so the answer lines join the corpus often enough to win: 1000 times
+    (what the shipped tokenizers were trained with), and ten times more on each retry when the corpus's own
+    words outnumber them at a small vocabulary, until ' Yes', ' No' and the newline are single tokens.
+    """
+    answers = [f"Answer: {ANSWER_BLOCK}\n", f"Answer: {ANSWER_ALLOW}\n"]
+    for repeats in (1000, 10_000, 100_000, 1_000_000):
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=2,
+            special_tokens=[PAD],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts + answers * repeats, trainer=trainer)
+        try:
+            GuardTokens(tok)
+            return tok
+        except TokenizerError:
+            log.info("tokenizer: ' Yes' / ' No' are not single tokens with the answers %d times; training again", repeats)
+    raise TokenizerError(f"a {vocab_size}-token vocabulary has no room for ' Yes' and ' No' as single tokens: "
+                         "raise --vocab-size")
 
 
 def guard_loss(model: RWKV7, batch: tuple[Batch, GuardTokens], unsafe_weight: float = 1.0,
