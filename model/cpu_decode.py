@@ -107,7 +107,7 @@ def _linear_operands(layer: nn.Module) -> tuple[tuple[torch.Tensor, ...], tuple[
     fmt, operands = gemv
     k = getattr(layer, "kernel", None) or cpu_kernels.default_kernel(fmt)  # a plain nn.Linear has none
     isa = -1 if k.isa == cpu_kernels.TORCH else cpu_kernels.ISA_CODES[k.isa]
-    return operands, (fmt, isa, k.streams, k.prefetch, int(k.serial))
+    return operands, (k.format_code(fmt), isa, k.streams, k.prefetch, int(k.serial))
 
 
 def layer_operands(model: nn.Module) -> tuple[list[torch.Tensor], list[int], list[float]] | None:

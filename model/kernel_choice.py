@@ -8,8 +8,9 @@ can run, a measurement what is fastest.
 What `prepare(model)` measures, on the model's own weights (its real shapes and memory traffic):
 1. Every GEMV group (the model's matrices of one format and shape, e.g. the 48 r/k/v/o of a 0.1B model, or
    the head) under every candidate: plain torch (float32 only) and each instruction set the CPU runs with
-   1, 2, 4 or 8 row streams; then each instruction set's best stream count again beside software prefetch
-   distances (PREFETCH). A timing is one pass over the group's matrices (up to GROUP_BYTES of them: more
+   1, 2, 4 or 8 row streams, for int8 weights each also with int16 activations (`Kernel.a16`: on an AVX2-only
+   Zen 4 it decoded a 0.1B int8 model 1.1x as fast with 2 threads and 1.2x with 1); then each instruction
+   set's best candidate again beside software prefetch distances (PREFETCH). A timing is one pass over the group's matrices (up to GROUP_BYTES of them: more
    than a last-level cache, as in a decode step), best of ROUNDS interleaved rounds, so a busy moment of a
    shared machine hits every candidate alike; candidates slower than 2x the best after the first round drop.
 2. Whole decode steps (+ head) with each instruction set and its best GEMVs, on torch's threads and in the
@@ -189,7 +190,9 @@ def _best_of_rounds(candidates: list, run: Callable[[object], float], prune: boo
 def _gemv_candidates(fmt: int) -> list[Kernel]:
     out = [Kernel(TORCH)] if fmt == cpu_kernels.F32 else []
     for isa in cpu_kernels.status().isas:
-        out += [Kernel(isa, s) for s in cpu_kernels.STREAMS] if isa != "portable" else [Kernel(isa)]
+        for a16 in (False, True) if fmt == cpu_kernels.INT8 else (False,):
+            streams = cpu_kernels.STREAMS if isa != "portable" else (cpu_kernels.DEFAULT_STREAMS,)
+            out += [Kernel(isa, s, a16=a16) for s in streams]
     return out
 
 
@@ -215,7 +218,7 @@ def _time_group(group: Group) -> dict[Kernel, float]:
     retry = []
     for isa in {k.isa for k in times} - {TORCH, "portable"}:
         best = min((k for k in times if k.isa == isa), key=times.get)
-        retry += [best, *(Kernel(isa, best.streams, pf) for pf in PREFETCH)]
+        retry += [best, *(replace(best, prefetch=pf) for pf in PREFETCH)]
     return {**times, **_best_of_rounds(retry, run, prune=False)} if retry else times
 
 
@@ -385,17 +388,18 @@ def _write_choice(key: str, choice: dict) -> None:
 
 
 def _parse(text: str) -> Kernel | None:
-    """A Kernel from its str() ("torch", "avx2/4", "avx512/2+pf256+serial"), or None if it does not run here."""
+    """A Kernel from its str() ("torch", "avx2/4", "avx2/4+a16", "avx512/2+pf256+serial"), or None if it does
+    not run here."""
     name, *options = text.split("+")
     isa, _, streams = name.partition("/")
     if isa != TORCH and isa not in cpu_kernels.status().isas:
         return None
     prefetch = [o.removeprefix("pf") for o in options if o.startswith("pf")]
-    if set(options) - {"serial", *(f"pf{p}" for p in prefetch)} or len(prefetch) > 1:
+    if set(options) - {"serial", "a16", *(f"pf{p}" for p in prefetch)} or len(prefetch) > 1:
         return None
     try:
         kernel = Kernel(isa, int(streams or cpu_kernels.DEFAULT_STREAMS), int(prefetch[0]) if prefetch else 0,
-                        "serial" in options)
+                        "serial" in options, "a16" in options)
     except ValueError:
         return None
     return kernel if kernel.streams in cpu_kernels.STREAMS and 0 <= kernel.prefetch <= 8192 else None
@@ -412,6 +416,8 @@ def _apply_cached(model: nn.Module, groups: list[Group], cached: dict) -> bool:
         return False
     backends = (TORCH, ONEDNN) if cpu_kernels.onednn_available() else (TORCH,)
     if decode is None or None in gemv.values() or any(b not in backends for b in gemm.values()) or fused is None:
+        return False
+    if any(gemv[g.name].a16 and g.fmt != cpu_kernels.INT8 for g in groups):  # a16 runs int8 weights only
         return False
     assign(model, groups, decode, gemv, gemm, fused)
     return True

@@ -4,6 +4,7 @@ and scoring, and `forward` with one token on the fused decode path."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,6 +74,18 @@ def test_a_cached_choice_naming_a_kernel_this_machine_lacks_is_measured_again(ch
     kernel_choice.prepare(model)
     assert not kernel_choice.last_was_cached()
     assert model.cpu_decode_kernel.isa != "avx1024"
+
+
+def test_a_cached_choice_of_int16_activations_for_float_weights_is_measured_again(checkpoint, choices_file):
+    model = RWKV7.from_pretrained(checkpoint)  # float32: int16 activations (a16) run int8 weights only
+    kernel_choice.prepare(model, measure_again=True)
+    stored = json.loads(choices_file.read_text())
+    for entry in stored.values():
+        entry["gemv"] = {name: f"{cpu_kernels.isa()}/4+a16" for name in entry["gemv"]}
+    choices_file.write_text(json.dumps(stored))
+    kernel_choice.prepare(model)
+    assert not kernel_choice.last_was_cached()
+    assert not any(layer.kernel.a16 for layer in gemv_layers(model))
 
 
 def test_plain_torch_wins_where_it_measures_fastest(checkpoint, choices_file, monkeypatch):
@@ -195,8 +208,10 @@ def test_the_engine_decodes_and_scores_through_the_head_gemv(monkeypatch, quanti
 
 
 def test_kernel_names_round_trip_through_the_cache_file():
-    kernels = kernel_choice._gemv_candidates(cpu_kernels.F32)
-    kernels += [Kernel(k.isa, k.streams, pf, serial) for k in kernels if k.isa not in (TORCH, "portable")
+    kernels = kernel_choice._gemv_candidates(cpu_kernels.F32) + kernel_choice._gemv_candidates(cpu_kernels.INT8)
+    assert {k.a16 for k in kernels} == {False, True}  # int16 activations: a candidate for int8 weights only
+    assert not any(k.a16 for k in kernel_choice._gemv_candidates(cpu_kernels.Q4))
+    kernels += [replace(k, prefetch=pf, serial=serial) for k in kernels if k.isa not in (TORCH, "portable")
                 for pf in (0, *kernel_choice.PREFETCH) for serial in (False, True)]
     assert all(kernel_choice._parse(str(k)) == k for k in kernels)
     assert kernel_choice._parse("avx2/3") is None and kernel_choice._parse("avx2/4+pfx") is None

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from rwkv7_provider.model import RWKV7, CheckpointError, cpu_decode, cpu_kernels
+from rwkv7_provider.model.cpu_kernels import Kernel
 from rwkv7_provider.model.quantize import (
     FORMATS,
     GEMV_MAX_ROWS,
@@ -216,6 +217,68 @@ def test_every_instruction_set_and_stream_count_computes_the_same(isa):
             for m in range(1, 14):  # every row count of a register tile (up to 6) and its remainders
                 got = cpu_kernels.gemv(x[:m], *packed, code, kernel)
                 torch.testing.assert_close(got, x[:m] @ dense.T, atol=1e-4, rtol=1e-5, msg=f"{fmt} {kernel} {m}")
+
+
+def a16_reference(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """INT8_A16 by its definition (csrc/kernels.h): each 64 activations rounded to int16 against their largest,
+    the integer dot products summed exactly (float64 holds them), scaled by the weights' and the activations'
+    scales."""
+    (M, K), N = x.shape, codes.shape[0]
+    xg = x.view(M, K // 64, 64)
+    t = xg.abs().amax(-1) / 32767
+    q = torch.round(xg * torch.where(t > 0, 1 / t, 0)[..., None])  # half to even, like std::nearbyint
+    dots = torch.einsum("mgj,ngj->mng", q.double(), codes.double().view(N, K // 64, 64))
+    return (dots * scales.double().view(N, -1) * t.double()[:, None, :]).sum(-1).float()
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+@pytest.mark.parametrize("isa", sorted(cpu_kernels.ISA_CODES))
+def test_int16_activations_give_the_rounded_product_whatever_the_rows_beside(isa):
+    """`Kernel.a16` against its definition; every stream count, prefetch and row count gives each row the same
+    bits as that row alone (batched decoding equals one row at a time); it moves the result by far less than
+    int8 itself does; an inf in the activations takes the float product, which carries it."""
+    if isa not in cpu_kernels.status().isas:
+        pytest.skip(f"this CPU does not run {isa}")
+    g = torch.Generator().manual_seed(0)
+    N, K = 37, 192  # N leaves remainder rows for every stream count
+    w = torch.randn(N, K, generator=g)
+    x = torch.randn(13, K, generator=g) * torch.logspace(-2, 1, K)  # groups of very different scales
+    packed, int8 = pack(w, "int8"), cpu_kernels.INT8
+    alone = torch.cat([cpu_kernels.gemv(x[m : m + 1], *packed, int8, Kernel(isa, a16=True)) for m in range(13)])
+    torch.testing.assert_close(alone, a16_reference(x, *packed[:2]), atol=1e-5, rtol=1e-5)
+    for kernel in [Kernel(isa, s, a16=True) for s in cpu_kernels.STREAMS] + [
+        Kernel(isa, 4, prefetch=256, a16=True), Kernel(isa, 2, serial=True, a16=True)
+    ]:
+        for m in range(1, 14):
+            assert torch.equal(cpu_kernels.gemv(x[:m], *packed, int8, kernel), alone[:m]), f"{kernel} {m}"
+    floats = cpu_kernels.gemv(x, *packed, int8, Kernel(isa))
+    exact = x @ w.T
+    assert 0 < (alone - floats).abs().max() < 0.01 * (floats - exact).abs().max()
+    x[0, 5] = float("inf")
+    torch.testing.assert_close(cpu_kernels.gemv(x[:1], *packed, int8, Kernel(isa, a16=True)),
+                               cpu_kernels.gemv(x[:1], *packed, int8, Kernel(isa)), atol=0, rtol=0, equal_nan=True)
+    with pytest.raises(ParameterError, match="int8 weights only"):
+        cpu_kernels.gemv(x, w, EMPTY, EMPTY, cpu_kernels.F32, Kernel(isa, a16=True))
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
+def test_a_model_decoding_with_int16_activations_stays_at_int8_accuracy(checkpoint):
+    """Every GEMV of an int8 model (the fused decode step and the head) with and without `a16`: the logits move
+    by a small share of what int8 itself moves them from float32."""
+    path, config = checkpoint
+    ids = _ids(config)
+    want = _decode_logits(RWKV7.from_pretrained(path), ids)
+    model = RWKV7.from_pretrained(path, quantize="int8", compute_dtype=torch.float32)
+
+    def logits(a16: bool) -> torch.Tensor:
+        for layer in model.modules():
+            if isinstance(layer, PackedLinear):
+                layer.kernel = Kernel(cpu_kernels.isa(), a16=a16)
+        cpu_decode.invalidate()  # the fused step's kept plan
+        return _decode_logits(model, ids)
+
+    floats, ints = logits(False), logits(True)
+    assert 0 < (ints - floats).norm() < 0.05 * (floats - want).norm()
 
 
 def test_quantize_reaches_the_engine_through_provider_and_langchain():

@@ -54,6 +54,15 @@ struct Avx2 {
     if (hi) b = _mm_srli_epi16(b, 4);
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(b, _mm_set1_epi8(15))));
   }
+  using I = __m256i;
+  static constexpr int64_t kA16 = 16;
+  static I izero() { return _mm256_setzero_si256(); }
+  static I load_i16(const int16_t* a) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)); }
+  static I widen_i8(const int8_t* a) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  }
+  static I madd(I w, I x, I acc) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)); }
+  static V to_float(I a) { return _mm256_cvtepi32_ps(a); }
 };
 
 }  // namespace

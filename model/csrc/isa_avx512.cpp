@@ -55,6 +55,15 @@ struct Avx512 {
     if (hi) b = _mm_srli_epi16(b, 4);
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, _mm_set1_epi8(15))));
   }
+  using I = __m512i;
+  static constexpr int64_t kA16 = 32;
+  static I izero() { return _mm512_setzero_si512(); }
+  static I load_i16(const int16_t* a) { return _mm512_loadu_si512(a); }
+  static I widen_i8(const int8_t* a) {  // AVX512BW
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+  }
+  static I madd(I w, I x, I acc) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x)); }  // AVX512BW
+  static V to_float(I a) { return _mm512_cvtepi32_ps(a); }
 };
 
 }  // namespace

@@ -30,6 +30,13 @@ struct Scalar {
   static V from_i8(const int8_t* a) { return float(*a); }
   static V from_nibbles(const uint8_t* a, bool hi) { return float(hi ? *a >> 4 : *a & 15); }
   static void prefetch(const void*) {}  // no portable prefetch hint
+  using I = int32_t;
+  static constexpr int64_t kA16 = 1;
+  static I izero() { return 0; }
+  static I load_i16(const int16_t* a) { return *a; }
+  static I widen_i8(const int8_t* a) { return *a; }
+  static I madd(I w, I x, I acc) { return acc + w * x; }
+  static V to_float(I a) { return float(a); }
 };
 
 }  // namespace

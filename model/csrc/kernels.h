@@ -19,7 +19,12 @@ namespace rwkv7 {
 //   F32 [N, K]; BF16 [N, K]; INT8 [N, K] with one bf16 scale per 64 weights of a row (w = q * s);
 //   Q4 [N, K / 2] bytes with a bf16 scale and minimum per 32 weights (w = q * s + m, q in 0..15; byte j of a
 //   group holds weight j in its low nibble and weight j + 16 in its high nibble).
-enum Format : int64_t { F32 = 0, BF16 = 1, INT8 = 2, Q4 = 3 };
+// INT8_A16 is not a storage format but a way to run a GEMV over INT8 weights: each activation row is first
+// rounded to int16 per scale group (x ~ c * t, t = max |x| of the group / 32767, c in -32767..32767), and each
+// group's dot product of codes is summed exactly in int32 (64 products of at most 128 * 32767), then scaled by
+// s * t. Widening a code to int16 costs less than to float, and one integer multiply-add covers two weights.
+// The rounding adds at most t / 2 per activation: ~1e-5 of the group's largest, far below INT8's own error.
+enum Format : int64_t { F32 = 0, BF16 = 1, INT8 = 2, Q4 = 3, INT8_A16 = 4 };
 // Instruction sets (the `isa` argument of the ops), shared with model/cpu_kernels.py.
 enum Isa : int64_t { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
 
@@ -37,10 +42,11 @@ struct Packed {
 // The kernels of one instruction set. Rows [n0, n1) of the output: every function works on a slice of rows
 // so the caller can split the work across threads.
 struct IsaKernels {
-  // y[m, n] = x[m] . W[n] for n in [n0, n1); xs holds the per-group sums of x (Q4 only); `streams` far-apart
-  // row streams are walked at once when M == 1 (1, 2, 4 or 8), each software-prefetched `prefetch` bytes
-  // ahead (0: none, the hardware prefetchers alone).
-  void (*gemv_rows)(const Packed& p, int64_t fmt, int64_t streams, int64_t prefetch, const float* x, const float* xs,
+  // y[m, n] = x[m] . W[n] for n in [n0, n1); x is float [M, K], or for INT8_A16 the int16 codes [M, K]; xs
+  // holds per group of x its sum (Q4) or its scale t (INT8_A16); `streams` far-apart row streams are walked at
+  // once when M == 1 (1, 2, 4 or 8), each software-prefetched `prefetch` bytes ahead (0: none, the hardware
+  // prefetchers alone).
+  void (*gemv_rows)(const Packed& p, int64_t fmt, int64_t streams, int64_t prefetch, const void* x, const float* xs,
                     int64_t M, float* y, int64_t N, int64_t n0, int64_t n1);
   // Rows [n0, n1) of W written densely at out + (n - base) * K, as float32 or bf16 bits.
   void (*dequant_f32)(const Packed& p, int64_t fmt, float* out, int64_t base, int64_t n0, int64_t n1);

@@ -14,8 +14,9 @@
 //
 // Weight formats and instruction sets: kernels.h. Decoding reads every weight once per token, so it is
 // memory-bound: bf16 / int8 / q4 move 2x, ~3.9x and ~6.4x fewer bytes than f32; activations and accumulation
-// stay f32. The kernels of each instruction set live in isa_*.cpp; which one an op runs is its `isa`
-// argument (model/kernel_choice.py measures which is fastest), checked here against the CPU's features.
+// stay f32 (except INT8_A16, an integer way to run int8 weights where the float conversions bound the GEMV).
+// The kernels of each instruction set live in isa_*.cpp; which one an op runs is its `isa` argument
+// (model/kernel_choice.py measures which is fastest), checked here against the CPU's features.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -112,6 +113,21 @@ void run_range(bool serial, int64_t begin, int64_t end, int64_t grain, const F& 
 // streams).
 int64_t grain(int64_t K) { return std::max<int64_t>(8, (1 << 16) / std::max<int64_t>(K, 1)) & ~int64_t(7); }
 
+// INT8_A16's activations: x[0, n) rounded to int16 codes per group of kGroupInt8 (x ~ code * scale, scale =
+// the group's largest magnitude / 32767), false (nothing usable written) if x holds an inf or NaN.
+bool round_to_int16(const float* x, int64_t n, int16_t* codes, float* scales) {
+  for (int64_t g = 0; g < n / kGroupInt8; ++g) {
+    const float* xg = x + g * kGroupInt8;
+    float top = 0.f;
+    for (int64_t j = 0; j < kGroupInt8; ++j) top = std::max(top, std::abs(xg[j]));
+    if (!std::isfinite(top)) return false;
+    const float scale = top / 32767.f, inv = top > 0.f ? 1.f / scale : 0.f;
+    scales[g] = scale;
+    for (int64_t j = 0; j < kGroupInt8; ++j) codes[g * kGroupInt8 + j] = static_cast<int16_t>(std::nearbyint(xg[j] * inv));
+  }
+  return true;
+}
+
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scales, const at::Tensor& mins,
                 int64_t fmt, int64_t isa, int64_t streams, int64_t prefetch, bool serial) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "x must be float32 [M, K]");
@@ -119,19 +135,29 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& scal
   TORCH_CHECK(prefetch >= 0 && prefetch <= 8192, "prefetch must be 0..8192 bytes");
   const IsaKernels& kernels = kernels_for(isa);
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  const Packed p = unpack(w, scales, mins, fmt, K);
+  const Packed p = unpack(w, scales, mins, fmt == INT8_A16 ? INT8 : fmt, K);
   const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty({M, N}, x.options());
   const float* xp = xc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  std::vector<float> xs(fmt == Q4 ? M * (K / kGroupQ4) : 0);  // per-group sums of x, for the Q4 minimums
-  for (size_t i = 0; i < xs.size(); ++i) {
-    float t = 0.f;
-    for (int64_t j = 0; j < kGroupQ4; ++j) t += xp[i * kGroupQ4 + j];
-    xs[i] = t;
+  std::vector<float> xs(fmt == Q4 ? M * (K / kGroupQ4) : fmt == INT8_A16 ? M * (K / kGroupInt8) : 0);
+  std::vector<int16_t> codes;
+  const void* xarg = xp;
+  if (fmt == Q4) {  // per-group sums of x, for the Q4 minimums
+    for (size_t i = 0; i < xs.size(); ++i) {
+      float t = 0.f;
+      for (int64_t j = 0; j < kGroupQ4; ++j) t += xp[i * kGroupQ4 + j];
+      xs[i] = t;
+    }
+  } else if (fmt == INT8_A16) {
+    codes.resize(M * K);
+    if (round_to_int16(xp, M * K, codes.data(), xs.data()))
+      xarg = codes.data();
+    else
+      fmt = INT8;  // an inf or NaN: the float product, which carries it to the output
   }
   run_range(serial, 0, N, grain(K), [&](int64_t n0, int64_t n1) {
-    kernels.gemv_rows(p, fmt, streams, prefetch, xp, xs.data(), M, yp, N, n0, n1);
+    kernels.gemv_rows(p, fmt, streams, prefetch, xarg, xs.data(), M, yp, N, n0, n1);
   });
   return y;
 }

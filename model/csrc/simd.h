@@ -6,7 +6,10 @@
 //   zero(), set1(f), loadu(const float*), store(float*, V), store(uint16_t*, V) (bf16, round to nearest even),
 //   add(a, b), mul(a, b), fmadd(a, b, c) = a * b + c, hsum(V), hsum4(a, b, c, d, float out[4]),
 //   from_bf16(const uint16_t*), from_i8(const int8_t*), from_nibbles(const uint8_t*, bool hi) -> L floats,
-//   prefetch(const void*) (a hint; may do nothing).
+//   prefetch(const void*) (a hint; may do nothing);
+//   for INT8_A16: I (L int32 lanes), kA16 (int16 activations per step), izero(), load_i16(const int16_t*),
+//   widen_i8(const int8_t*) (kA16 codes as int16), madd(w, x, acc) = acc + the pairwise sums of w * x,
+//   to_float(I) -> V.
 // Everything here has internal linkage (see kernels.h) and uses no standard library templates.
 
 #pragma once
@@ -20,8 +23,17 @@ template <int64_t FMT>
 constexpr int64_t kGroup = FMT == Q4 ? kGroupQ4 : kGroupInt8;  // INT8 / Q4 scale groups
 template <int64_t FMT>
 constexpr int64_t row_bytes(int64_t K) {
-  return FMT == F32 ? 4 * K : FMT == BF16 ? 2 * K : FMT == INT8 ? K : K / 2;
+  return FMT == F32 ? 4 * K : FMT == BF16 ? 2 * K : FMT == INT8 || FMT == INT8_A16 ? K : K / 2;
 }
+// The activations' element type: float, or the int16 codes of INT8_A16.
+template <int64_t FMT>
+struct Act {
+  using T = float;
+};
+template <>
+struct Act<INT8_A16> {
+  using T = int16_t;
+};
 
 // Lanes [k, k + L) of an F32 / BF16 row.
 template <class P, int64_t FMT>
@@ -60,8 +72,8 @@ inline float min_term(const uint16_t* mins, const float* xs, int64_t NG) {
 // `pf` > 0: each row is also prefetched pf bytes ahead of where it is read (a candidate the measurement may pick
 // where hardware prefetching alone falls short; 0 on most CPUs).
 template <class P, int64_t FMT, int R, int MB>
-void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n, int64_t stride,
-          int64_t pf) {
+void tile(const Packed& p, const typename Act<FMT>::T* x, const float* xs, float* y, int64_t N, int64_t n,
+          int64_t stride, int64_t pf) {
   using V = typename P::V;
   constexpr int64_t L = P::L;
   const int64_t K = p.K;
@@ -80,6 +92,29 @@ void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N,
       for (int r = 0; r < R; ++r) {
         const V w = dense_w<P, FMT>(row[r], k);
         for (int m = 0; m < MB; ++m) acc[r][m] = P::fmadd(w, xv[m], acc[r][m]);
+      }
+    }
+  } else if constexpr (FMT == INT8_A16) {
+    using I = typename P::I;
+    constexpr int64_t G = kGroupInt8;
+    const int64_t NG = K / G;
+    for (int64_t g = 0; g < NG; ++g) {
+      if (pf)
+        for (int r = 0; r < R; ++r) P::prefetch(row[r] + g * G + pf);
+      I part[R][MB];
+      for (int r = 0; r < R; ++r)
+        for (int m = 0; m < MB; ++m) part[r][m] = P::izero();
+      for (int64_t j = 0; j < G; j += P::kA16) {
+        I xv[MB];
+        for (int m = 0; m < MB; ++m) xv[m] = P::load_i16(x + m * K + g * G + j);
+        for (int r = 0; r < R; ++r) {
+          const I w = P::widen_i8(reinterpret_cast<const int8_t*>(row[r]) + g * G + j);
+          for (int m = 0; m < MB; ++m) part[r][m] = P::madd(w, xv[m], part[r][m]);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const float s = bf16_to_f32(p.scale[(n + r * stride) * NG + g]);
+        for (int m = 0; m < MB; ++m) acc[r][m] = P::fmadd(P::to_float(part[r][m]), P::set1(s * xs[m * NG + g]), acc[r][m]);
       }
     }
   } else {
@@ -117,8 +152,8 @@ void tile(const Packed& p, const float* x, const float* xs, float* y, int64_t N,
 // The last `rows` (< MB) activation rows in one tile of that height: a row at a time would read each weight
 // from L1 once per row, at a quarter of the tile's FMAs per load.
 template <class P, int64_t FMT, int R, int MB>
-void tile_rest(int64_t rows, const Packed& p, const float* x, const float* xs, float* y, int64_t N, int64_t n,
-               int64_t stride, int64_t pf) {
+void tile_rest(int64_t rows, const Packed& p, const typename Act<FMT>::T* x, const float* xs, float* y, int64_t N,
+               int64_t n, int64_t stride, int64_t pf) {
   if constexpr (MB > 1) {
     if (rows < MB) return tile_rest<P, FMT, R, MB - 1>(rows, p, x, xs, y, N, n, stride, pf);
   }
@@ -130,9 +165,9 @@ void tile_rest(int64_t rows, const Packed& p, const float* x, const float* xs, f
 // prefetchers busy than one, which is what bounds a GEMV; how many streams is fastest differs between CPUs
 // (model/kernel_choice.py measures it). Activation rows go MB at a time while the R weight rows are in L1.
 template <class P, int64_t FMT, int R, int MB>
-void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, int64_t M, float* y, int64_t N,
-                  int64_t n0, int64_t n1) {
-  const int64_t K = p.K, NG = K / kGroupQ4, len = (n1 - n0) / R;
+void rows_streams(const Packed& p, int64_t pf, const typename Act<FMT>::T* x, const float* xs, int64_t M, float* y,
+                  int64_t N, int64_t n0, int64_t n1) {
+  const int64_t K = p.K, NG = K / kGroup<FMT>, len = (n1 - n0) / R;  // xs: NG values per activation row
   for (int64_t i = 0; i < len; ++i) {
     int64_t m = 0;
     for (; m + MB <= M; m += MB) tile<P, FMT, R, MB>(p, x + m * K, xs + m * NG, y + m * N, N, n0 + i, len, pf);
@@ -143,8 +178,9 @@ void rows_streams(const Packed& p, int64_t pf, const float* x, const float* xs, 
 }
 
 template <class P, int64_t FMT>
-void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
+void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const void* x_, const float* xs, int64_t M,
                   float* y, int64_t N, int64_t n0, int64_t n1) {
+  const auto* x = static_cast<const typename Act<FMT>::T*>(x_);
   // Several activation rows (batched decode, scoring). Float32 / bf16: up to 4 rows reading the weights bounds
   // the product (2 streams x 4 rows); with more the FMAs do, and the larger dense tile does more of them per
   // load. A compressed format also keeps a partial sum per scale group: 2 streams x kBatchTile rows.
@@ -164,12 +200,13 @@ void gemv_rows_of(const Packed& p, int64_t streams, int64_t pf, const float* x, 
 }
 
 template <class P>
-void gemv_rows(const Packed& p, int64_t fmt, int64_t streams, int64_t pf, const float* x, const float* xs, int64_t M,
+void gemv_rows(const Packed& p, int64_t fmt, int64_t streams, int64_t pf, const void* x, const float* xs, int64_t M,
                float* y, int64_t N, int64_t n0, int64_t n1) {
   switch (fmt) {
     case F32: return gemv_rows_of<P, F32>(p, streams, pf, x, xs, M, y, N, n0, n1);
     case BF16: return gemv_rows_of<P, BF16>(p, streams, pf, x, xs, M, y, N, n0, n1);
     case INT8: return gemv_rows_of<P, INT8>(p, streams, pf, x, xs, M, y, N, n0, n1);
+    case INT8_A16: return gemv_rows_of<P, INT8_A16>(p, streams, pf, x, xs, M, y, N, n0, n1);
     default: return gemv_rows_of<P, Q4>(p, streams, pf, x, xs, M, y, N, n0, n1);
   }
 }
