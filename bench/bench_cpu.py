@@ -8,8 +8,9 @@ take turns, one timed call each per round (after a warm-up), so a change in the 
 implementation alike (the machine is shared); --sequential runs one worker at a time instead, for shapes whose
 models do not fit in memory together. Rows: prefill tokens/s at each T and decode tokens/s (--decode-steps
 tokens from a fresh state; ours through `decode_step` + head, the engine's hot path, and through
-`forward(ids [1, 1], state)`, the model-class call), medians of --repeats rounds; peak RSS and our memory
-estimate. A further worker times the model's fp32 matrix products alone for each T, each shape on the faster of
+`forward(ids [1, 1], state)`, the model-class call; for int8 also `decode_a16_off`: the same step with the float
+GEMV where int16 activations were measured faster, so their gain shows in the same run), medians of --repeats
+rounds; peak RSS and our memory estimate. A further worker times the model's fp32 matrix products alone for each T, each shape on the faster of
 torch's and oneDNN's GEMM as ours: the GEMM bound of prefill (prefill can approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average),
 each of our workers' kernel choice (measured at load, see model/kernel_choice.py), the table with ratios
 against the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import llamacpp_peer
@@ -63,7 +65,7 @@ def build_checkpoint(path: Path, shape: str) -> None:
 
 def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, dict[str, Callable], dict]:
     """(prefill(T), {decode metric: decode()}, extra results) for our model."""
-    from rwkv7_provider.model import RWKV7, estimate_memory, kernel_choice
+    from rwkv7_provider.model import RWKV7, cpu_decode, estimate_memory, kernel_choice
 
     model = RWKV7.from_pretrained(path, quantize=quantize)  # builds and measures the kernels: see its log line
     ids = torch.randint(1, VOCAB, (max(PREFILL_MAX, steps),), generator=torch.Generator().manual_seed(0))
@@ -81,9 +83,23 @@ def load_ours(path: Path, steps: int, quantize: str | None) -> tuple[Callable, d
     def prefill(T: int):
         return model(ids[:T].view(1, -1), last_only=True)
 
+    a16 = [m for m in model.modules() if getattr(m, "kernel", None) is not None and m.kernel.a16]
+
+    def decode_a16_off():  # decode_step with the float GEMV where int16 activations were chosen: their gain
+        for m in a16:
+            m.kernel = replace(m.kernel, a16=False)
+        cpu_decode.invalidate()
+        try:
+            decode_step()
+        finally:
+            for m in a16:
+                m.kernel = replace(m.kernel, a16=True)
+            cpu_decode.invalidate()
+
     extra = {"estimate_mb": estimate_memory(path, quantize=quantize).weights_bytes / 2**20,
              "kernels": kernel_choice.last_report()}
-    return prefill, {"decode": decode_step, "decode_forward": decode_forward}, extra
+    decoders = {"decode": decode_step, "decode_forward": decode_forward, "decode_a16_off": decode_a16_off}
+    return prefill, decoders, extra
 
 
 def load_gemm(shape: str) -> tuple[Callable, dict]:
@@ -215,8 +231,10 @@ class Worker:
 
 
 def metrics_of(name: str, metrics: list[str]) -> list[str]:
-    """The metrics a worker runs: the `rwkv` package and llama-bench have one decode call each."""
-    return [m for m in metrics if not (name.startswith(("rwkv", "llama.cpp")) and m == "decode_forward")]
+    """The metrics a worker runs: the `rwkv` package and llama-bench have one decode call each; only our int8
+    model has int16 activations to turn off."""
+    return [m for m in metrics if not (name.startswith(("rwkv", "llama.cpp")) and m == "decode_forward")
+            and (m != "decode_a16_off" or name == "int8")]
 
 
 def measure(workers: list[Worker], metrics: list[str], repeats: int, steps: int, results: dict) -> None:
@@ -261,6 +279,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)  # the profile runs here
     names = ["rwkv", "fp32", *args.formats]
     metrics = [f"prefill_{T}" for T in args.lengths] + ["decode", "decode_forward"]
+    metrics += ["decode_a16_off"] if "int8" in args.formats else []
     results: dict[str, dict] = {}
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
@@ -280,7 +299,8 @@ def main() -> None:
             workers = [Worker(n, args, path) for n in ours] + [p for p in peers if p.name in group]
             measure(workers, metrics, args.repeats, args.decode_steps, results)
         log.info("timing the GEMM bound ...")
-        measure([Worker("gemm", args, path)], metrics[:-2], args.repeats, args.decode_steps, results)
+        prefills = [m for m in metrics if m.startswith("prefill_")]
+        measure([Worker("gemm", args, path)], prefills, args.repeats, args.decode_steps, results)
         profile = profile_prefill(path, max(args.lengths)) if args.profile else None
     rows = metrics + ["peak_rss_mb", "estimate_mb"]
     label = {n: n if n.startswith("llama.cpp") else f"ours {n}" for n in names}
@@ -292,7 +312,7 @@ def main() -> None:
     lines += [f"kernels of {label[n]}: {results[n]['kernels']}" for n in names[1:]]
     lines.append(header)
     for row in rows:
-        base = results["rwkv"].get("decode" if row == "decode_forward" else row)
+        base = results["rwkv"].get("decode" if row.startswith("decode") else row)
         line = f"{row:<14}{base if base is not None else float('nan'):>10.1f}"
         for n in names[1:]:
             value = results[n].get(row, float("nan"))
@@ -315,6 +335,9 @@ def main() -> None:
             ratio = results[name]["decode"] / results["rwkv"]["decode"]
             lines.append(f"aim: decode {name} / rwkv fp32 = {ratio:.2f}x (aim >= {aim}x): "
                          f"{'reached' if ratio >= aim else 'NOT reached'}")
+    if "decode_a16_off" in results.get("int8", {}):
+        lines.append(f"int8 decode with int16 activations where measured faster / without them: "
+                     f"{results['int8']['decode'] / results['int8']['decode_a16_off']:.2f}x (same run)")
     for kind, ours in llamacpp_peer.GGUF_TYPES.items():
         peer = f"llama.cpp {kind}"
         if peer in results and ours in results:
