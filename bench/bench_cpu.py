@@ -10,9 +10,10 @@ models do not fit in memory together. Rows: prefill tokens/s at each T and decod
 tokens from a fresh state; ours through `decode_step` + head, the engine's hot path, and through
 `forward(ids [1, 1], state)`, the model-class call; for int8 also `decode_a16_off`: the same step with the float
 GEMV where int16 activations were measured faster, so their gain shows in the same run), medians of --repeats
-rounds; peak RSS and our memory estimate. A further worker times the model's fp32 matrix products alone for each T, each shape on the faster of
-torch's and oneDNN's GEMM as ours: the GEMM bound of prefill (prefill can approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average),
-each of our workers' kernel choice (measured at load, see model/kernel_choice.py), the table with ratios
+rounds; peak RSS and our memory estimate. A further worker times the model's fp32 matrix products alone for
+each T, each shape on the faster of torch's and oneDNN's GEMM as ours: the GEMM bound of prefill (prefill can
+approach but not beat it). Prints the machine (CPU model, SIMD flags, threads, load average), each of our
+workers' kernel choice (measured at load, see model/kernel_choice.py), the table with ratios
 against the `rwkv` package, then the prefill and decode aims; --profile adds torch.profiler's top operators
 for one of our fp32 prefills at the longest T; --llama-cpp DIR adds llama.cpp's llama-bench on the same model in f32
 and q8_0, interleaved with the others (see llamacpp_peer.py), and our decode and prefill as ratios to it.
