@@ -7,7 +7,11 @@ DIR is a llama.cpp source tree. The package registry has one inside the llama-cp
 
 `llama-bench` is built there once (cmake, native flags; ~10 minutes on 2 cores). The benchmark's checkpoint is
 written as a Hugging Face directory and converted by the tree's own `convert_hf_to_gguf.py` to f32 and q8_0,
-which needs `transformers` importable by this Python (a benchmark-only dependency). Each timed call is one
+which needs `transformers` importable by this Python (a benchmark-only dependency). Kept out of the project's
+environment (transformers 5 wants a newer huggingface_hub than the one there), e.g.:
+
+    pip install --no-deps --target /tmp/tf transformers 'huggingface_hub>=2.4,<3'
+    PYTHONPATH=/tmp/tf python bench/bench_cpu.py --formats int8 --llama-cpp DIR Each timed call is one
 `llama-bench` run of one test (`-r 1`), and the time is llama-bench's own (model loading excluded), so its
 rounds interleave with ours like any other worker's.
 """
