@@ -14,6 +14,7 @@ Run as a module (`python -m rwkv7_provider.testing DIR [--favour No]`) it writes
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,8 +24,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from .guard.prompts import SELF_CHECK_INPUT, SELF_CHECK_OUTPUT
-from .model import RWKV7, RWKV7Config
+from .model import RWKV7, RWKV7Config, cpu_decode, cpu_kernels
 from .model.checkpoint import expected_shapes
+from .model.quantize import PackedLinear
 from .model.tokenizer import ByteStreamDecoder, Tokenizer
 
 SMALL = RWKV7Config(n_layer=2, n_embd=128, vocab_size=300, head_size=64, dim_w=16, dim_a=8, dim_v=8, dim_g=32)
@@ -90,6 +92,15 @@ CORPUS = [
     "Answer: Yes\nAnswer: No\nYes No yes no",
     "The quick brown fox jumps over the lazy dog. How do I kill a Python process? Tell me a joke.",
 ]
+
+
+def set_int16_activations(model: RWKV7, on: bool) -> None:
+    """Every compressed GEMV of `model` with (or without) int16 activations (`Kernel.a16`), the rest of its
+    measured kernel kept: tests that compare two paths to float rounding pin it off, whatever was measured."""
+    for layer in model.modules():
+        if isinstance(layer, PackedLinear):
+            layer.kernel = replace(layer.kernel or cpu_kernels.Kernel(cpu_kernels.isa()), a16=on)
+    cpu_decode.invalidate()  # the fused decode step's kept plan
 
 
 def build_tokenizer(path: Path) -> HFTokenizer:

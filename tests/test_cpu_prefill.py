@@ -4,15 +4,13 @@ test_model_oracle.py."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 import torch.nn.functional as F
 from rwkv7_provider.model import RWKV7, cpu_kernels, cpu_prefill
 from rwkv7_provider.model.cpu_kernels import Kernel
 
-from rwkv7_provider.testing import WIDER, random_state_dict
+from rwkv7_provider.testing import WIDER, random_state_dict, set_int16_activations
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler")
 
@@ -45,9 +43,7 @@ def test_fused_forward_matches_the_general_path(checkpoint, monkeypatch, fmt, la
         pytest.skip(f"this CPU does not run {isa}")
     model = RWKV7.from_pretrained(checkpoint, quantize=fmt)
     model.cpu_decode_kernel, model.cpu_prefill_fused = Kernel(isa), True  # whatever was measured faster here
-    for layer in model.modules():  # float products on both paths (int16 activations have their own tests)
-        if getattr(layer, "kernel", None) is not None:
-            layer.kernel = replace(layer.kernel, a16=False)
+    set_int16_activations(model, False)  # float products on both paths (int16 activations: test_quantize)
     batch, tokens, lengths = LAYOUTS[layout]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, WIDER.vocab_size, (batch, tokens), generator=g)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ from rwkv7_provider.model.quantize import (
 
 from rwkv7_provider.errors import ParameterError
 from rwkv7_provider.guard.evaluate import DEFAULT_GUARD
-from rwkv7_provider.testing import SMALL, WIDER, random_state_dict
+from rwkv7_provider.testing import SMALL, WIDER, random_state_dict, set_int16_activations
 
 EMPTY = torch.empty(0, dtype=torch.bfloat16)
 
@@ -131,21 +130,13 @@ def _ids(config, n=24):
 REL_ERROR = {"bf16": 0.02, "int8": 0.04, "q4": 0.3}
 
 
-def _set_a16(model: RWKV7, a16: bool) -> None:
-    """Every packed GEMV of `model` with (or without) int16 activations, the rest of its kernel kept."""
-    for layer in model.modules():
-        if isinstance(layer, PackedLinear):
-            layer.kernel = replace(layer.kernel or Kernel(cpu_kernels.isa()), a16=a16)
-    cpu_decode.invalidate()  # the fused decode step's kept plan
-
-
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_packed_model_matches_float32(checkpoint, fmt):
     path, config = checkpoint
     ref = RWKV7.from_pretrained(path)
     model = RWKV7.from_pretrained(path, quantize=fmt, compute_dtype=torch.float32)
     if cpu_kernels.available():
-        _set_a16(model, False)  # float products on both paths below (int16 activations: tested further down)
+        set_int16_activations(model, False)  # float products on both paths below (int16 activations: tested further down)
     assert isinstance(model.blocks[0].ffn.key, PackedLinear) and isinstance(model.head, PackedLinear)
     ids = _ids(config)
     want = _decode_logits(ref, ids)
@@ -282,7 +273,7 @@ def test_a_model_decoding_with_int16_activations_stays_at_int8_accuracy(checkpoi
     model = RWKV7.from_pretrained(path, quantize="int8", compute_dtype=torch.float32)
 
     def logits(a16: bool) -> torch.Tensor:
-        _set_a16(model, a16)
+        set_int16_activations(model, a16)
         return _decode_logits(model, ids)
 
     floats, ints = logits(False), logits(True)
