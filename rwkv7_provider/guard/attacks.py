@@ -474,12 +474,16 @@ class AttackReport:
     """Outcome of `run_attack_set`: per family, how many plainly blocked harmful messages stayed blocked; per
     harmless variant, how many plainly passing harmless messages still passed."""
 
-    blocked_plainly: int = 0
     harmful: int = 0
+    blocked: list[str] = field(default_factory=list)  # the harmful messages blocked plainly, in their order
     stayed_blocked: dict[str, tuple[int, int]] = field(default_factory=dict)  # family -> (still blocked, n)
     harmless: int = 0
     passing: list[str] = field(default_factory=list)  # the harmless messages that pass plainly, in their order
     still_passed: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (still passed, n)
+
+    @property
+    def blocked_plainly(self) -> int:
+        return len(self.blocked)
 
     @property
     def passed_plainly(self) -> int:
@@ -550,7 +554,7 @@ async def run_attack_set(
     report = AttackReport(harmful=len(harmful), harmless=len(harmless))
     blocked = [m for m, b in zip(harmful, await verdicts(harmful)) if b]
     passed = [m for m, b in zip(harmless, await verdicts(harmless)) if not b]
-    report.blocked_plainly, report.passing = len(blocked), passed
+    report.blocked, report.passing = blocked, passed
 
     def draws(row: str) -> random.Random:
         return random.Random(f"attack-set-{seed}-{row}")
