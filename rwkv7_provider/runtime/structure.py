@@ -17,12 +17,16 @@ recovers exactly which characters the user wrote and scores them as data:
   delimiters) is cut at every imitation marker: each piece between them is also scored on its own, in the
   same template, and the check takes the highest block probability of the whole span and its pieces. A
   harmful request followed by a fake verdict and a harmless request is then judged on the harmful piece as
-  if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is scored
-  whole: out of context, its pieces could read as anything.
+  if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is not cut
+  at quotes or labels: out of context, such pieces could read as anything;
+- a span (or piece) of several sentences also has each plain sentence scored alone: MIN_SENTENCE_WORDS words
+  or more, no quotation inside (shorter ones, "I've made up my mind.", lean on their neighbours). Harmless
+  small talk or a story around a harmful request cannot dilute it: issue 23's `chatter` family stayed blocked
+  0.82 of the time on sources a guard never saw, 0.98 with the sentences scored (false positives +1.5 points).
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
-reused and only the span and the tail are computed; a message without imitation markers costs one check as
-before (the extra work is only for pieces, at most `MAX_PIECES`). The guard's training renders its prompts
+reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
+one check as before (the extra work is only for pieces, at most `MAX_PIECES`, scored in one batch). The guard's training renders its prompts
 with `render_data`, so what it learned is token for token what it is asked (train = serve).
 """
 
@@ -50,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PIECES = 6  # most pieces of one span scored on their own; later pieces are scored together
+MIN_SENTENCE_WORDS = 6  # shorter sentences ("I've made up my mind.") lean on their neighbours for their meaning
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 
 # A closing delimiter character typed by the user becomes one that cannot close the span.
 _SUBSTITUTES = {'"': "'", "'": '"', "`": "'", ")": "]", "]": ")", "}": ")", ">": ")", "|": "/"}
@@ -172,8 +178,9 @@ class TemplateStructure:
         return self._fill({name: self.data(name, values[name]) for name in self.slots})
 
     def pieces(self, text: str) -> list[str]:
-        """The canonical span cut at imitation markers (pieces without two letters, or only a verdict word,
-        dropped), at most MAX_PIECES; a span without a marker only an imitation has is one piece."""
+        """What of the canonical span is also scored alone: the parts between imitation markers (parts without
+        two letters, or only a verdict word, dropped), then the plain sentences of a part of several sentences
+        (`_plain_sentences`), at most MAX_PIECES; `[span]` when there is nothing to cut."""
         return self._pieces(canonical_text(text))
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
@@ -183,7 +190,7 @@ class TemplateStructure:
         prompts = [self._fill(spans)]
         for name in self.slots:
             parts = self._pieces(canonical[name])
-            if len(parts) > 1:
+            if parts != [canonical[name]]:
                 for part in parts:
                     prompt = self._fill(spans | {name: self._neutral(name, part)})
                     if prompt not in prompts:
@@ -208,6 +215,13 @@ class TemplateStructure:
         return "".join(parts)
 
     def _pieces(self, text: str) -> list[str]:
+        parts = self._imitation_parts(text)
+        pieces = parts if parts != [text] else []
+        for part in parts:
+            pieces += [s for s in _plain_sentences(part) if s not in pieces]
+        return pieces[:MAX_PIECES] or [text]
+
+    def _imitation_parts(self, text: str) -> list[str]:
         low = text.lower()
         if not any(t in low for t in _TRIGGERS) or not self._strong.search(text):
             return [text]
@@ -222,6 +236,16 @@ class TemplateStructure:
         if len(parts) > MAX_PIECES:
             parts = parts[: MAX_PIECES - 1] + ["\n".join(parts[MAX_PIECES - 1 :])]
         return parts
+
+
+def _plain_sentences(text: str) -> list[str]:
+    """The sentences of a text of several sentences that can be judged alone: MIN_SENTENCE_WORDS words or more
+    and no quotation in them (reported speech, out of its sentence, could read as anything). A harmful request
+    with harmless small talk around it ("Thanks in advance!", a story) is then judged as if it came alone."""
+    sentences = [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+    if len(sentences) < 2:
+        return []
+    return [s for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS and '"' not in s]
 
 
 def _closer(literal: str) -> str:
