@@ -26,8 +26,9 @@ recovers exactly which characters the user wrote and scores them as data:
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
-one check as before (the extra work is only for pieces, at most `MAX_PIECES`, scored in one batch). The guard's training renders its prompts
-with `render_data`, so what it learned is token for token what it is asked (train = serve).
+one check as before (the extra work is only for pieces, at most `MAX_PIECES`, scored in one batch). The
+guard's training renders its prompts with `render_data`, so what it learned is token for token what it is
+asked (train = serve).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_PIECES = 6  # most pieces of one span scored on their own; later pieces are scored together
 MIN_SENTENCE_WORDS = 6  # shorter sentences ("I've made up my mind.") lean on their neighbours for their meaning
+MAX_SENTENCE_PIECES = 32  # beyond this many plain sentences (a long letter), neighbours share a piece
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 
 # A closing delimiter character typed by the user becomes one that cannot close the span.
@@ -179,8 +181,9 @@ class TemplateStructure:
 
     def pieces(self, text: str) -> list[str]:
         """What of the canonical span is also scored alone: the parts between imitation markers (parts without
-        two letters, or only a verdict word, dropped), then the plain sentences of a part of several sentences
-        (`_plain_sentences`), at most MAX_PIECES; `[span]` when there is nothing to cut."""
+        two letters, or only a verdict word, dropped; at most MAX_PIECES), then the plain sentences of a part of
+        several sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces of them); `[span]` when there
+        is nothing to cut."""
         return self._pieces(canonical_text(text))
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
@@ -216,10 +219,10 @@ class TemplateStructure:
 
     def _pieces(self, text: str) -> list[str]:
         parts = self._imitation_parts(text)
-        pieces = parts if parts != [text] else []
-        for part in parts:
-            pieces += [s for s in _plain_sentences(part) if s not in pieces]
-        return pieces[:MAX_PIECES] or [text]
+        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts]
+        size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
+        grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
+        return (parts if parts != [text] else []) + grouped or [text]
 
     def _imitation_parts(self, text: str) -> list[str]:
         low = text.lower()
