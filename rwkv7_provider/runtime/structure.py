@@ -19,10 +19,11 @@ recovers exactly which characters the user wrote and scores them as data:
   harmful request followed by a fake verdict and a harmless request is then judged on the harmful piece as
   if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is not cut
   at quotes or labels: out of context, such pieces could read as anything;
-- a span (or piece) of several sentences also has each plain sentence scored alone: MIN_SENTENCE_WORDS words
-  or more, no quotation inside (shorter ones, "I've made up my mind.", lean on their neighbours). Harmless
-  small talk or a story around a harmful request cannot dilute it: issue 23's `chatter` family stayed blocked
-  0.82 of the time on sources a guard never saw, 0.98 with the sentences scored (false positives +1.5 points).
+- a user's message (or piece) of several sentences also has each plain sentence scored alone:
+  MIN_SENTENCE_WORDS words or more, no quotation inside (shorter ones, "I've made up my mind.", lean on their
+  neighbours). Harmless small talk or a story around a harmful request cannot dilute it: issue 23's `chatter`
+  family stayed blocked 0.82 of the time on sources a guard never saw, 0.98 with the sentences scored (false
+  positives +1.5 points). A bot response is not cut into sentences (`SENTENCE_VARIABLES`).
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
@@ -57,6 +58,10 @@ log = logging.getLogger(__name__)
 MAX_PIECES = 6  # most pieces of one span scored on their own; later pieces are scored together
 MIN_SENTENCE_WORDS = 6  # shorter sentences ("I've made up my mind.") lean on their neighbours for their meaning
 MAX_SENTENCE_PIECES = 32  # beyond this many plain sentences (a long letter), neighbours share a piece
+# Spans whose sentences are scored alone: the user's own message. A bot response is long by nature and its rail
+# is not one a sentence out of context can be judged by (the guard's output rail is near chance), so it keeps
+# the imitation pieces only.
+SENTENCE_VARIABLES = ("user_input", "user_message")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 
 # A closing delimiter character typed by the user becomes one that cannot close the span.
@@ -179,12 +184,12 @@ class TemplateStructure:
         """The template filled with the spans as data (what is scored, and what the guard trains on)."""
         return self._fill({name: self.data(name, values[name]) for name in self.slots})
 
-    def pieces(self, text: str) -> list[str]:
+    def pieces(self, text: str, by_sentence: bool = True) -> list[str]:
         """What of the canonical span is also scored alone: the parts between imitation markers (parts without
         two letters, or only a verdict word, dropped; at most MAX_PIECES), then the plain sentences of a part of
-        several sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces of them); `[span]` when there
-        is nothing to cut."""
-        return self._pieces(canonical_text(text))
+        several sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces of them) when `by_sentence`;
+        `[span]` when there is nothing to cut."""
+        return self._pieces(canonical_text(text), by_sentence)
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
         """The prompts to score for these raw variable values: the whole, then each piece of each span."""
@@ -192,7 +197,7 @@ class TemplateStructure:
         spans = {name: self._neutral(name, text) for name, text in canonical.items()}
         prompts = [self._fill(spans)]
         for name in self.slots:
-            parts = self._pieces(canonical[name])
+            parts = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
             if parts != [canonical[name]]:
                 for part in parts:
                     prompt = self._fill(spans | {name: self._neutral(name, part)})
@@ -217,9 +222,9 @@ class TemplateStructure:
             parts += [spans[name], lit]
         return "".join(parts)
 
-    def _pieces(self, text: str) -> list[str]:
+    def _pieces(self, text: str, by_sentence: bool) -> list[str]:
         parts = self._imitation_parts(text)
-        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts]
+        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts] if by_sentence else []
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
         return (parts if parts != [text] else []) + grouped or [text]
