@@ -21,9 +21,10 @@ recovers exactly which characters the user wrote and scores them as data:
   at quotes or labels: out of context, such pieces could read as anything;
 - a user's message (or piece) of several sentences also has each plain sentence scored alone:
   MIN_SENTENCE_WORDS words or more, no quotation inside (shorter ones, "I've made up my mind.", lean on their
-  neighbours). Harmless small talk or a story around a harmful request cannot dilute it: issue 23's `chatter`
-  family stayed blocked 0.82 of the time on sources a guard never saw, 0.98 with the sentences scored (false
-  positives +1.5 points). A bot response is not cut into sentences (`SENTENCE_VARIABLES`).
+  neighbours), and so has what it quotes when that is as long (a request as reported speech). Harmless small
+  talk or a story around a harmful request cannot dilute it: issue 23's `chatter` family stayed blocked 0.82
+  of the time on sources a guard never saw, 0.98 with the sentences scored (false positives +1.5 points). A
+  bot response is not cut into sentences (`SENTENCE_VARIABLES`).
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
@@ -63,6 +64,7 @@ MAX_SENTENCE_PIECES = 32  # beyond this many plain sentences (a long letter), ne
 # the imitation pieces only.
 SENTENCE_VARIABLES = ("user_input", "user_message")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+_QUOTATION = re.compile(r'"([^"\n]+)"')
 
 # A closing delimiter character typed by the user becomes one that cannot close the span.
 _SUBSTITUTES = {'"': "'", "'": '"', "`": "'", ")": "]", "]": ")", "}": ")", ">": ")", "|": "/"}
@@ -187,8 +189,8 @@ class TemplateStructure:
     def pieces(self, text: str, by_sentence: bool = True) -> list[str]:
         """What of the canonical span is also scored alone: the parts between imitation markers (parts without
         two letters, or only a verdict word, dropped; at most MAX_PIECES), then the plain sentences of a part of
-        several sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces of them) when `by_sentence`;
-        `[span]` when there is nothing to cut."""
+        several sentences and its long quotations (`_plain_sentences`, `_quotations`; at most
+        MAX_SENTENCE_PIECES pieces of them) when `by_sentence`; `[span]` when there is nothing to cut."""
         return self._pieces(canonical_text(text), by_sentence)
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
@@ -224,7 +226,8 @@ class TemplateStructure:
 
     def _pieces(self, text: str, by_sentence: bool) -> list[str]:
         parts = self._imitation_parts(text)
-        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts] if by_sentence else []
+        sentences = [s for part in parts for s in _plain_sentences(part) + _quotations(part)
+                     if s not in parts] if by_sentence else []
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
         return (parts if parts != [text] else []) + grouped or [text]
@@ -254,6 +257,13 @@ def _plain_sentences(text: str) -> list[str]:
     if len(sentences) < 2:
         return []
     return [s for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS and '"' not in s]
+
+
+def _quotations(text: str) -> list[str]:
+    """What the text quotes, when that is MIN_SENTENCE_WORDS words or more: a request written as someone else's
+    words (`My cousin keeps asking "..."`, then a story) is judged as if it came alone, while short sayings and
+    verdict-like quotes ("the answer is no", "Verdict: guilty") stay in their sentence."""
+    return [q.strip() for q in _QUOTATION.findall(text) if len(q.split()) >= MIN_SENTENCE_WORDS]
 
 
 def _closer(literal: str) -> str:
