@@ -226,8 +226,8 @@ class TemplateStructure:
 
     def _pieces(self, text: str, by_sentence: bool) -> list[str]:
         parts = self._imitation_parts(text)
-        sentences = [s for part in parts for s in _plain_sentences(part) + _quotations(part)
-                     if s not in parts] if by_sentence else []
+        alone = [s for part in parts for s in _plain_sentences(part) + _quotations(part)] if by_sentence else []
+        sentences = [s for s in alone if s not in parts]
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
         return (parts if parts != [text] else []) + grouped or [text]
