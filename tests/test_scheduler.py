@@ -269,6 +269,38 @@ def test_checks_gathered_together_share_one_forward(model):
     assert (stats.forwards, stats.max_forward_rows) == (one.forwards // 16, one.max_forward_rows * 16)
 
 
+def test_score_all_batches_a_synchronous_callers_checks(model):
+    """`Engine.score_all` (what structure-aware scoring runs a message's pieces with) queues its checks at once:
+    they share the forwards as a `gather` of `ascore` does, with the results of checks run one by one, in order."""
+    prompts = [TEMPLATE + f"together {i}" + TAIL for i in range(6)]
+    alone = Engine(model, TOK, cache_bytes=0)
+    want = [alone.score(p, ["Yes", "No"], over_choices=True).logprobs for p in prompts]
+    engine = Engine(model, TOK, cache_bytes=0)
+    got = engine.score_all(prompts, ["Yes", "No"], over_choices=True)
+    assert [r.logprobs for r in got] == [pytest.approx(w, abs=1e-4) for w in want]
+    stats, one = engine.scheduler.stats, alone.scheduler.stats
+    assert (stats.forwards, stats.max_forward_rows) == (one.forwards // 6, one.max_forward_rows * 6)
+    with pytest.raises(InputError, match="choices"):
+        engine.score_all(prompts, [])
+
+
+def test_score_all_raises_a_failing_checks_error_and_keeps_the_others(model, monkeypatch):
+    engine = Engine(model, TOK, cache_bytes=0)
+    poison = TOK.encode("\x07")[0]
+    forward = engine.model.forward_hidden
+
+    def fragile(ids, state=None, lengths=None):
+        if (ids == poison).any():
+            raise RuntimeError("poisoned token")
+        return forward(ids, state, lengths)
+
+    monkeypatch.setattr(engine.model, "forward_hidden", fragile)
+    with pytest.raises(RuntimeError, match="poisoned token"):
+        engine.score_all([TEMPLATE + "fine" + TAIL, TEMPLATE + "\x07" + TAIL], ["Yes", "No"])
+    assert engine.scheduler.stats.failed == 1 and not engine.scheduler._live
+    assert engine.score_all([TEMPLATE + "fine" + TAIL], ["Yes", "No"])[0].best in ("Yes", "No")
+
+
 # ---------------------------------------------------------------- cancellation and failures
 
 

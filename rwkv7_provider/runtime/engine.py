@@ -348,6 +348,12 @@ class Engine:
         """
         return self.scheduler.run(self._score_request(prompt, choices, over_choices))
 
+    def score_all(self, prompts: Sequence[str | Sequence[int]], choices: Sequence[str], *,
+                  over_choices: bool = False) -> list[ScoreResult]:
+        """`score` for several prompts at once, batched together (one round of model calls, not one per prompt:
+        what `ascore` under `asyncio.gather` gets, for a synchronous caller)."""
+        return self.scheduler.run_all([self._score_request(p, choices, over_choices) for p in prompts])
+
     async def ascore(self, prompt: str | Sequence[int], choices: Sequence[str], *,
                      over_choices: bool = False) -> ScoreResult:
         """`score` without blocking the event loop; cancelling the task cancels the request."""

@@ -35,7 +35,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import CancelledError  # a cancelled request: the standard exception, not an RWKV7Error
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,9 +174,12 @@ class Ticket:
             self.cancelled = True
             self.fail(CancelledError("request cancelled"))
 
-    def result(self) -> Any:
+    def wait(self) -> None:
         with self._cond:
             self._cond.wait_for(lambda: self._done)
+
+    def result(self) -> Any:
+        self.wait()
         return self._outcome()
 
     async def aresult(self) -> Any:
@@ -319,6 +322,24 @@ class Scheduler:
         except BaseException:
             ticket.cancel()  # a no-op once it has finished (its own error included)
             raise
+
+    def run_all(self, requests: Sequence[Steps]) -> list[Any]:
+        """Run several requests together (queued at once, so the model thread batches them from its first
+        iteration) and wait for all their results; the first error is raised once every request has ended, and
+        interrupting the wait cancels those still running."""
+        tickets = [Ticket(steps) for steps in requests]
+        with self._lock:
+            for ticket in tickets:
+                self._enqueue(ticket)
+        MODEL_THREAD.wake(self)
+        try:
+            for ticket in tickets:
+                ticket.wait()
+        except BaseException:
+            for ticket in tickets:
+                ticket.cancel()
+            raise
+        return [ticket.result() for ticket in tickets]
 
     async def arun(self, steps: Steps) -> Any:
         """Submit and await the result; cancelling the awaiting task cancels the request.

@@ -383,7 +383,7 @@ def score_as_data(engine: Engine, prompt: str, choices: Sequence[str],
     if plan is None:
         return engine.score(prompt, choices, over_choices=True), None
     prompts, forced = _policy(plan, unfamiliar)
-    return most_blocking([engine.score(p, choices, over_choices=True) for p in prompts], choices[0]), forced
+    return most_blocking(engine.score_all(prompts, choices, over_choices=True), choices[0]), forced
 
 
 async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
