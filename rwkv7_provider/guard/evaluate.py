@@ -28,6 +28,8 @@ from ..errors import GuardDataError, missing_dependency
 from ..model.rwkv7 import RWKV7
 from ..model.tokenizer import HFTokenizer
 from ..runtime.engine import Engine
+from ..runtime.structure import score_as_data, share
+from ..runtime.templates import render
 from .data import (
     DATA_FORMAT,
     DEFAULT_DATA_DIR,
@@ -163,20 +165,23 @@ def _text(ex: Example) -> str:
 
 def warm_latency(model: RWKV7, tokenizer_file: Path, examples: Sequence[Example], template: str
                  ) -> tuple[float, list[bool]]:
-    """(mean seconds per check, the engine's block decisions) through the provider's engine (`choices` scoring),
-    around the already loaded guard.
+    """(mean seconds per check, the engine's block decisions at 0.5) through the provider's engine and its
+    structure-aware `choices` scoring (`score_as_data`: the prompt as the rails render it), around the already
+    loaded guard.
 
     One untimed call per template fills the engine's prefix cache first: the steady state of a running
-    provider, where every check processes only the message and the question.
+    provider, where every check processes only the message and the question (and its pieces).
     """
     engine = Engine(model, HFTokenizer(tokenizer_file), name="guard")
-    engine.score(prompt_for(examples[0], template), [ANSWER_BLOCK, ANSWER_ALLOW], over_choices=True)
+    engine.register_templates([template])
+    choices = [ANSWER_BLOCK, ANSWER_ALLOW]
+    score_as_data(engine, render(template, **examples[0].variables()), choices)
     total, results = 0.0, []
     for ex in examples:
         t0 = time.perf_counter()
-        r = engine.score(prompt_for(ex, template), [ANSWER_BLOCK, ANSWER_ALLOW], over_choices=True)
+        r, _ = score_as_data(engine, render(template, **ex.variables()), choices)
         total += time.perf_counter() - t0
-        results.append(r.best == ANSWER_BLOCK)
+        results.append(share(r, ANSWER_BLOCK) >= 0.5)
     return total / len(examples), results
 
 
@@ -240,8 +245,9 @@ def evaluate(model_dir: Path, rows: Sequence[Example], task: str, baseline: Tfid
              latency_samples: int = 50, guard: tuple[RWKV7, GuardTokens] | None = None) -> Report:
     """Guard (canonical template) and baseline on the rows of one task.
 
-    Metrics use batched scoring (the same model and tokens, many checks per forward); latency and a
-    cross-check of the answers use the provider's engine one check at a time, around the same loaded model.
+    Metrics use batched scoring (the same model and tokens, many checks per forward) of what the provider
+    scores (the whole prompt and its pieces, `score_examples`); latency and a cross-check of the answers use
+    the provider's engine one check at a time, around the same loaded model.
     `guard`: `load_guard(model_dir)` done by the caller, for several evaluations of one guard.
     """
     model, toks = guard or load_guard(model_dir)

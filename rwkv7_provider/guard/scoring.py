@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from ..errors import CheckpointError, InputError, TokenizerError
 from ..model.rwkv7 import RWKV7
 from ..model.tokenizer import encodable, specials_as_text
+from ..runtime.structure import structure
 from ..runtime.templates import split_template
 from .data import Example, prompt_for, truncate_middle
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
@@ -63,8 +64,16 @@ def encode_checks(
     examples: list[Example], template: str, toks: GuardTokens, max_tokens: int, answers: bool
 ) -> Batch:
     """Token tensors for one template and a list of checks; with `answers` the gold answer is appended."""
+    return encode_prompts([prompt_for(ex, template) for ex in examples], [ex.label for ex in examples], template,
+                          toks, max_tokens, answers)
+
+
+def encode_prompts(
+    prompts: list[str], labels: list[int], template: str, toks: GuardTokens, max_tokens: int, answers: bool
+) -> Batch:
+    """`encode_checks` for prompts rendered from `template` already (the pieces of `provider_prompts`)."""
     prefix = toks.prefix_ids(template)
-    full = toks.encode([prompt_for(ex, template) for ex in examples])
+    full = toks.encode(prompts)
     # The prefix's last token can merge with the message's first characters; share only what all agree on.
     shared = len(prefix)
     for ids in full:
@@ -73,15 +82,20 @@ def encode_checks(
     if shared == 0:
         raise InputError("template prefix is empty: the template must have text before {{ user_input }}")
     rows = []
-    for ids, ex in zip(full, examples):
+    for ids, label in zip(full, labels):
         ids = truncate_middle(ids[shared:], max_tokens)
-        rows.append(ids + ([toks.block if ex.label else toks.allow] if answers else []))
+        rows.append(ids + ([toks.block if label else toks.allow] if answers else []))
     lengths = torch.tensor([len(r) for r in rows])
     suffix = torch.full((len(rows), int(lengths.max())), toks.pad, dtype=torch.long)
     for i, r in enumerate(rows):
         suffix[i, : len(r)] = torch.tensor(r)
-    labels = torch.tensor([ex.label for ex in examples])
-    return Batch(torch.tensor([prefix[:shared]]), suffix, lengths, labels)
+    return Batch(torch.tensor([prefix[:shared]]), suffix, lengths, torch.tensor(labels))
+
+
+def provider_prompts(ex: Example, template: str) -> tuple[str, ...]:
+    """What the provider scores for this check (`runtime/structure.py`): the whole prompt (`prompt_for`), then
+    the pieces of its spans scored alone (imitation parts, sentences, quotations); the most blocking decides."""
+    return structure(template).plan(ex.variables(), frozenset()).prompts
 
 
 def answer_hidden(model: RWKV7, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
@@ -100,16 +114,23 @@ def p_unsafe(model: RWKV7, batch: Batch, toks: GuardTokens) -> torch.Tensor:
 
 def score_examples(
     model: RWKV7, toks: GuardTokens, examples: list[Example], template: str, max_tokens: int = 100_000,
-    batch_size: int = 16,
+    batch_size: int = 16, pieces: bool = True,
 ) -> list[float]:
-    """P(unsafe) for every example under one template, batched by length (order preserved)."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text) + len(examples[i].response))
+    """P(unsafe) for every example under one template, batched by length (order preserved). With `pieces`, as
+    the provider decides a check: the most blocking of its `provider_prompts` (so the card's metrics are the
+    provider's); without, the whole prompt only (what training optimises)."""
+    prompts, owners = [], []
+    for i, ex in enumerate(examples):
+        for prompt in provider_prompts(ex, template) if pieces else (prompt_for(ex, template),):
+            prompts.append(prompt)
+            owners.append(i)
+    order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]))
     out = [0.0] * len(examples)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        probs = p_unsafe(model, encode_checks([examples[i] for i in idx], template, toks, max_tokens, False), toks)
-        for i, p in zip(idx, probs.tolist()):
-            out[i] = p
+        batch = encode_prompts([prompts[j] for j in idx], [0] * len(idx), template, toks, max_tokens, False)
+        for j, p in zip(idx, p_unsafe(model, batch, toks).tolist()):
+            out[owners[j]] = max(out[owners[j]], p)
     return out
 
 
