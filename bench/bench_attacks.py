@@ -18,8 +18,8 @@ it prints, at the shipped configs' block_threshold (0.3):
             60 in other frames (`EVERYDAY_OTHER_FRAMES`)
   probes    the first bullet's 8 probes (`PROBE_MESSAGES` + `closing_quote_probe`) through LLMRails in-process
             with configs/moderation pointed at the guard (aim 8/8 blocked)
-  FPR       false-positive rate and recall on the held-out sources' rows (batched scoring, `eval-guard`'s
-            numbers; meaningful for recipe runs only) and on the family and non-English held-out slices; the
+  FPR       false-positive rate and recall on the held-out sources' rows (batched scoring of the whole prompt and
+            its pieces, as the provider decides: `eval-guard`'s numbers; meaningful for recipe runs only) and on the family and non-English held-out slices; the
             non-English slice also through the provider under each `unfamiliar_script` policy
   latency   warm check latency of one guard, literal vs as-data client path, interleaved message by message
             over `--rounds` rounds (aim: as-data <= 1.1x literal): the median, 90th percentile and total ratios
@@ -342,7 +342,7 @@ def main() -> None:
         plain, probed = probes_through_llmrails(guard)
         print(f"probes through LLMRails: {plain}/8 blocked plainly, {probed}/8 blocked with the closing-quote probe")
         if heldout_rows:
-            print(rates(guard, heldout_rows, "held-out sources (batched, as-data prompts)"))
+            print(rates(guard, heldout_rows, "held-out sources (batched, as the provider decides)"))
         print(rates(guard, family_rows("heldout"), "family slice"))
         print(rates(guard, language_rows("heldout"), "non-English held-out"))
         print(language_policies(engine))
