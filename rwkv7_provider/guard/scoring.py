@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from ..errors import CheckpointError, InputError, TokenizerError
 from ..model.rwkv7 import RWKV7
 from ..model.tokenizer import encodable, specials_as_text
-from ..runtime.structure import structure
+from ..runtime.structure import Plan, structure
 from ..runtime.templates import split_template
 from .data import Example, prompt_for, truncate_middle
 from .prompts import ANSWER_ALLOW, ANSWER_BLOCK
@@ -71,7 +71,7 @@ def encode_checks(
 def encode_prompts(
     prompts: list[str], labels: list[int], template: str, toks: GuardTokens, max_tokens: int, answers: bool
 ) -> Batch:
-    """`encode_checks` for prompts rendered from `template` already (the pieces of `provider_prompts`)."""
+    """`encode_checks` for prompts rendered from `template` already (the pieces of `provider_plan`)."""
     prefix = toks.prefix_ids(template)
     full = toks.encode(prompts)
     # The prefix's last token can merge with the message's first characters; share only what all agree on.
@@ -92,10 +92,11 @@ def encode_prompts(
     return Batch(torch.tensor([prefix[:shared]]), suffix, lengths, torch.tensor(labels))
 
 
-def provider_prompts(ex: Example, template: str) -> tuple[str, ...]:
+def provider_plan(ex: Example, template: str) -> Plan:
     """What the provider scores for this check (`runtime/structure.py`): the whole prompt (`prompt_for`), then
-    the pieces of its spans scored alone (imitation parts, sentences, quotations); the most blocking decides."""
-    return structure(template).plan(ex.variables(), frozenset()).prompts
+    the pieces of its spans scored alone (imitation parts, sentences, quotations); the most blocking of those
+    that may decide (`Plan.decides`) decides."""
+    return structure(template).plan(ex.variables(), frozenset())
 
 
 def answer_hidden(model: RWKV7, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
@@ -117,20 +118,19 @@ def score_examples(
     batch_size: int = 16, pieces: bool = True,
 ) -> list[float]:
     """P(unsafe) for every example under one template, batched by length (order preserved). With `pieces`, as
-    the provider decides a check: the most blocking of its `provider_prompts` (so the card's metrics are the
-    provider's); without, the whole prompt only (what training optimises)."""
-    prompts, owners = [], []
-    for i, ex in enumerate(examples):
-        for prompt in provider_prompts(ex, template) if pieces else (prompt_for(ex, template),):
-            prompts.append(prompt)
-            owners.append(i)
-    order = sorted(range(len(prompts)), key=lambda j: len(prompts[j]))
+    the provider decides a check (`provider_plan`), so the card's metrics are the provider's; without, the
+    whole prompt only (what training optimises)."""
+    plans = [provider_plan(ex, template) if pieces else None for ex in examples]
+    jobs = [(i, k, prompt) for i, (ex, plan) in enumerate(zip(examples, plans))
+            for k, prompt in enumerate(plan.prompts if plan else (prompt_for(ex, template),))]
+    jobs.sort(key=lambda job: len(job[2]))
     out = [0.0] * len(examples)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = encode_prompts([prompts[j] for j in idx], [0] * len(idx), template, toks, max_tokens, False)
-        for j, p in zip(idx, p_unsafe(model, batch, toks).tolist()):
-            out[owners[j]] = max(out[owners[j]], p)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        batch = encode_prompts([prompt for _, _, prompt in chunk], [0] * len(chunk), template, toks, max_tokens, False)
+        for (i, k, _), p in zip(chunk, p_unsafe(model, batch, toks).tolist()):
+            if plans[i] is None or plans[i].decides(k, p):
+                out[i] = max(out[i], p)
     return out
 
 

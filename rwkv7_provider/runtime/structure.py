@@ -23,12 +23,14 @@ recovers exactly which characters the user wrote and scores them as data:
   MIN_SENTENCE_WORDS words or more, no quotation inside (shorter ones, "I've made up my mind.", lean on their
   neighbours), and so has what it quotes when that is as long (a request as reported speech). Harmless small
   talk or a story around a harmful request cannot dilute it: issue 23's `chatter` family stayed blocked 0.82
-  of the time on sources a guard never saw, 0.98 with the sentences scored (false positives +1.5 points). A
-  bot response is not cut into sentences (`SENTENCE_VARIABLES`).
+  of the time on sources a guard never saw, 0.98 with the sentences scored. Out of its message a plain sentence
+  is judged with less to go on, so it decides only when the guard answers Yes for it (ALONE_DECIDES_AT):
+  chatter 0.94 there, at +1.1 points of false positives instead of +1.7. A bot response is not cut into sentences
+  (`SENTENCE_VARIABLES`).
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
-one check as before (the extra work is only for pieces, at most `MAX_PIECES`, scored in one batch). The
+one check as before (the extra work is only for pieces, scored in one batch). The
 guard's training renders its prompts with `render_data`, so what it learned is token for token what it is
 asked (train = serve).
 """
@@ -59,6 +61,11 @@ log = logging.getLogger(__name__)
 MAX_PIECES = 6  # most pieces of one span scored on their own; later pieces are scored together
 MIN_SENTENCE_WORDS = 6  # shorter sentences ("I've made up my mind.") lean on their neighbours for their meaning
 MAX_SENTENCE_PIECES = 32  # beyond this many plain sentences (a long letter), neighbours share a piece
+# A plain sentence scored out of its message decides a check only when the guard's own answer for it is Yes:
+# lifted out of a harmless task, an instruction ("Write a recipe for the given ingredients.") can read as harmful
+# alone; the block_threshold (0.3 in the configs) is for text as the user wrote it. A long quotation is text the
+# user wrote as a whole (a request as someone else's words) and decides at the threshold, like an imitation's parts.
+ALONE_DECIDES_AT = 0.5
 # Spans whose sentences are scored alone: the user's own message. A bot response is long by nature and its rail
 # is not one a sentence out of context can be judged by (the guard's output rail is near chance), so it keeps
 # the imitation pieces only.
@@ -127,7 +134,7 @@ _LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.MULTILINE)
 @dataclass(frozen=True)
 class Plan:
     """How a matched prompt is scored: `prompts[0]` is the whole canonical prompt, the others score one piece
-    of a span each. `familiar` is the share of the spans' letters in scripts the guard was trained on;
+    of a span each (`alone` marks the plain sentences among them). `familiar` is the share of the spans' letters in scripts the guard was trained on;
     when that is under half, `readable` is the prompt with only those words of the spans (empty when they
     have none), which the `unfamiliar_script: allow` policy scores instead."""
 
@@ -136,6 +143,12 @@ class Plan:
     spans: dict[str, str]
     familiar: float
     readable: tuple[str, ...] = ()
+    alone: tuple[bool, ...] = ()  # per prompt: a plain sentence out of its message (see `decides`)
+
+    def decides(self, index: int, p_block: float) -> bool:
+        """Whether prompt `index`'s block probability may decide the check: the whole, an imitation's parts and
+        long quotations always; a plain sentence alone only from ALONE_DECIDES_AT on."""
+        return not (index < len(self.alone) and self.alone[index]) or p_block >= ALONE_DECIDES_AT
 
 
 class TemplateStructure:
@@ -188,29 +201,31 @@ class TemplateStructure:
 
     def pieces(self, text: str, by_sentence: bool = True) -> list[str]:
         """What of the canonical span is also scored alone: the parts between imitation markers (parts without
-        two letters, or only a verdict word, dropped; at most MAX_PIECES), then the plain sentences of a part of
-        several sentences and its long quotations (`_plain_sentences`, `_quotations`; at most
-        MAX_SENTENCE_PIECES pieces of them) when `by_sentence`; `[span]` when there is nothing to cut."""
-        return self._pieces(canonical_text(text), by_sentence)
+        two letters, or only a verdict word, dropped; at most MAX_PIECES), and when `by_sentence` the long
+        quotations in them (`_quotations`; at most MAX_PIECES) and the plain sentences of a part of several
+        sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces); `[span]` when there is nothing to
+        cut."""
+        parts, sentences = self._pieces(canonical_text(text), by_sentence)
+        return parts + sentences or [canonical_text(text)]
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
         """The prompts to score for these raw variable values: the whole, then each piece of each span."""
         canonical = {name: canonical_text(values[name]) for name in self.slots}
         spans = {name: self._neutral(name, text) for name, text in canonical.items()}
-        prompts = [self._fill(spans)]
+        prompts, alone = [self._fill(spans)], [False]
         for name in self.slots:
-            parts = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
-            if parts != [canonical[name]]:
-                for part in parts:
-                    prompt = self._fill(spans | {name: self._neutral(name, part)})
-                    if prompt not in prompts:
-                        prompts.append(prompt)
+            parts, sentences = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
+            for part, out_of_context in [(p, False) for p in parts] + [(p, True) for p in sentences]:
+                prompt = self._fill(spans | {name: self._neutral(name, part)})
+                if prompt not in prompts:
+                    prompts.append(prompt)
+                    alone.append(out_of_context)
         familiar = script_share("".join(spans.values()), scripts)
         readable = ()
         if familiar < 0.5:
             parts = {name: familiar_part(text, scripts) for name, text in spans.items()}
             readable = (self._fill(parts),) if any(parts.values()) else ()
-        return Plan(self.template, tuple(prompts), spans, familiar, readable)
+        return Plan(self.template, tuple(prompts), spans, familiar, readable, tuple(alone))
 
     def _neutral(self, name: str, canonical: str) -> str:
         closer = self.closers[self.slots.index(name)]
@@ -224,13 +239,15 @@ class TemplateStructure:
             parts += [spans[name], lit]
         return "".join(parts)
 
-    def _pieces(self, text: str, by_sentence: bool) -> list[str]:
+    def _pieces(self, text: str, by_sentence: bool) -> tuple[list[str], list[str]]:
+        """(the imitation parts and long quotations, the plain sentences) of a canonical span, each list without
+        the whole; ([], []) when there is nothing to cut."""
         parts = self._imitation_parts(text)
-        alone = [s for part in parts for s in _plain_sentences(part) + _quotations(part)] if by_sentence else []
-        sentences = [s for s in alone if s not in parts]
+        quotes = [q for part in parts for q in _quotations(part) if q not in parts] if by_sentence else []
+        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts] if by_sentence else []
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
-        return (parts if parts != [text] else []) + grouped or [text]
+        return (parts if parts != [text] else []) + _at_most(quotes, MAX_PIECES), grouped
 
     def _imitation_parts(self, text: str) -> list[str]:
         low = text.lower()
@@ -244,9 +261,12 @@ class TemplateStructure:
         parts = [p for p in parts if sum(c.isalpha() for c in p) >= 2 and not _VERDICT_ONLY.fullmatch(p)]
         if not parts:
             return [text]
-        if len(parts) > MAX_PIECES:
-            parts = parts[: MAX_PIECES - 1] + ["\n".join(parts[MAX_PIECES - 1 :])]
-        return parts
+        return _at_most(parts, MAX_PIECES, "\n")
+
+
+def _at_most(pieces: list[str], n: int, joiner: str = " ") -> list[str]:
+    """`pieces` with those from the n-th on scored together."""
+    return pieces if len(pieces) <= n else pieces[: n - 1] + [joiner.join(pieces[n - 1 :])]
 
 
 def _plain_sentences(text: str) -> list[str]:
@@ -367,9 +387,11 @@ def share(s: ScoreResult, choice: str) -> float:
     return math.exp(s.logprobs[choice] - top) / sum(math.exp(lp - top) for lp in s.logprobs.values())
 
 
-def most_blocking(scores: Sequence[ScoreResult], first: str) -> ScoreResult:
-    """The score with the highest probability of `first` (the block answer), every scored token counted."""
-    worst = max(scores, key=lambda s: share(s, first))
+def most_blocking(scores: Sequence[ScoreResult], first: str, plan: Plan | None = None) -> ScoreResult:
+    """The score with the highest probability of `first` (the block answer) among those that may decide
+    (`Plan.decides`; the first, the whole prompt, always may), every scored token counted."""
+    deciding = [s for i, s in enumerate(scores) if plan is None or plan.decides(i, share(s, first))]
+    worst = max(deciding, key=lambda s: share(s, first))
     return replace(worst, prompt_tokens=sum(s.prompt_tokens for s in scores),
                    cached_tokens=sum(s.cached_tokens for s in scores))
 
@@ -382,8 +404,8 @@ def score_as_data(engine: Engine, prompt: str, choices: Sequence[str],
     plan = engine.templates.plan(prompt)
     if plan is None:
         return engine.score(prompt, choices, over_choices=True), None
-    prompts, forced = _policy(plan, unfamiliar)
-    return most_blocking(engine.score_all(prompts, choices, over_choices=True), choices[0]), forced
+    plan, forced = _policy(plan, unfamiliar)
+    return most_blocking(engine.score_all(plan.prompts, choices, over_choices=True), choices[0], plan), forced
 
 
 async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
@@ -392,17 +414,17 @@ async def ascore_as_data(engine: Engine, prompt: str, choices: Sequence[str],
     plan = engine.templates.plan(prompt)
     if plan is None:
         return await engine.ascore(prompt, choices, over_choices=True), None
-    prompts, forced = _policy(plan, unfamiliar)
-    scores = await asyncio.gather(*(engine.ascore(p, choices, over_choices=True) for p in prompts))
-    return most_blocking(scores, choices[0]), forced
+    plan, forced = _policy(plan, unfamiliar)
+    scores = await asyncio.gather(*(engine.ascore(p, choices, over_choices=True) for p in plan.prompts))
+    return most_blocking(scores, choices[0], plan), forced
 
 
-def _policy(plan: Plan, unfamiliar: str) -> tuple[tuple[str, ...], str | None]:
-    """The prompts to score and the forced answer for user text mostly outside the model's scripts: `score`
+def _policy(plan: Plan, unfamiliar: str) -> tuple[Plan, str | None]:
+    """The plan to score and the forced answer for user text mostly outside the model's scripts: `score`
     it as it is; `block` it; `allow` it, but score the words it can read when there are any (so a harmful
     English request padded with text in another script is still judged)."""
     if unfamiliar == "score" or plan.familiar >= 0.5:
-        return plan.prompts, None
+        return plan, None
     if unfamiliar == "block":
-        return plan.prompts, "block"
-    return (plan.readable, None) if plan.readable else (plan.prompts, "allow")
+        return plan, "block"
+    return (replace(plan, prompts=plan.readable, alone=()), None) if plan.readable else (plan, "allow")
