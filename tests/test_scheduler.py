@@ -286,6 +286,18 @@ def test_score_all_batches_a_synchronous_callers_checks(model):
 
 def test_score_all_raises_a_failing_checks_error_and_keeps_the_others(model, monkeypatch):
     engine = Engine(model, TOK, cache_bytes=0)
+    poison_forward(engine, monkeypatch)
+    with pytest.raises(RuntimeError, match="poisoned token"):
+        engine.score_all([TEMPLATE + "fine" + TAIL, TEMPLATE + "\x07" + TAIL], ["Yes", "No"])
+    assert engine.scheduler.stats.failed == 1 and not engine.scheduler._live
+    assert engine.score_all([TEMPLATE + "fine" + TAIL], ["Yes", "No"])[0].best in ("Yes", "No")
+
+
+# ---------------------------------------------------------------- cancellation and failures
+
+
+def poison_forward(engine: Engine, monkeypatch) -> None:
+    """Make the engine's model forward raise for any batch holding the token of "\x07"."""
     poison = TOK.encode("\x07")[0]
     forward = engine.model.forward_hidden
 
@@ -295,13 +307,6 @@ def test_score_all_raises_a_failing_checks_error_and_keeps_the_others(model, mon
         return forward(ids, state, lengths)
 
     monkeypatch.setattr(engine.model, "forward_hidden", fragile)
-    with pytest.raises(RuntimeError, match="poisoned token"):
-        engine.score_all([TEMPLATE + "fine" + TAIL, TEMPLATE + "\x07" + TAIL], ["Yes", "No"])
-    assert engine.scheduler.stats.failed == 1 and not engine.scheduler._live
-    assert engine.score_all([TEMPLATE + "fine" + TAIL], ["Yes", "No"])[0].best in ("Yes", "No")
-
-
-# ---------------------------------------------------------------- cancellation and failures
 
 
 def test_closing_a_stream_mid_way_frees_its_row(model, serial):
@@ -373,15 +378,7 @@ def test_a_failing_request_leaves_the_others_alone(model, serial, monkeypatch):
     """One request makes the batched forward raise: the rows are retried alone and only it fails."""
     reqs, want = serial
     engine = warmed_engine(model)
-    poison = TOK.encode("\x07")[0]
-    forward = engine.model.forward_hidden
-
-    def fragile(ids, state=None, lengths=None):
-        if (ids == poison).any():
-            raise RuntimeError("poisoned token")
-        return forward(ids, state, lengths)
-
-    monkeypatch.setattr(engine.model, "forward_hidden", fragile)
+    poison_forward(engine, monkeypatch)
     with ThreadPoolExecutor(len(reqs) + 1) as pool, Paused(engine):
         bad = pool.submit(engine.generate, TEMPLATE + "\x07" + TAIL, max_tokens=4)
         futures = [pool.submit(run, engine, r) for r in reqs]

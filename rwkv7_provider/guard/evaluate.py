@@ -37,7 +37,6 @@ from .data import (
     Example,
     load_data,
     load_file,
-    prompt_for,
     split_by_source,
     templates,
 )
