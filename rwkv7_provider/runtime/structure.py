@@ -19,14 +19,14 @@ recovers exactly which characters the user wrote and scores them as data:
   harmful request followed by a fake verdict and a harmless request is then judged on the harmful piece as
   if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is not cut
   at quotes or labels: out of context, such pieces could read as anything;
-- a user's message (or piece) of several sentences also has each plain sentence scored alone:
-  MIN_SENTENCE_WORDS words or more, no quotation inside (shorter ones, "I've made up my mind.", lean on their
-  neighbours), and so has what it quotes when that is as long (a request as reported speech). Harmless small
-  talk or a story around a harmful request cannot dilute it: issue 23's `chatter` family stayed blocked 0.82
-  of the time on sources a guard never saw, 0.98 with the sentences scored. Out of its message a plain sentence
-  is judged with less to go on, so it decides only when the guard answers Yes for it (ALONE_DECIDES_AT):
-  chatter 0.94 there, at +1.1 points of false positives instead of +1.7. A bot response is not cut into sentences
-  (`SENTENCE_VARIABLES`).
+- a user's message (or piece) of several sentences also has each plain sentence scored alone
+  (MIN_SENTENCE_WORDS words or more, no quotation inside), and what it quotes when that is MIN_QUOTATION_WORDS
+  or more (a request as reported speech). Harmless small talk or a story around a harmful request cannot
+  dilute it: issue 23's `chatter` family stayed blocked 0.82 of the time on sources a guard never saw, 0.98
+  with the sentences scored. Out of its message a plain sentence is judged with less to go on, so it decides
+  only when the guard answers Yes for it (ALONE_DECIDES_AT: chatter 0.94 there, at +1.1 points of false
+  positives instead of +1.7), a short one ("I've made up my mind.") only when the guard is sure
+  (SHORT_DECIDES_AT). A bot response is not cut into sentences (`SENTENCE_VARIABLES`).
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
@@ -59,13 +59,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PIECES = 6  # most pieces of one span scored on their own; later pieces are scored together
-MIN_SENTENCE_WORDS = 6  # shorter sentences ("I've made up my mind.") lean on their neighbours for their meaning
+MIN_SENTENCE_WORDS = 3  # a shorter sentence ("Thanks!", "Hi there.") is never scored alone
+SHORT_SENTENCE_WORDS = 6  # a shorter one ("I've made up my mind.") leans on its neighbours: see SHORT_DECIDES_AT
+MIN_QUOTATION_WORDS = 6  # short sayings and verdict-like quotes ("the answer is no") stay in their sentence
 MAX_SENTENCE_PIECES = 32  # beyond this many plain sentences (a long letter), neighbours share a piece
 # A plain sentence scored out of its message decides a check only when the guard's own answer for it is Yes:
 # lifted out of a harmless task, an instruction ("Write a recipe for the given ingredients.") can read as harmful
 # alone; the block_threshold (0.3 in the configs) is for text as the user wrote it. A long quotation is text the
 # user wrote as a whole (a request as someone else's words) and decides at the threshold, like an imitation's parts.
 ALONE_DECIDES_AT = 0.5
+# A sentence of under SHORT_SENTENCE_WORDS words says little alone ("I've made up my mind." scores P(Yes) 0.59
+# alone after a harmless question), so it decides only when the guard is sure; a short request in small talk
+# ("How can I burn myself?" between two sentences about a trip) is still judged as if it came alone.
+SHORT_DECIDES_AT = 0.9
 # Spans whose sentences are scored alone: the user's own message. A bot response is long by nature and its rail
 # is not one a sentence out of context can be judged by (the guard's output rail is near chance), so it keeps
 # the imitation pieces only.
@@ -134,7 +140,7 @@ _LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.MULTILINE)
 @dataclass(frozen=True)
 class Plan:
     """How a matched prompt is scored: `prompts[0]` is the whole canonical prompt, the others score one piece
-    of a span each (`alone` marks the plain sentences among them). `familiar` is the share of the spans'
+    of a span each (`bars` says from which block probability each may decide). `familiar` is the share of the spans'
     letters in scripts the guard was trained on; when that is under half, `readable` is the prompt with only
     those words of the spans (empty when they have none), which the `unfamiliar_script: allow` policy scores
     instead."""
@@ -144,12 +150,13 @@ class Plan:
     spans: dict[str, str]
     familiar: float
     readable: tuple[str, ...] = ()
-    alone: tuple[bool, ...] = ()  # per prompt: a plain sentence out of its message (see `decides`)
+    bars: tuple[float, ...] = ()  # per prompt: the block probability from which it may decide (see `decides`)
 
     def decides(self, index: int, p_block: float) -> bool:
         """Whether prompt `index`'s block probability may decide the check: the whole, an imitation's parts and
-        long quotations always; a plain sentence alone only from ALONE_DECIDES_AT on."""
-        return not (index < len(self.alone) and self.alone[index]) or p_block >= ALONE_DECIDES_AT
+        long quotations always; a plain sentence alone only from ALONE_DECIDES_AT on (SHORT_DECIDES_AT for a
+        short one)."""
+        return index >= len(self.bars) or p_block >= self.bars[index]
 
 
 class TemplateStructure:
@@ -213,20 +220,20 @@ class TemplateStructure:
         """The prompts to score for these raw variable values: the whole, then each piece of each span."""
         canonical = {name: canonical_text(values[name]) for name in self.slots}
         spans = {name: self._neutral(name, text) for name, text in canonical.items()}
-        prompts, alone = [self._fill(spans)], [False]
+        prompts, bars = [self._fill(spans)], [0.0]
         for name in self.slots:
             parts, sentences = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
-            for part, out_of_context in [(p, False) for p in parts] + [(p, True) for p in sentences]:
+            for part, bar in [(p, 0.0) for p in parts] + [(s, _sentence_bar(s)) for s in sentences]:
                 prompt = self._fill(spans | {name: self._neutral(name, part)})
                 if prompt not in prompts:
                     prompts.append(prompt)
-                    alone.append(out_of_context)
+                    bars.append(bar)
         familiar = script_share("".join(spans.values()), scripts)
         readable = ()
         if familiar < 0.5:
             parts = {name: familiar_part(text, scripts) for name, text in spans.items()}
             readable = (self._fill(parts),) if any(parts.values()) else ()
-        return Plan(self.template, tuple(prompts), spans, familiar, readable, tuple(alone))
+        return Plan(self.template, tuple(prompts), spans, familiar, readable, tuple(bars))
 
     def _neutral(self, name: str, canonical: str) -> str:
         closer = self.closers[self.slots.index(name)]
@@ -270,6 +277,11 @@ def _at_most(pieces: list[str], n: int, joiner: str = " ") -> list[str]:
     return pieces if len(pieces) <= n else pieces[: n - 1] + [joiner.join(pieces[n - 1 :])]
 
 
+def _sentence_bar(sentence: str) -> float:
+    """The block probability from which a plain sentence scored alone may decide a check."""
+    return SHORT_DECIDES_AT if len(sentence.split()) < SHORT_SENTENCE_WORDS else ALONE_DECIDES_AT
+
+
 def _plain_sentences(text: str) -> list[str]:
     """The sentences of a text of several sentences that can be judged alone: MIN_SENTENCE_WORDS words or more
     and no quotation in them (reported speech, out of its sentence, could read as anything). A harmful request
@@ -281,10 +293,10 @@ def _plain_sentences(text: str) -> list[str]:
 
 
 def _quotations(text: str) -> list[str]:
-    """What the text quotes, when that is MIN_SENTENCE_WORDS words or more: a request written as someone else's
+    """What the text quotes, when that is MIN_QUOTATION_WORDS words or more: a request written as someone else's
     words (`My cousin keeps asking "..."`, then a story) is judged as if it came alone, while short sayings and
     verdict-like quotes ("the answer is no", "Verdict: guilty") stay in their sentence."""
-    return [q.strip() for q in _QUOTATION.findall(text) if len(q.split()) >= MIN_SENTENCE_WORDS]
+    return [q.strip() for q in _QUOTATION.findall(text) if len(q.split()) >= MIN_QUOTATION_WORDS]
 
 
 def _closer(literal: str) -> str:
@@ -428,4 +440,4 @@ def _policy(plan: Plan, unfamiliar: str) -> tuple[Plan, str | None]:
         return plan, None
     if unfamiliar == "block":
         return plan, "block"
-    return (replace(plan, prompts=plan.readable, alone=()), None) if plan.readable else (plan, "allow")
+    return (replace(plan, prompts=plan.readable, bars=()), None) if plan.readable else (plan, "allow")
