@@ -140,10 +140,10 @@ _LABEL_LINE = re.compile(r"^([A-Za-z][A-Za-z' ]{0,40}):", re.MULTILINE)
 @dataclass(frozen=True)
 class Plan:
     """How a matched prompt is scored: `prompts[0]` is the whole canonical prompt, the others score one piece
-    of a span each (`bars` says from which block probability each may decide). `familiar` is the share of the spans'
-    letters in scripts the guard was trained on; when that is under half, `readable` is the prompt with only
-    those words of the spans (empty when they have none), which the `unfamiliar_script: allow` policy scores
-    instead."""
+    of a span each (`bars`: from which block probability each may decide). `familiar` is the share of the
+    spans' letters in scripts the guard was trained on; when that is under half, `readable` is the prompt with
+    only those words of the spans (empty when they have none), which the `unfamiliar_script: allow` policy
+    scores instead."""
 
     template: str
     prompts: tuple[str, ...]
