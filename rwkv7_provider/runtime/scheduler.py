@@ -316,12 +316,7 @@ class Scheduler:
     def run(self, steps: Steps) -> Any:
         """Run a request on the model thread and wait for its result (raises the request's error); interrupting
         the wait (KeyboardInterrupt) cancels the request."""
-        ticket = self.submit(steps)
-        try:
-            return ticket.result()
-        except BaseException:
-            ticket.cancel()  # a no-op once it has finished (its own error included)
-            raise
+        return self.run_all([steps])[0]
 
     def run_all(self, requests: Sequence[Steps]) -> list[Any]:
         """Run several requests together (queued at once, so the model thread batches them from its first

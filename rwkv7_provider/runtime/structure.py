@@ -213,8 +213,9 @@ class TemplateStructure:
         quotations in them (`_quotations`; at most MAX_PIECES) and the plain sentences of a part of several
         sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces); `[span]` when there is nothing to
         cut."""
-        parts, sentences = self._pieces(canonical_text(text), by_sentence)
-        return parts + sentences or [canonical_text(text)]
+        canonical = canonical_text(text)
+        parts, sentences = self._pieces(canonical, by_sentence)
+        return parts + sentences or [canonical]
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
         """The prompts to score for these raw variable values: the whole, then each piece of each span."""
@@ -251,11 +252,14 @@ class TemplateStructure:
         """(the imitation parts and long quotations, the plain sentences) of a canonical span, each list without
         the whole; ([], []) when there is nothing to cut."""
         parts = self._imitation_parts(text)
-        quotes = [q for part in parts for q in _quotations(part) if q not in parts] if by_sentence else []
-        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts] if by_sentence else []
+        cut = parts if parts != [text] else []
+        if not by_sentence:
+            return cut, []
+        quotes = [q for part in parts for q in _quotations(part) if q not in parts]
+        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts]
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
-        return (parts if parts != [text] else []) + _at_most(quotes, MAX_PIECES), grouped
+        return cut + _at_most(quotes, MAX_PIECES), grouped
 
     def _imitation_parts(self, text: str) -> list[str]:
         low = text.lower()
