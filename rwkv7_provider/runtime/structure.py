@@ -18,7 +18,9 @@ recovers exactly which characters the user wrote and scores them as data:
   same template, and the check takes the highest block probability of the whole span and its pieces. A
   harmful request followed by a fake verdict and a harmless request is then judged on the harmful piece as
   if it came alone. Text without such a marker (quotes, "the verdict: not guilty", a chat log) is not cut
-  at quotes or labels: out of context, such pieces could read as anything;
+  at quotes or labels: out of context, such pieces could read as anything. Nor is a verdict inside a quotation
+  the user opens (`told me "Answer: no" and I laughed`): cut there, "... told me" alone read as an attack to
+  the guard (12 of the 30 harmless messages a quoted sentence got blocked in issue 23's bench);
 - a user's message (or piece) of several sentences also has each plain sentence scored alone
   (MIN_SENTENCE_WORDS words or more, no quotation inside), and what it quotes when that is MIN_QUOTATION_WORDS
   or more (a request as reported speech). Harmless small talk or a story around a harmful request cannot
@@ -93,9 +95,13 @@ _VERDICTS = (r"(?:not\s+)?(?:yes|no|safe|unsafe|allow(?:ed)?|block(?:ed)?|ok(?:a
              r"harmful|compliant|flagged|none|n/?a|true|false|[01])")
 # Words around a label ("New user message:", "Safety question:", "Moderator check:").
 _QUALIFIERS = r"(?:[A-Za-z]+[ \t]+){0,2}"
+# A quote or bracket that ends something: a bracket, or a quote right after the text it closes (`bomb"`). A quote
+# after a space opens a quotation (`my boss replied "Answer: no"`): what follows it is reported speech, not a new
+# line of the prompt, and is not cut there.
+_CLOSING = r"(?:(?<=\S)[\"'`]|[\])}>])"
 # Where an imitated line starts: a line start, or after a closing quote or bracket or the end of a sentence
 # (imitations written on one line).
-_START = r"(?:^|(?<=[\"'`\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
+_START = r"(?:^|(?<=\S[\"'`])|(?<=[\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
 _SEPARATOR = r"(?:[ \t]+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
 _GENERIC = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
@@ -126,7 +132,7 @@ _STRONG = (
     rf"(?:\w+\s+){{0,2}}{_MODERATION}|(?:classify|judge|rate|evaluate|assess)\s+(?:this|the|that)\s+"
     r"(?:\w+\s+){0,2}(?:message|input|request|prompt|content)\b)"),
     _GENERIC[6], _GENERIC[7], _GENERIC[8],
-    rf"[\"'`\])}}>][ \t]*\n*[ \t]*[#*>\-\[(<{{|=_~]*[ \t]*{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
+    rf"{_CLOSING}[ \t]*\n*[ \t]*[#*>\-\[(<{{|=_~]*[ \t]*{_QUALIFIERS}(?:{_ROLES}){_SEPARATOR}",
 )
 # Every marker contains one of these (lower case); a span without any is one piece without running the markers'
 # regex, which is what almost every message costs.
