@@ -99,8 +99,8 @@ _QUALIFIERS = r"(?:[A-Za-z]+[ \t]+){0,2}"
 # after a space opens a quotation (`my boss replied "Answer: no"`): what follows it is reported speech, not a new
 # line of the prompt, and is not cut there.
 _CLOSING = r"(?:(?<=\S)[\"'`]|[\])}>])"
-# Where an imitated line starts: a line start, or after a closing quote or bracket or the end of a sentence
-# (imitations written on one line).
+# Where an imitated line starts: a line start, or after a closing quote or bracket (`_CLOSING`, as a lookbehind)
+# or the end of a sentence (imitations written on one line).
 _START = r"(?:^|(?<=\S[\"'`])|(?<=[\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
 _SEPARATOR = r"(?:[ \t]+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
 _GENERIC = (
