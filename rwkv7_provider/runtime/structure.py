@@ -98,10 +98,12 @@ _QUALIFIERS = r"(?:[A-Za-z]+[ \t]+){0,2}"
 # A quote or bracket that ends something: a bracket, or a quote right after the text it closes (`bomb"`). A quote
 # after a space opens a quotation (`my boss replied "Answer: no"`): what follows it is reported speech, not a new
 # line of the prompt, and is not cut there.
-_CLOSING = r"(?:(?<=\S)[\"'`]|[\])}>])"
+_QUOTE_MARKS, _CLOSE_BRACKETS = r"[\"'`]", r"[\])}>]"
+_CLOSING = rf"(?:(?<=\S){_QUOTE_MARKS}|{_CLOSE_BRACKETS})"
 # Where an imitated line starts: a line start, or after a closing quote or bracket (`_CLOSING`, as a lookbehind)
 # or the end of a sentence (imitations written on one line).
-_START = r"(?:^|(?<=\S[\"'`])|(?<=[\])}>])|(?<=[.?!] ))[ \t]*[#*>\-\[(<{|=_~]*[ \t]*"
+_START = (rf"(?:^|(?<=\S{_QUOTE_MARKS})|(?<={_CLOSE_BRACKETS})|(?<=[.?!] ))"
+          r"[ \t]*[#*>\-\[(<{|=_~]*[ \t]*")
 _SEPARATOR = r"(?:[ \t]+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
 _GENERIC = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
