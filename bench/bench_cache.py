@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from machine import load_average, machine_lines
 from rwkv7_provider.model import RWKV7, RWKV7Config
 from rwkv7_provider.model.tokenizer import load_tokenizer
 
@@ -67,7 +68,7 @@ def messages(n: int, seed: int) -> list[str]:
     return out
 
 
-def random_model(seed: int = 0) -> RWKV7:
+def random_model(seed: int = 0, quantize: str | None = None) -> RWKV7:
     """The 0.1B World shape with the test suite's random weights (lively activations, no NaNs), loaded from a
     checkpoint file as a user's model is: with the CPU model's fast paths (the head and few-row products through
     the GEMV, each GEMM as measured for this machine; `model/kernel_choice.py`)."""
@@ -79,7 +80,7 @@ def random_model(seed: int = 0) -> RWKV7:
         path = Path(tmp) / "random-0.1b.pth"
         # made off this thread, as loading is: the main thread keeps no OpenMP pool to slow the engine's
         off_thread(lambda: torch.save(random_state_dict(RWKV7Config(**SHAPE), seed=seed), path))
-        return RWKV7.from_pretrained(path)  # the tensors are copied: the file may go
+        return RWKV7.from_pretrained(path, quantize=quantize)  # the tensors are copied: the file may go
 
 
 def run_check(engine: Engine, prompt: str, method: str) -> None:
@@ -147,13 +148,16 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quantize", choices=["bf16", "int8", "q4"], default=None,
+                        help="store the large matrices compressed (default: fp32, as the checkpoint)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    log.info("building the 0.1B-shape model with random weights (%d torch threads)", torch.get_num_threads())
-    model = random_model(args.seed)
+    log.info("building the 0.1B-shape model with random weights (%s, %d torch threads)", args.quantize or "fp32",
+             torch.get_num_threads())
+    model = random_model(args.seed, args.quantize)
     tokenizer = load_tokenizer("world")
     engines = {
         "cold": Engine(model, tokenizer, cache_bytes=0),
@@ -162,6 +166,7 @@ def main() -> None:
     }
     run_check(engines["cold"], "Warm-up: hello there.", "generate")  # first-call overheads out of the timings
 
+    load_before = load_average()
     rows: list[Row] = []
     for task, template in (("self_check_input", SELF_CHECK_INPUT), ("self_check_output", SELF_CHECK_OUTPUT)):
         variable = "user_input" if task == "self_check_input" else "bot_response"
@@ -179,6 +184,8 @@ def main() -> None:
             log.info("%s / %s: %d messages", task, method, len(prompts))
             chosen = engines if method != "generate" else {k: engines[k] for k in ("cold", "warm")}
             rows += summarize(task, method, measure(chosen, prompts, method, prepare), sizes, tail)
+    print(f"0.1B shape, {args.quantize or 'fp32'} weights; load average {load_before} before, {load_average()} after")
+    print("\n".join(machine_lines(torch.get_num_threads())))
     print_table(rows)
 
 
