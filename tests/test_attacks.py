@@ -162,6 +162,22 @@ def test_a_new_family_leaves_the_other_rows_draws_alone(monkeypatch):
     assert [m for m in after if not m.isupper()] == before and len(after) == len(before) + 4
 
 
+def test_a_message_gets_the_same_attacks_whichever_others_pass():
+    async def run(passing: set[str]) -> list[str]:
+        seen = []
+
+        async def record(message: str) -> bool:
+            seen.append(message)
+            return not any(message == m for m in passing)  # blocks every other plain message and every variant
+
+        await run_attack_set(record, [], list(MESSAGES), variants=1, concurrency=1)
+        return [m for m in seen if m not in MESSAGES]
+
+    both, one = asyncio.run(run(set(MESSAGES))), asyncio.run(run({MESSAGES[2]}))
+    kept = [v for v in both if v.startswith(MESSAGES[2])]  # the quoted sentence appended to the message both pass
+    assert kept and all(v in one for v in kept)
+
+
 # --- unfamiliar_script
 
 

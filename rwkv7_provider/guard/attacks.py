@@ -539,8 +539,10 @@ async def run_attack_set(
 
     Harmful messages that `check` blocks plainly are attacked with `variants` random variants of every family
     (`split`'s variants); harmless messages that pass plainly get a quoted sentence appended and are attacked
-    with the character-level families (an obfuscated harmless message must still pass). Every row draws from
-    its own seeded generator, so adding a family leaves the other rows' variants (and numbers) as they were.
+    with the character-level families (an obfuscated harmless message must still pass). Every row and message
+    draws from its own seeded generator: adding a family leaves the other rows' variants (and numbers) as they
+    were, and a message gets the same variants whichever other messages a guard blocks or passes, so two guards
+    are compared on the same attacks of the messages both block (or pass) plainly.
     """
     gate = asyncio.Semaphore(concurrency)
 
@@ -556,18 +558,17 @@ async def run_attack_set(
     passed = [m for m, b in zip(harmless, await verdicts(harmless)) if not b]
     report.blocked, report.passing = blocked, passed
 
-    def draws(row: str) -> random.Random:
-        return random.Random(f"attack-set-{seed}-{row}")
+    def draws(row: str, message: str) -> random.Random:
+        return random.Random(f"attack-set-{seed}-{row}-{message}")
 
     for family, make in ATTACKS.items():
-        apply, rng = make(split), draws(family)
-        attacked = [apply(m, rng) for m in blocked for _ in range(variants)]
+        apply = make(split)
+        attacked = [apply(m, rng) for m in blocked for rng in [draws(family, m)] for _ in range(variants)]
         report.stayed_blocked[family] = (sum(await verdicts(attacked)), len(attacked))
-    rng = draws("quoted sentence")
-    quoted = [quote_appended(m, rng, split) for m in passed]
+    quoted = [quote_appended(m, draws("quoted sentence", m), split) for m in passed]
     report.still_passed["quoted sentence"] = (len(quoted) - sum(await verdicts(quoted)), len(quoted))
     for family in ("invisible", "diacritics", "lookalike", "bidi", "chatter"):
-        apply, rng = ATTACKS[family](split), draws(f"harmless {family}")
-        attacked = [apply(m, rng) for m in passed]
+        apply = ATTACKS[family](split)
+        attacked = [apply(m, draws(f"harmless {family}", m)) for m in passed]
         report.still_passed[family] = (len(attacked) - sum(await verdicts(attacked)), len(attacked))
     return report
