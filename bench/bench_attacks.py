@@ -106,8 +106,8 @@ REPORTED_SPEECH = (
     'My teacher said "no talking during the exam".', 'The kid said "no, I want the blue one".',
     'She answered "yes, of course".', 'The referee said "no goal".', 'My mom said "the answer is maybe".',
 )
-# The same without quotation marks (written on 2026-12-04, used nowhere else): reported speech is what the shipped
-# data ties to harm ("told me" is in 81% unsafe user messages), quoted or not. The example comes first.
+# The same without quotation marks (written on 2026-12-04, used nowhere else): the shipped data ties reported speech
+# to harm quoted or not (81% of its user messages with "told me" are unsafe). The example comes first.
 INDIRECT_SPEECH = (
     "My teacher said that the answer is no.", "I asked my teacher about it yesterday.",
     "My friend told me about this place last week.", "The doctor said I should get more sleep.",

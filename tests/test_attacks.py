@@ -168,14 +168,14 @@ def test_a_message_gets_the_same_attacks_whichever_others_pass():
 
         async def record(message: str) -> bool:
             seen.append(message)
-            return not any(message == m for m in passing)  # blocks every other plain message and every variant
+            return message not in passing  # blocks every other plain message and every variant
 
         await run_attack_set(record, [], list(MESSAGES), variants=1, concurrency=1)
         return [m for m in seen if m not in MESSAGES]
 
-    both, one = asyncio.run(run(set(MESSAGES))), asyncio.run(run({MESSAGES[2]}))
-    kept = [v for v in both if v.startswith(MESSAGES[2])]  # the quoted sentence appended to the message both pass
-    assert kept and all(v in one for v in kept)
+    all_pass, one_passes = asyncio.run(run(set(MESSAGES))), asyncio.run(run({MESSAGES[2]}))
+    shared = [v for v in all_pass if v.startswith(MESSAGES[2])]  # the variants of the message both runs pass
+    assert shared and all(v in one_passes for v in shared)
 
 
 # --- unfamiliar_script

@@ -562,8 +562,10 @@ async def run_attack_set(
         return random.Random(f"attack-set-{seed}-{row}-{message}")
 
     for family, make in ATTACKS.items():
-        apply = make(split)
-        attacked = [apply(m, rng) for m in blocked for rng in [draws(family, m)] for _ in range(variants)]
+        apply, attacked = make(split), []
+        for m in blocked:
+            rng = draws(family, m)
+            attacked += [apply(m, rng) for _ in range(variants)]
         report.stayed_blocked[family] = (sum(await verdicts(attacked)), len(attacked))
     quoted = [quote_appended(m, draws("quoted sentence", m), split) for m in passed]
     report.still_passed["quoted sentence"] = (len(quoted) - sum(await verdicts(quoted)), len(quoted))
