@@ -102,8 +102,7 @@ _QUOTE_MARKS, _CLOSE_BRACKETS = r"[\"'`]", r"[\])}>]"
 _CLOSING = rf"(?:(?<=\S){_QUOTE_MARKS}|{_CLOSE_BRACKETS})"
 # Where an imitated line starts: a line start, or after a closing quote or bracket (`_CLOSING`, as a lookbehind)
 # or the end of a sentence (imitations written on one line).
-_START = (rf"(?:^|(?<=\S{_QUOTE_MARKS})|(?<={_CLOSE_BRACKETS})|(?<=[.?!] ))"
-          r"[ \t]*[#*>\-\[(<{|=_~]*[ \t]*")
+_START = rf"(?:^|(?<={_CLOSING})|(?<=[.?!] ))[ \t]*[#*>\-\[(<{{|=_~]*[ \t]*"
 _SEPARATOR = r"(?:[ \t]+[A-Za-z]+)?[ \t]*[\])}>*|]*[ \t]*(?::|=|->|=>)"
 _GENERIC = (
     rf"{_START}{_QUALIFIERS}(?:{_ANSWERS}){_SEPARATOR}[ \t]*[\"'*]*(?:(?:{_VERDICTS})(?!\w))?[\"'*.!]*",
