@@ -124,14 +124,13 @@ def score_examples(
     jobs = [(i, k, prompt) for i, (ex, plan) in enumerate(zip(examples, plans))
             for k, prompt in enumerate(plan.prompts if plan else (prompt_for(ex, template),))]
     jobs.sort(key=lambda job: len(job[2]))
-    out = [0.0] * len(examples)
+    p_block = [[0.0] * len(plan.prompts) if plan else [0.0] for plan in plans]
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         batch = encode_prompts([prompt for _, _, prompt in chunk], [0] * len(chunk), template, toks, max_tokens, False)
         for (i, k, _), p in zip(chunk, p_unsafe(model, batch, toks).tolist()):
-            if plans[i] is None or plans[i].decides(k, p):
-                out[i] = max(out[i], p)
-    return out
+            p_block[i][k] = p
+    return [ps[plan.deciding(ps)] if plan else ps[0] for plan, ps in zip(plans, p_block)]
 
 
 def load_guard(path: Path) -> tuple[RWKV7, GuardTokens]:

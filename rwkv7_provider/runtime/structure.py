@@ -28,7 +28,13 @@ recovers exactly which characters the user wrote and scores them as data:
   with the sentences scored. Out of its message a plain sentence is judged with less to go on, so it decides
   only when the guard answers Yes for it (ALONE_DECIDES_AT: chatter 0.94 there, at +1.1 points of false
   positives instead of +1.7), a short one ("I've made up my mind.") only when the guard is sure
-  (SHORT_DECIDES_AT). A bot response is not cut into sentences (`SENTENCE_VARIABLES`).
+  (SHORT_DECIDES_AT). A bot response is not cut into sentences (`SENTENCE_VARIABLES`);
+- reported speech cannot tip a check: when a user's message (without imitation markers) has sentences that
+  quote someone and sentences that do not, the whole counts at most as much as the most blocking of its own
+  words without the reported speech and each quoting sentence alone (`Plan.caps`). A harmless question with
+  `The judge said "the verdict: not guilty" and everyone cheered.` after it scored P(Yes) 0.3-0.8 as a whole
+  with guard v16 while each half scored low (31 of 588 harmless messages blocked in issue 23's bench); a
+  harmful request stays as blocking as it is alone, and a harmful remark as blocking as its sentence alone.
 
 Exact for the prefix cache: the policy text before the span is the template's own, so its cached state is
 reused and only the span and the tail are computed; a one-sentence message without imitation markers costs
@@ -79,7 +85,8 @@ SHORT_DECIDES_AT = 0.9
 # the imitation pieces only.
 SENTENCE_VARIABLES = ("user_input", "user_message")
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
-_QUOTATION = re.compile(r'"([^"\n]+)"')
+_QUOTE_CHARS = '"\u201c\u201d'  # straight and curly double quotes (phones type curly ones)
+_QUOTATION = re.compile(r'["\u201c]([^"\u201c\u201d\n]+)["\u201d]')
 
 # A closing delimiter character typed by the user becomes one that cannot close the span.
 _SUBSTITUTES = {'"': "'", "'": '"', "`": "'", ")": "]", "]": ")", "}": ")", ">": ")", "|": "/"}
@@ -158,12 +165,23 @@ class Plan:
     familiar: float
     readable: tuple[str, ...] = ()
     bars: tuple[float, ...] = ()  # per prompt: the block probability from which it may decide (see `decides`)
+    caps: tuple[int, ...] = ()  # prompts the whole counts at most as much as (reported speech: `_reported_speech`)
 
     def decides(self, index: int, p_block: float) -> bool:
         """Whether prompt `index`'s block probability may decide the check: the whole, an imitation's parts and
         long quotations always; a plain sentence alone only from ALONE_DECIDES_AT on (SHORT_DECIDES_AT for a
-        short one)."""
+        short one); a cap alone never."""
         return index >= len(self.bars) or p_block >= self.bars[index]
+
+    def deciding(self, p_block: Sequence[float]) -> int:
+        """The prompt whose block probability decides the check: the most blocking of those that may decide,
+        the whole counted at most as much as the most blocking of its `caps`."""
+        whole = 0
+        if self.caps:
+            top = max(self.caps, key=lambda i: p_block[i])
+            whole = top if p_block[top] < p_block[0] else 0
+        deciding = [whole] + [i for i in range(1, len(p_block)) if self.decides(i, p_block[i])]
+        return max(deciding, key=lambda i: p_block[i])
 
 
 class TemplateStructure:
@@ -228,20 +246,27 @@ class TemplateStructure:
         """The prompts to score for these raw variable values: the whole, then each piece of each span."""
         canonical = {name: canonical_text(values[name]) for name in self.slots}
         spans = {name: self._neutral(name, text) for name, text in canonical.items()}
-        prompts, bars = [self._fill(spans)], [0.0]
+        prompts, bars, caps = [self._fill(spans)], [0.0], []
+
+        def add(name: str, piece: str, bar: float) -> int:
+            prompt = self._fill(spans | {name: self._neutral(name, piece)})
+            if prompt not in prompts:
+                prompts.append(prompt)
+                bars.append(bar)
+            return prompts.index(prompt)
+
         for name in self.slots:
             parts, sentences = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
             for part, bar in [(p, 0.0) for p in parts] + [(s, _sentence_bar(s)) for s in sentences]:
-                prompt = self._fill(spans | {name: self._neutral(name, part)})
-                if prompt not in prompts:
-                    prompts.append(prompt)
-                    bars.append(bar)
+                add(name, part, bar)
+            if name in SENTENCE_VARIABLES and not parts:
+                caps += [add(name, piece, math.inf) for piece in _reported_speech(canonical[name])]
         familiar = script_share("".join(spans.values()), scripts)
         readable = ()
         if familiar < 0.5:
             parts = {name: familiar_part(text, scripts) for name, text in spans.items()}
             readable = (self._fill(parts),) if any(parts.values()) else ()
-        return Plan(self.template, tuple(prompts), spans, familiar, readable, tuple(bars))
+        return Plan(self.template, tuple(prompts), spans, familiar, readable, tuple(bars), tuple(caps))
 
     def _neutral(self, name: str, canonical: str) -> str:
         closer = self.closers[self.slots.index(name)]
@@ -293,14 +318,41 @@ def _sentence_bar(sentence: str) -> float:
     return SHORT_DECIDES_AT if len(sentence.split()) < SHORT_SENTENCE_WORDS else ALONE_DECIDES_AT
 
 
+def _sentences(text: str) -> list[str]:
+    """The sentences of a text; a break inside a quotation (`says "Q: why? A: because."`) does not end one."""
+    inside = [m.span() for m in _QUOTATION.finditer(text)]
+    out, start = [], 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        if not any(a < m.start() < b for a, b in inside):
+            out.append(text[start : m.start()])
+            start = m.end()
+    out.append(text[start:])
+    return [s.strip() for s in out if s.strip()]
+
+
+def _quoting(sentence: str) -> bool:
+    return any(c in sentence for c in _QUOTE_CHARS)
+
+
 def _plain_sentences(text: str) -> list[str]:
     """The sentences of a text of several sentences that can be judged alone: MIN_SENTENCE_WORDS words or more
     and no quotation in them (reported speech, out of its sentence, could read as anything). A harmful request
     with harmless small talk around it ("Thanks in advance!", a story) is then judged as if it came alone."""
-    sentences = [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+    sentences = _sentences(text)
     if len(sentences) < 2:
         return []
-    return [s for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS and '"' not in s]
+    return [s for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS and not _quoting(s)]
+
+
+def _reported_speech(text: str) -> list[str]:
+    """The caps of a message that quotes someone in some of its sentences and not in others: its own words
+    (the other sentences), then each quoting sentence alone (at most MAX_PIECES); [] for any other text."""
+    sentences = _sentences(text)
+    quoting = [s for s in sentences if _QUOTATION.search(s)]
+    own = [s for s in sentences if not _quoting(s)]
+    if not quoting or not own or len(quoting) + len(own) < len(sentences):
+        return []
+    return [" ".join(own)] + _at_most(quoting, MAX_PIECES)
 
 
 def _quotations(text: str) -> list[str]:
@@ -412,10 +464,10 @@ def share(s: ScoreResult, choice: str) -> float:
 
 
 def most_blocking(scores: Sequence[ScoreResult], first: str, plan: Plan | None = None) -> ScoreResult:
-    """The score with the highest probability of `first` (the block answer) among those that may decide
-    (`Plan.decides`; the first, the whole prompt, always may), every scored token counted."""
-    deciding = [s for i, s in enumerate(scores) if plan is None or plan.decides(i, share(s, first))]
-    worst = max(deciding, key=lambda s: share(s, first))
+    """The score that decides the check (`Plan.deciding`; without a plan the one with the highest probability of
+    `first`, the block answer), every scored token counted."""
+    p_block = [share(s, first) for s in scores]
+    worst = scores[plan.deciding(p_block) if plan else max(range(len(scores)), key=p_block.__getitem__)]
     return replace(worst, prompt_tokens=sum(s.prompt_tokens for s in scores),
                    cached_tokens=sum(s.cached_tokens for s in scores))
 
@@ -451,4 +503,4 @@ def _policy(plan: Plan, unfamiliar: str) -> tuple[Plan, str | None]:
         return plan, None
     if unfamiliar == "block":
         return plan, "block"
-    return (replace(plan, prompts=plan.readable, bars=()), None) if plan.readable else (plan, "allow")
+    return (replace(plan, prompts=plan.readable, bars=(), caps=()), None) if plan.readable else (plan, "allow")
