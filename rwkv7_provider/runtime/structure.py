@@ -239,7 +239,7 @@ class TemplateStructure:
         sentences (`_plain_sentences`; at most MAX_SENTENCE_PIECES pieces); `[span]` when there is nothing to
         cut."""
         canonical = canonical_text(text)
-        parts, sentences = self._pieces(canonical, by_sentence)
+        parts, sentences, _ = self._pieces(canonical, by_sentence)
         return parts + sentences or [canonical]
 
     def plan(self, values: dict[str, str], scripts: frozenset[str]) -> Plan:
@@ -256,11 +256,10 @@ class TemplateStructure:
             return prompts.index(prompt)
 
         for name in self.slots:
-            parts, sentences = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
+            parts, sentences, speech = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
             for part, bar in [(p, 0.0) for p in parts] + [(s, _sentence_bar(s)) for s in sentences]:
                 add(name, part, bar)
-            if name in SENTENCE_VARIABLES and not parts:
-                caps += [add(name, piece, math.inf) for piece in _reported_speech(canonical[name])]
+            caps += [add(name, piece, math.inf) for piece in speech]
         familiar = script_share("".join(spans.values()), scripts)
         readable = ()
         if familiar < 0.5:
@@ -280,18 +279,19 @@ class TemplateStructure:
             parts += [spans[name], lit]
         return "".join(parts)
 
-    def _pieces(self, text: str, by_sentence: bool) -> tuple[list[str], list[str]]:
-        """(the imitation parts and long quotations, the plain sentences) of a canonical span, each list without
-        the whole; ([], []) when there is nothing to cut."""
+    def _pieces(self, text: str, by_sentence: bool) -> tuple[list[str], list[str], list[str]]:
+        """(the imitation parts and long quotations, the plain sentences, the reported-speech caps when nothing
+        was cut at imitation markers: `_reported_speech`) of a canonical span, each list without the whole;
+        ([], [], []) when there is nothing to cut."""
         parts = self._imitation_parts(text)
         cut = parts if parts != [text] else []
         if not by_sentence:
-            return cut, []
+            return cut, [], []
         quotes = [q for part in parts for q in _quotations(part) if q not in parts]
         sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts]
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
-        return cut + _at_most(quotes, MAX_PIECES), grouped
+        return cut + _at_most(quotes, MAX_PIECES), grouped, [] if cut else _reported_speech(text)
 
     def _imitation_parts(self, text: str) -> list[str]:
         low = text.lower()
