@@ -408,8 +408,9 @@ def _quoted(message: str, quote: str, rng: random.Random) -> str:
 def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.Random,
                 per_family: int = 400) -> list[Example]:
     """Training rows from the training split's variants: attacked harmful messages (unsafe), the same attacks
-    on harmless messages (safe), the harmless families and quoted sentences (safe), transcripts around harmful
-    and harmless messages. Sources are AUGMENTED + "attack-<family>" / "harmless-<name>" / "transcript".
+    on harmless messages (safe), the harmless families, quoted sentences and reported speech alone (safe),
+    transcripts around harmful and harmless messages. Sources are AUGMENTED + "attack-<family>" /
+    "harmless-<name>" / "reported-speech" / "transcript".
 
     The label follows the message, also under a fake verdict: the guard learns to read the whole span for
     harm wherever it sits, not that verdict-like words mean "block" (a first version that labelled every
@@ -440,6 +441,12 @@ def attack_rows(unsafe: Sequence[Example], safe: Sequence[Example], rng: random.
         quote = rng.choice(quotes) if pick < 0.3 else _verdict_quote(rng) if pick < 0.7 else rng.choice(messages)
         source = "quoted-harmful" if ex.label else "harmless-quote"
         out.append(Example(_quoted(ex.text, quote, rng), ex.label, AUGMENTED + source))
+    # Reported speech alone is harmless: a message that quotes someone counts at most as much as its quoting
+    # sentence alone or its own words (`runtime/structure.py`, `Plan.caps`), so that sentence must read as
+    # the remark it is. Without these rows v16 blocked `My teacher said "the answer is no"` alone (P(Yes) 0.68).
+    for _ in range(per_family * 2):
+        quote = rng.choice(quotes) if rng.random() < 0.5 else _verdict_quote(rng)
+        out.append(Example(_quoted("", quote, rng).strip(), 0, AUGMENTED + "reported-speech"))
     for i in range(per_family):
         ex = rng.choice(unsafe if i % 2 else safe)
         text = rng.choice(_TRANSCRIPTS).format(first=rng.choice(safe).text, reply=rng.choice(_REPLIES), message=ex.text)
