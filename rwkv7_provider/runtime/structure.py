@@ -246,14 +246,14 @@ class TemplateStructure:
         """The prompts to score for these raw variable values: the whole, then each piece of each span."""
         canonical = {name: canonical_text(values[name]) for name in self.slots}
         spans = {name: self._neutral(name, text) for name, text in canonical.items()}
-        prompts, bars, caps = [self._fill(spans)], [0.0], []
+        index, bars, caps = {self._fill(spans): 0}, [0.0], []  # prompt -> its position, in order
 
         def add(name: str, piece: str, bar: float) -> int:
             prompt = self._fill(spans | {name: self._neutral(name, piece)})
-            if prompt not in prompts:
-                prompts.append(prompt)
+            if prompt not in index:
+                index[prompt] = len(index)
                 bars.append(bar)
-            return prompts.index(prompt)
+            return index[prompt]
 
         for name in self.slots:
             parts, sentences, speech = self._pieces(canonical[name], name in SENTENCE_VARIABLES)
@@ -265,7 +265,7 @@ class TemplateStructure:
         if familiar < 0.5:
             parts = {name: familiar_part(text, scripts) for name, text in spans.items()}
             readable = (self._fill(parts),) if any(parts.values()) else ()
-        return Plan(self.template, tuple(prompts), spans, familiar, readable, tuple(bars), tuple(caps))
+        return Plan(self.template, tuple(index), spans, familiar, readable, tuple(bars), tuple(caps))
 
     def _neutral(self, name: str, canonical: str) -> str:
         closer = self.closers[self.slots.index(name)]
@@ -288,10 +288,11 @@ class TemplateStructure:
         if not by_sentence:
             return cut, [], []
         quotes = [q for part in parts for q in _quotations(part) if q not in parts]
-        sentences = [s for part in parts for s in _plain_sentences(part) if s not in parts]
+        split = [_sentences(part) for part in parts]  # once per part: plain sentences and reported speech
+        sentences = [s for each in split for s in _plain_sentences(each) if s not in parts]
         size = max(1, -(-len(sentences) // MAX_SENTENCE_PIECES))  # one sentence a piece, up to MAX_SENTENCE_PIECES
         grouped = [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)]
-        return cut + _at_most(quotes, MAX_PIECES), grouped, [] if cut else _reported_speech(text)
+        return cut + _at_most(quotes, MAX_PIECES), grouped, [] if cut else _reported_speech(split[0])
 
     def _imitation_parts(self, text: str) -> list[str]:
         low = text.lower()
@@ -334,20 +335,20 @@ def _quoting(sentence: str) -> bool:
     return any(c in sentence for c in _QUOTE_CHARS)
 
 
-def _plain_sentences(text: str) -> list[str]:
-    """The sentences of a text of several sentences that can be judged alone: MIN_SENTENCE_WORDS words or more
-    and no quotation in them (reported speech, out of its sentence, could read as anything). A harmful request
-    with harmless small talk around it ("Thanks in advance!", a story) is then judged as if it came alone."""
-    sentences = _sentences(text)
+def _plain_sentences(sentences: list[str]) -> list[str]:
+    """Of a text's sentences (`_sentences`), when it has several, those that can be judged alone:
+    MIN_SENTENCE_WORDS words or more and no quotation in them (reported speech, out of its sentence, could read as
+    anything). A harmful request with harmless small talk around it ("Thanks in advance!", a story) is then
+    judged as if it came alone."""
     if len(sentences) < 2:
         return []
     return [s for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS and not _quoting(s)]
 
 
-def _reported_speech(text: str) -> list[str]:
-    """The caps of a message that quotes someone in some of its sentences and not in others: its own words
-    (the other sentences), then each quoting sentence alone (at most MAX_PIECES); [] for any other text."""
-    sentences = _sentences(text)
+def _reported_speech(sentences: list[str]) -> list[str]:
+    """The caps of a message (its `_sentences`) that quotes someone in some of its sentences and not in others:
+    its own words (the other sentences), then each quoting sentence alone (at most MAX_PIECES); [] for any
+    other text."""
     quoting = [s for s in sentences if _QUOTATION.search(s)]
     own = [s for s in sentences if not _quoting(s)]
     if not quoting or not own or len(quoting) + len(own) < len(sentences):
