@@ -543,7 +543,7 @@ def with_impl(impl: str | None, fn):
         return fn()
     finally:
         if before is None:
-            del os.environ["RWKV7_WKV_IMPL"]
+            os.environ.pop("RWKV7_WKV_IMPL", None)
         else:
             os.environ["RWKV7_WKV_IMPL"] = before
 

@@ -85,25 +85,36 @@ class ByteStreamDecoder(StreamDecoder):
 
 
 class PrefixStreamDecoder(StreamDecoder):
-    """Generic streaming: re-decode the ids so far, emit the new suffix unless it ends mid-character."""
+    """Generic streaming: decode a window of the latest ids and emit what the newest ones add to it, unless
+    that ends mid-character.
+
+    The window starts one emission back, so decoders that treat a text's first token specially (a leading
+    space dropped, "##" pieces joined) see the same context as a decode of the whole text; re-decoding
+    everything on every token made a long generation quadratic in its length.
+    """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = 0
+        self.context: list[int] = []  # the ids of the last emission, decoded again as context
+        self.pending: list[int] = []  # ids not emitted yet
 
     def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):
+        self.pending.append(token_id)
+        delta = self._added()
+        if not delta or delta.endswith("\ufffd"):
             return ""
-        delta, self.emitted = text[self.emitted :], len(text)
+        self.context, self.pending = self.pending, []
         return delta
 
     def flush(self) -> str:
-        text = self.tokenizer.decode(self.ids)
-        delta, self.emitted = text[self.emitted :], len(text)
+        delta = self._added()
+        self.context, self.pending = self.pending, []
         return delta
+
+    def _added(self) -> str:
+        """The text the pending ids add to their context."""
+        before = self.tokenizer.decode(self.context)
+        return self.tokenizer.decode(self.context + self.pending)[len(before) :]
 
 
 @functools.lru_cache(maxsize=1)

@@ -86,6 +86,62 @@ def test_hf_tokenizer_json(tmp_path):
     assert isinstance(load_tokenizer(model_path=tmp_path, vocab_size=hf.vocab_size), HFTokenizer)
 
 
+def trained(tmp_path, kind: str) -> HFTokenizer:
+    """A small tokenizer.json whose decoder treats a text's first token specially (WordPiece joins "##"
+    pieces and drops the space before them, Metaspace drops the text's leading space)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    corpus = ["hello world, it's the naïve café: don't stop 日本語 😀", "a quick brown fox jumps over a lazy dog"] * 50
+    if kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[UNK]"])
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=150, unk_token="<unk>", special_tokens=["<unk>"])
+    tok.train_from_iterator(corpus, trainer)
+    tok.save(str(tmp_path / f"{kind}.json"))
+    return HFTokenizer(tmp_path / f"{kind}.json")
+
+
+class Counting:
+    """A tokenizer's decode, recording how many ids each call decodes."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.lengths = tok, []
+
+    def decode(self, ids: list[int]) -> str:
+        self.lengths.append(len(ids))
+        return self.tok.decode(ids)
+
+
+@pytest.mark.parametrize("kind", ["guard", "wordpiece", "metaspace"])
+def test_hf_streaming_is_the_whole_decode_in_short_windows(tmp_path, kind):
+    """A long generation streams through windows of a few ids (re-decoding everything on every token made it
+    quadratic), and the pieces still join into exactly the decode of all the ids, random ids included."""
+    from rwkv7_provider.model.tokenizer import PrefixStreamDecoder
+
+    from rwkv7_provider.runtime.registry import DEFAULT_MODEL_DIR
+
+    tok = load_tokenizer(DEFAULT_MODEL_DIR) if kind == "guard" else trained(tmp_path, kind)
+    rng = random.Random(2)
+    words = ["hello", "world,", "it's", "the", "naïve", "café:", "don't", "stop", "a", "quick", "brown", "fox",
+             "jumps", "over", "a", "lazy", "dog"]
+    for trial in range(200):
+        if trial % 2:
+            ids = [rng.randrange(tok.vocab_size) for _ in range(rng.randint(1, 40))]
+        else:
+            ids = tok.encode(" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))))
+        assert "".join(stream(tok, ids)) == tok.decode(ids), ids
+    counting = Counting(tok)
+    decoder = PrefixStreamDecoder(counting)
+    ids = tok.encode(" ".join(rng.choice(words) for _ in range(300)))
+    assert "".join([decoder.push(i) for i in ids] + [decoder.flush()]) == tok.decode(ids)
+    assert len(ids) > 300 and max(counting.lengths) <= 8
+
+
 def test_world_chosen_for_world_vocab_size(tmp_path):
     assert isinstance(load_tokenizer(model_path=tmp_path / "x.pth", vocab_size=65536), WorldTokenizer)
 

@@ -299,7 +299,8 @@ class Scheduler:
         self._logprobs: list[tuple[Ticket, LogProbs]] = []
         self._joins: deque[tuple[Ticket, Join]] = deque()
         self._slots: list[tuple[Ticket, Sampler]] = []  # decode row -> its request
-        self._continuing: set[Ticket] = set()
+        self._stepping: set[Ticket] = set()  # the requests of the decode rows being resumed, while they are
+        self._continuing: set[Ticket] = set()  # those of them that asked for another token
         self._last_served = 0
         _SCHEDULERS.add(self)
 
@@ -487,7 +488,7 @@ class Scheduler:
             self._logprobs.append((ticket, item))
         elif isinstance(item, Join):
             self._joins.append((ticket, item))
-        elif item is NEXT and any(t is ticket for t, _ in self._slots):
+        elif item is NEXT and ticket in self._stepping:
             self._continuing.add(ticket)
         else:
             self._fail(ticket, RuntimeError(f"a request yielded {item!r}, which the scheduler cannot run"))
@@ -625,11 +626,13 @@ class Scheduler:
         tokens, errors = sample_batch(self.decode.logits[:n], [s for _, s in self._slots])
         chosen = tokens.tolist()  # the step's one device-to-host copy
         self._continuing.clear()
+        self._stepping = {t for t, _ in self._slots}
         for row, (ticket, _) in enumerate(list(self._slots)):
             if row in errors:
                 self._fail(ticket, errors[row])
             else:
                 self._advance(ticket, None if chosen[row] == END else chosen[row])
+        self._stepping.clear()
         rows = [r for r, (t, _) in enumerate(self._slots) if t in self._continuing]
         if len(rows) < n:
             order = self.decode.keep(rows)
