@@ -76,6 +76,14 @@ class RWKV7State:
         index = torch.as_tensor(index, device=self.device)
         return RWKV7State(*(t.index_select(1, index) for t in (self.att_x_prev, self.wkv, self.ffn_x_prev)))
 
+    def rows(self) -> list[RWKV7State]:
+        """Every batch row as a batch-1 state of its own storage (a row kept in a cache must not keep the whole
+        batch alive). The index is made on the device once: a per-row index from a list would be a host-to-device
+        copy, and a wait, per row on a GPU."""
+        index = torch.arange(self.batch_size, device=self.device)
+        return [RWKV7State(*(t.index_select(1, index[b : b + 1]) for t in self.tensors()))
+                for b in range(self.batch_size)]
+
     def expand(self, batch: int) -> RWKV7State:
         """Repeat a batch-1 state `batch` times (a shared prompt prefix for several continuations)."""
         if self.batch_size != 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -540,3 +541,12 @@ def test_known_templates_reuse_the_tokens_of_their_fixed_text(monkeypatch):
     fixed = len(template_prefix(SELF_CHECK_INPUT))
     assert [len(t) for t in seen] == [len(p) - fixed + len('\n\nUser message: "') for p in prompts]
     assert engine.encode("unrelated text") == encode("unrelated text")
+
+
+def test_logsumexp_of_a_checks_choices() -> None:
+    from rwkv7_provider.runtime.engine import logsumexp
+
+    for values in ([-0.1, -2.3], [-1e4, -1e4 - 1.0, -3.0], [-math.inf, -0.5], [0.0]):
+        want = torch.logsumexp(torch.tensor(values, dtype=torch.float64), 0).item()
+        assert logsumexp(values) == pytest.approx(want, abs=1e-12)
+    assert logsumexp([-math.inf, -math.inf]) == -math.inf

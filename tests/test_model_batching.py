@@ -87,3 +87,16 @@ def test_decode_step_updates_state_in_place(model) -> None:
     torch.testing.assert_close(got, want_hidden[:, 0], atol=1e-6, rtol=1e-6)
     for got_t, want_t in zip(buffers.tensors(), want.tensors()):
         torch.testing.assert_close(got_t, want_t, atol=1e-6, rtol=1e-6)
+
+
+def test_rows_are_the_batch_rows_in_storage_of_their_own(model) -> None:
+    """What the scheduler hands each request after a batched forward (and the prefix cache may keep)."""
+    state = model.zero_state(3)
+    for t in state.tensors():
+        t.copy_(torch.randn_like(t))
+    rows = state.rows()
+    assert len(rows) == 3
+    for b, row in enumerate(rows):
+        for got, want in zip(row.tensors(), state.select(b).tensors()):
+            assert got.shape == want.shape and torch.equal(got, want)
+            assert got.untyped_storage().nbytes() == got.numel() * got.element_size()  # not a view of the batch

@@ -58,6 +58,15 @@ DEFAULT_MAX_BATCH_SIZE = {"cpu": 32, "cuda": 128}
 DEFAULT_PREFILL_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
+def logsumexp(values: list[float]) -> float:
+    """log(sum(exp(v))) in float64 on the host: a check's few choices need no tensor (a tensor, an op and a
+    copy back cost more than the rest of the check's Python on the model thread)."""
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(math.fsum(math.exp(v - top) for v in values))
+
+
 @dataclass(frozen=True)
 class _Request:
     ids: list[int]
@@ -374,14 +383,14 @@ class Engine:
         state, hidden, cached = yield from self._prefill_steps(ids)
         longer = [c for c in conts if len(c) > 1]
         outs = (yield [Forward(c[:-1], state, every=True) for c in longer]) if longer else []
-        rows = torch.cat([hidden[None], *(out for out, _ in outs)])
+        rows = torch.cat([hidden[None], *(out for out, _ in outs)]) if outs else hidden[None]
         targets = [[c[0] for c in conts]] + [[t] for c in longer for t in c[1:]]
         # One-token choices scored over themselves need only their logits (normalised below), not the whole head.
         values = yield LogProbs(rows, targets, vocab=bool(longer) or not over_choices)
         totals, later = list(values[0]), iter(values[1:])
         for i, c in enumerate(conts):
             totals[i] += sum(next(later)[0] for _ in c[1:])
-        norm = torch.logsumexp(torch.tensor(totals, dtype=torch.float64), 0).item()
+        norm = logsumexp(totals)
         if over_choices:
             totals = [t - norm for t in totals]
             norm = 0.0

@@ -569,7 +569,7 @@ class Scheduler:
         lengths = torch.tensor([len(p) for p in pieces], device=device)
         start = RWKV7State.cat([self._zero if s is None else s for s in states])
         hidden, state = self.model.forward_hidden(ids, start, lengths=lengths)
-        return [(hidden[b], state.select(b)) for b in range(len(pieces))]
+        return list(zip(hidden, state.rows()))
 
     def _complete(self, job: _Job, result: tuple) -> None:
         if job.group is None:
