@@ -14,11 +14,12 @@ is skipped with a note.
 Correctness (exit status 1 if any check fails): the chunked forward (y, final state, input state untouched),
 the chunked backward (gradients of r, w, k, v, a, b and the initial state) and the in-place decode step,
 against the float32 sequential reference on the same device, bf16 and fp32 inputs, T up to 4096, B up to 8;
-then the model's logits with the Triton WKV against the reference WKV.
+then the model's logits with the Triton WKV against the reference WKV, and the fused decode step
+(`model/gpu_decode.py`) against the layers' step over 8 tokens in fp32 and bf16.
 Timings (CUDA events, warm-up, median): chunked prefill at T = 1024 and 4096 for the 0.1B (H = 12) and 1.5B
 (H = 32) head counts at B = 1 and 8, forward and forward + backward, next to fla's `chunk_rwkv7` on the same
 inputs when fla is importable; the decode step at batch 1 and 64 with GB/s against the card's peak HBM
-bandwidth; the 0.1B model's prefill and decode tokens/s.
+bandwidth; the 0.1B model's prefill and decode tokens/s, and its `decode_step` + head, fused vs the layers'.
 Engine (`Engine` with its batching scheduler, CUDA-graph decode on a GPU): first parity in fp32 for the 0.1B
 shape (random weights) and the embedded guard: greedy texts, seeded samples and Yes/No scores of many
 concurrent requests against the same requests run one at a time on an eager engine (scores within 1e-4,
@@ -459,6 +460,7 @@ def model_section(plan: Plan) -> None:
     )
     if not ok:
         plan.failures.append(f"model logits: error {err:.2e} > 1e-3")
+    fused_decode_check(plan, model)
 
     if plan.device.type == "cuda":
         model = model.to(torch.bfloat16)
@@ -481,6 +483,42 @@ def model_section(plan: Plan) -> None:
                 f"decode  {dtype} B={B:<3}        {B / ms * 1e3:>10.0f} tok/s  ({ms:.2f} ms per step; "
                 f"with the PyTorch WKV step: {fmt(ms_ref and B / ms_ref * 1e3, 0, '.0f')} tok/s)"
             )
+            ids = torch.randint(0, vocab, (B,), device=plan.device)
+            step = partial(lambda i, s: model.head(model.decode_step(i, s)), ids, state.clone())
+            ms = measure(step)
+            ms_layers = with_impl("reference", partial(measure, step))
+            log.info(
+                f"decode_step + head {dtype} B={B:<3}{B / ms * 1e3:>8.0f} tok/s  ({ms:.2f} ms, no CUDA graph; "
+                f"the layers' step: {ms_layers:.2f} ms)"
+            )
+
+
+def fused_decode_check(plan: Plan, model) -> None:
+    """`gpu_decode`'s fused step against the layers' step (PyTorch WKV) from the same prefilled state, 8 tokens
+    of 4 rows, in fp32 and bf16: the hidden states and the whole in-place state (a check)."""
+    import copy
+
+    from rwkv7_provider.model import gpu_decode
+
+    vocab = plan.model["vocab_size"]
+    for dtype, tol in ((torch.float32, FP32_TOL), (torch.bfloat16, 5e-2)):
+        m = copy.deepcopy(model).to(dtype)
+        with torch.no_grad():
+            _, layers = m(torch.randint(0, vocab, (4, 8), device=plan.device))
+            fused, worst = layers.clone(), {}
+            for _ in range(8):
+                ids = torch.randint(0, vocab, (4,), device=plan.device)
+                want = with_impl("reference", partial(m.decode_step, ids, layers))
+                got = gpu_decode.decode_step(m, ids, fused)
+                for name, a, b in (("hidden", got, want), *zip(("att_x_prev", "wkv", "ffn_x_prev"),
+                                                               fused.tensors(), layers.tensors())):
+                    worst[name] = max(worst.get(name, 0.0), rel_err(a, b))
+        name = max(worst, key=worst.get)
+        ok = worst[name] <= tol
+        log.info(f"fused decode step vs the layers' step, {str(dtype).removeprefix('torch.')}, 8 tokens x 4 rows: "
+                 f"error {worst[name]:.2e} ({name}; tol {tol:g}) {'ok' if ok else 'FAIL'}")
+        if not ok:
+            plan.failures.append(f"fused decode step {dtype}: error {worst[name]:.2e} in {name} > {tol:g}")
 
 
 def guard_training(plan: Plan) -> None:

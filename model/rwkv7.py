@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels import packed_positions, wkv7
-from . import cpu_decode, cpu_kernels, cpu_prefill, kernel_choice
+from . import cpu_decode, cpu_kernels, cpu_prefill, gpu_decode, kernel_choice
 from .checkpoint import save_pretrained
 from .config import RWKV7Config
 from .loading import load_model
@@ -333,10 +333,13 @@ class RWKV7(nn.Module):
 
         The serving hot path: no input checks and no host synchronisation, so it can run back to back on an
         accelerator (and be captured as a CUDA graph). The caller owns `state` (never a cached snapshot) and
-        validates the ids. A float32 model on CPU takes `cpu_decode`, the same equations with fused kernels.
+        validates the ids. A float32 model on CPU takes `cpu_decode`, a model on a GPU `gpu_decode`: the same
+        equations with fused kernels.
         """
         if cpu_decode.supported(self, state):
             return cpu_decode.decode_step(self, input_ids, state)
+        if gpu_decode.supported(self, state):
+            return gpu_decode.decode_step(self, input_ids, state)
         x = self.blocks[0].ln0(self.emb(input_ids.view(-1, 1)))
         v_first = None
         for i, block in enumerate(self.blocks):
