@@ -34,6 +34,7 @@ def supported(model: nn.Module, state: RWKV7State) -> bool:
 
 def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) -> torch.Tensor:
     """One token per row (input_ids [B]); updates `state` in place and returns the final hidden states [B, C]."""
+    # imported here: the package needs Triton only on this path, and rwkv7.py imports this module
     from ..kernels.triton_mix import shift_mix_, time_mix_out, time_mix_prep
     from ..kernels.triton_ops import wkv7_decode_
     from .rwkv7 import lora

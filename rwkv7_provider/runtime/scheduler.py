@@ -299,7 +299,7 @@ class Scheduler:
         self._logprobs: list[tuple[Ticket, LogProbs]] = []
         self._joins: deque[tuple[Ticket, Join]] = deque()
         self._slots: list[tuple[Ticket, Sampler]] = []  # decode row -> its request
-        self._stepping: set[Ticket] = set()  # the requests of the decode rows being resumed, while they are
+        self._stepping: set[Ticket] = set()  # while a decode step resumes its rows: their requests
         self._continuing: set[Ticket] = set()  # those of them that asked for another token
         self._last_served = 0
         _SCHEDULERS.add(self)
