@@ -17,7 +17,7 @@ from .triton_decode import decode_step
 CHUNK = 16  # tokens per chunk; the backward recomputes from a state checkpoint saved every CHUNK tokens
 
 
-def _on_device(t: torch.Tensor):
+def on_device(t: torch.Tensor):
     """Launch on the tensor's GPU (Triton launches on the current device)."""
     return torch.cuda.device(t.device) if t.is_cuda else nullcontext()
 
@@ -27,7 +27,7 @@ class WKV7Chunked(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, state):
-        with _on_device(r):
+        with on_device(r):
             y, ht, states = chunk_fwd(r, w, k, v, a, b, state, save_states=True, chunk=CHUNK)
         ctx.save_for_backward(r, w, k, v, a, b, states)
         ctx.has_state = state is not None
@@ -38,7 +38,7 @@ class WKV7Chunked(torch.autograd.Function):
     def backward(ctx, dy, dht):
         r, w, k, v, a, b, states = ctx.saved_tensors
         dy = torch.zeros_like(r) if dy is None else dy.contiguous()
-        with _on_device(r):
+        with on_device(r):
             *grads, dh0 = chunk_bwd(
                 r, w, k, v, a, b, states, dy, None if dht is None else dht.float().contiguous(), chunk=CHUNK
             )
@@ -67,7 +67,7 @@ def wkv7_triton(
     inputs = (r, w, k, v, a, b, state)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         return WKV7Chunked.apply(*inputs)
-    with _on_device(r):
+    with on_device(r):
         if T == 1:  # decoding through `wkv7`: the fused step, writing the new state next to the old one
             new = torch.empty(B, H, N, N, dtype=torch.float32, device=r.device)
             return decode_step(r, w, k, v, a, b, state, new), new
@@ -86,8 +86,8 @@ def wkv7_decode_(
 ) -> torch.Tensor:
     """One token for a batch (inputs [B, H, N] or [B, 1, H, N]): updates `state` [B, H, N, N] fp32 IN PLACE
     and returns y shaped like r. Clone the state first to keep an untouched copy (the prefix cache does)."""
-    with _on_device(state):
+    with on_device(state):
         return decode_step(r, w, k, v, a, b, state, state)
 
 
-__all__ = ["CHUNK", "WKV7Chunked", "wkv7_decode_", "wkv7_triton"]
+__all__ = ["CHUNK", "WKV7Chunked", "on_device", "wkv7_decode_", "wkv7_triton"]

@@ -36,28 +36,29 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) ->
     """One token per row (input_ids [B]); updates `state` in place and returns the final hidden states [B, C]."""
     # imported here: the package needs Triton only on this path, and rwkv7.py imports this module
     from ..kernels.triton_mix import shift_mix_, time_mix_out, time_mix_prep
-    from ..kernels.triton_ops import wkv7_decode_
+    from ..kernels.triton_ops import on_device, wkv7_decode_
     from .rwkv7 import lora
 
     C, H = model.config.n_embd, model.config.n_head
     first = model.blocks[0]
-    x = F.layer_norm(model.emb(input_ids.view(-1)), (C,), first.ln0.weight, first.ln0.bias, first.ln0.eps)
-    dx, v_first = None, None
-    for i, block in enumerate(model.blocks):
-        att, ffn = block.att, block.ffn
-        mixes = [att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g]
-        x, (xr, xw, xk, xv, xa, xg) = shift_mix_(x, dx, state.att_x_prev[i], block.ln1, mixes)
-        r, k, v = att.receptance(xr), att.key(xk), att.value(xv)
-        w_pre = lora(xw, att.w1, att.w2, att.w0, torch.tanh)
-        a_pre = lora(xa, att.a1, att.a2, att.a0)
-        v_pre = lora(xv, att.v1, att.v2, att.v0) if i > 0 else None
-        g = lora(xg, att.g1, att.g2, act=torch.sigmoid)
-        w, k, v, a, b = time_mix_prep(k, v, w_pre, a_pre, v_pre, v_first, att.k_k, att.k_a, H)
-        if i == 0:
-            v_first = v
-        shape = (x.shape[0], H, C // H)
-        y = wkv7_decode_(*(t.view(shape) for t in (r, w, k, v, a, b)), state.wkv[i]).view_as(r)
-        dx = att.output(time_mix_out(y, r, k, v, g, att.r_k, att.ln_x))
-        x, (xk,) = shift_mix_(x, dx, state.ffn_x_prev[i], block.ln2, [ffn.x_k])
-        dx = ffn.value(torch.relu(ffn.key(xk)).square())
-    return F.layer_norm(x + dx, (C,), model.ln_out.weight, model.ln_out.bias, model.ln_out.eps)
+    with on_device(model.emb.weight):  # Triton launches on the current device, which may be another GPU
+        x = F.layer_norm(model.emb(input_ids.view(-1)), (C,), first.ln0.weight, first.ln0.bias, first.ln0.eps)
+        dx, v_first = None, None
+        for i, block in enumerate(model.blocks):
+            att, ffn = block.att, block.ffn
+            mixes = [att.x_r, att.x_w, att.x_k, att.x_v, att.x_a, att.x_g]
+            x, (xr, xw, xk, xv, xa, xg) = shift_mix_(x, dx, state.att_x_prev[i], block.ln1, mixes)
+            r, k, v = att.receptance(xr), att.key(xk), att.value(xv)
+            w_pre = lora(xw, att.w1, att.w2, att.w0, torch.tanh)
+            a_pre = lora(xa, att.a1, att.a2, att.a0)
+            v_pre = lora(xv, att.v1, att.v2, att.v0) if i > 0 else None
+            g = lora(xg, att.g1, att.g2, act=torch.sigmoid)
+            w, k, v, a, b = time_mix_prep(k, v, w_pre, a_pre, v_pre, v_first, att.k_k, att.k_a, H)
+            if i == 0:
+                v_first = v
+            shape = (x.shape[0], H, C // H)
+            y = wkv7_decode_(*(t.view(shape) for t in (r, w, k, v, a, b)), state.wkv[i]).view_as(r)
+            dx = att.output(time_mix_out(y, r, k, v, g, att.r_k, att.ln_x))
+            x, (xk,) = shift_mix_(x, dx, state.ffn_x_prev[i], block.ln2, [ffn.x_k])
+            dx = ffn.value(torch.relu(ffn.key(xk)).square())
+        return F.layer_norm(x + dx, (C,), model.ln_out.weight, model.ln_out.bias, model.ln_out.eps)
