@@ -405,6 +405,23 @@ def test_a_request_raising_in_its_own_steps(model):
     assert "".join(stream) == Engine(model, TOK).generate("Hello", max_tokens=5, temperature=0).text
 
 
+def test_asking_for_a_next_token_without_a_decode_row_fails_that_request(model):
+    """NEXT is only valid from a request resumed by a decode step (it holds a row); one that asks before it
+    ever joined the batch fails with a clear error while a generation decoding beside it is unharmed."""
+    engine = Engine(model, TOK)
+
+    def confused():
+        yield Forward(TOK.encode("Hello"), None)
+        yield scheduler_module.NEXT
+
+    with Paused(engine):
+        stream = engine.stream("Hello", max_tokens=5, temperature=0)
+        ticket = engine.scheduler.submit(confused())
+    with pytest.raises(RuntimeError, match="cannot run"):  # a request left waiting would time out instead
+        asyncio.run(asyncio.wait_for(ticket.aresult(), timeout=30))
+    assert "".join(stream) == Engine(model, TOK).generate("Hello", max_tokens=5, temperature=0).text
+
+
 def test_a_lone_request_does_not_wait_for_company(model):
     engine = Engine(model, TOK, max_wait=0.05)
     for p in ("one", "two", "three"):
