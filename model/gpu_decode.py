@@ -40,6 +40,7 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) ->
     from .rwkv7 import lora
 
     C, H = model.config.n_embd, model.config.n_head
+    heads = (input_ids.numel(), H, C // H)  # the WKV step's view of a [B, C] tensor
     first = model.blocks[0]
     with on_device(model.emb.weight):  # Triton launches on the current device, which may be another GPU
         x = F.layer_norm(model.emb(input_ids.view(-1)), (C,), first.ln0.weight, first.ln0.bias, first.ln0.eps)
@@ -56,8 +57,7 @@ def decode_step(model: nn.Module, input_ids: torch.Tensor, state: RWKV7State) ->
             w, k, v, a, b = time_mix_prep(k, v, w_pre, a_pre, v_pre, v_first, att.k_k, att.k_a, H)
             if i == 0:
                 v_first = v
-            shape = (x.shape[0], H, C // H)
-            y = wkv7_decode_(*(t.view(shape) for t in (r, w, k, v, a, b)), state.wkv[i]).view_as(r)
+            y = wkv7_decode_(*(t.view(heads) for t in (r, w, k, v, a, b)), state.wkv[i]).view_as(r)
             dx = att.output(time_mix_out(y, r, k, v, g, att.r_k, att.ln_x))
             x, (xk,) = shift_mix_(x, dx, state.ffn_x_prev[i], block.ln2, [ffn.x_k])
             dx = ffn.value(torch.relu(ffn.key(xk)).square())
